@@ -1,0 +1,53 @@
+//! Tensor views: a name, a type, a shape and borrowed bytes from a memory-mapped file.
+
+use crate::dtype::DType;
+
+/// A borrowed view of one tensor's bytes inside a mapped model file. No copy is made.
+#[derive(Clone, Debug)]
+pub struct TensorView<'a> {
+    /// The name as stored in the file (`blk.0.attn_q.weight` in GGUF,
+    /// `model.layers.0.self_attn.q_proj.weight` in safetensors).
+    pub name: &'a str,
+    /// Element or block type.
+    pub dtype: DType,
+    /// Row-major shape, outermost dimension first (PyTorch order). GGUF lists dimensions
+    /// innermost first (`ne[0]` is the row length); readers reverse them into this order.
+    pub shape: Vec<usize>,
+    /// The raw bytes, exactly `dtype.row_bytes(last dim) * product(other dims)` long.
+    pub data: &'a [u8],
+}
+
+impl TensorView<'_> {
+    /// Number of elements (product of the shape; 1 for a scalar).
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Metadata about one tensor, without its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The name as stored in the file.
+    pub name: String,
+    /// Element or block type.
+    pub dtype: DType,
+    /// Row-major shape, outermost dimension first.
+    pub shape: Vec<usize>,
+    /// Size of the tensor's data in bytes.
+    pub nbytes: usize,
+}
+
+impl TensorInfo {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Anything that holds named tensors: a GGUF file (or its splits), a set of safetensors shards.
+pub trait TensorSource {
+    /// Every tensor's metadata, in file order.
+    fn tensor_infos(&self) -> Vec<TensorInfo>;
+    /// A view of the named tensor, or `None` if the source has no tensor of that name.
+    fn tensor(&self, name: &str) -> Option<TensorView<'_>>;
+}
