@@ -17,6 +17,8 @@
 
 use std::collections::HashMap;
 
+use frugal_formats::gguf::Metadata;
+
 use super::bpe::BpeModel;
 use super::pretokenize::PreTokenizer;
 use super::{spm, TokenizerError};
@@ -83,6 +85,68 @@ pub struct GgufVocab {
     pub add_eos: Option<bool>,
     /// `tokenizer.ggml.add_space_prefix`; `None`: true for `llama`, false for `gpt2`.
     pub add_space_prefix: Option<bool>,
+}
+
+impl GgufVocab {
+    /// Reads the `tokenizer.ggml.*` keys. Missing required keys (`model`, `tokens`, and
+    /// `merges` for `gpt2`) and values of the wrong type are errors naming the key.
+    pub fn from_metadata(md: &Metadata) -> Result<Self, TokenizerError> {
+        fn wrong(key: &'static str, want: &str) -> TokenizerError {
+            TokenizerError::BadKey { key, problem: format!("is not {want}") }
+        }
+        fn opt<T>(md: &Metadata, key: &'static str, want: &str, v: Option<T>) -> Result<Option<T>, TokenizerError> {
+            match (md.contains_key(key), v) {
+                (false, _) => Ok(None),
+                (true, Some(v)) => Ok(Some(v)),
+                (true, None) => Err(wrong(key, want)),
+            }
+        }
+        fn id(md: &Metadata, key: &'static str) -> Result<Option<u32>, TokenizerError> {
+            let v = opt(md, key, "a non-negative integer", md.get_u64(key))?;
+            v.map(|x| u32::try_from(x).map_err(|_| wrong(key, "a 32-bit token id"))).transpose()
+        }
+        const MODEL: &str = "tokenizer.ggml.model";
+        const TOKENS: &str = "tokenizer.ggml.tokens";
+        const MERGES: &str = "tokenizer.ggml.merges";
+        let model = opt(md, MODEL, "a string", md.get_str(MODEL))?
+            .ok_or(TokenizerError::MissingKey { key: MODEL })?
+            .to_string();
+        let tokens: Vec<String> = opt(md, TOKENS, "an array of strings", md.get_str_array(TOKENS))?
+            .ok_or(TokenizerError::MissingKey { key: TOKENS })?
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let merges: Vec<String> = opt(md, MERGES, "an array of strings", md.get_str_array(MERGES))?
+            .unwrap_or_default()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if model == "gpt2" && merges.is_empty() {
+            return Err(TokenizerError::MissingKey { key: MERGES });
+        }
+        let pre = opt(md, "tokenizer.ggml.pre", "a string", md.get_str("tokenizer.ggml.pre"))?.map(str::to_string);
+        let scores = opt(md, "tokenizer.ggml.scores", "an array of numbers", md.get_f32_array("tokenizer.ggml.scores"))?
+            .unwrap_or_default();
+        let token_types =
+            opt(md, "tokenizer.ggml.token_type", "an array of integers", md.get_i64_array("tokenizer.ggml.token_type"))?
+                .unwrap_or_default();
+        let flag = |key: &'static str| opt(md, key, "a bool", md.get_bool(key));
+        Ok(Self {
+            model,
+            pre,
+            tokens,
+            scores,
+            token_types,
+            merges,
+            bos_id: id(md, "tokenizer.ggml.bos_token_id")?,
+            eos_id: id(md, "tokenizer.ggml.eos_token_id")?,
+            unk_id: id(md, "tokenizer.ggml.unknown_token_id")?,
+            pad_id: id(md, "tokenizer.ggml.padding_token_id")?,
+            add_bos: flag("tokenizer.ggml.add_bos_token")?,
+            add_eos: flag("tokenizer.ggml.add_eos_token")?,
+            add_space_prefix: flag("tokenizer.ggml.add_space_prefix")?,
+        })
+    }
 }
 
 /// The algorithm behind a [`GgufTokenizer`].

@@ -33,6 +33,14 @@ pub enum TokenizerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A GGUF file could not be opened.
+    #[error("cannot read GGUF file {path}: {message}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// The reader's error.
+        message: String,
+    },
     /// A `tokenizer.json` (or `tokenizer_config.json`) could not be parsed.
     #[error("cannot load Hugging Face tokenizer {path}: {message}")]
     HfLoad {
@@ -127,6 +135,19 @@ impl Tokenizer {
     /// Loads a Hugging Face `tokenizer.json` (BOS/EOS from `tokenizer_config.json` beside it).
     pub fn from_tokenizer_json(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         Ok(Self::Hf(Box::new(HfTokenizer::from_file(path.as_ref())?)))
+    }
+
+    /// Reads the tokenizer of a GGUF file (its `tokenizer.ggml.*` metadata).
+    pub fn from_gguf_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
+        let path = path.as_ref();
+        let file = frugal_formats::gguf::GgufFile::open(path)
+            .map_err(|e| TokenizerError::Gguf { path: path.to_path_buf(), message: e.to_string() })?;
+        Self::from_gguf_metadata(file.metadata())
+    }
+
+    /// Builds a tokenizer from GGUF metadata.
+    pub fn from_gguf_metadata(md: &frugal_formats::gguf::Metadata) -> Result<Self, TokenizerError> {
+        Self::from_gguf_vocab(GgufVocab::from_metadata(md)?)
     }
 
     /// Builds a tokenizer from GGUF tokenizer fields.
