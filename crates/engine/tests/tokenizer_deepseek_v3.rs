@@ -22,7 +22,11 @@ struct Case {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("ids array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("ids array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
 
 fn cases() -> Vec<Case> {
@@ -37,19 +41,24 @@ fn cases() -> Vec<Case> {
             ids: ids(&c["ids"]),
             ids_with_special: ids(&c["ids_with_special"]),
             decode: c["decode"].as_str().expect("decode").to_string(),
-            decode_skip_special: c["decode_skip_special"].as_str().expect("decode").to_string(),
+            decode_skip_special: c["decode_skip_special"]
+                .as_str()
+                .expect("decode")
+                .to_string(),
         })
         .collect()
 }
 
 fn hf() -> Tokenizer {
-    Tokenizer::from_tokenizer_json(fixture_dir().join("tokenizer.json")).expect("loading tokenizer.json")
+    Tokenizer::from_tokenizer_json(fixture_dir().join("tokenizer.json"))
+        .expect("loading tokenizer.json")
 }
 
 /// The vocabulary of `tokenizer.json` laid out as GGUF's `tokenizer.ggml.*` arrays: added
 /// tokens marked `special` become control tokens (type 3), the others user-defined (type 4).
 fn gguf_style() -> Tokenizer {
-    let text = std::fs::read_to_string(fixture_dir().join("tokenizer.json")).expect("reading tokenizer.json");
+    let text = std::fs::read_to_string(fixture_dir().join("tokenizer.json"))
+        .expect("reading tokenizer.json");
     let v: Value = serde_json::from_str(&text).expect("parsing tokenizer.json");
     let vocab = v["model"]["vocab"].as_object().expect("model.vocab");
     let added = v["added_tokens"].as_array().expect("added_tokens");
@@ -70,7 +79,11 @@ fn gguf_style() -> Tokenizer {
     for a in added {
         let i = a["id"].as_u64().expect("id") as usize;
         tokens[i] = a["content"].as_str().expect("content").to_string();
-        types[i] = if a["special"].as_bool() == Some(true) { 3 } else { 4 };
+        types[i] = if a["special"].as_bool() == Some(true) {
+            3
+        } else {
+            4
+        };
     }
     let merges = v["model"]["merges"]
         .as_array()
@@ -78,7 +91,11 @@ fn gguf_style() -> Tokenizer {
         .iter()
         .map(|m| match m {
             Value::String(s) => s.clone(),
-            Value::Array(p) => format!("{} {}", p[0].as_str().expect("merge"), p[1].as_str().expect("merge")),
+            Value::Array(p) => format!(
+                "{} {}",
+                p[0].as_str().expect("merge"),
+                p[1].as_str().expect("merge")
+            ),
             other => panic!("unexpected merge {other}"),
         })
         .collect();
@@ -109,9 +126,15 @@ fn check_stream(tok: &Tokenizer, ids: &[u32], what: &str) {
         let prefix = tok.decode(&ids[..=i], false).expect("decode");
         // Everything decodable so far has been emitted; what is held back is an unfinished
         // character, which a full decode shows as U+FFFD.
-        assert!(prefix.starts_with(&emitted), "{what}: emitted {emitted:?} is not a prefix of {prefix:?}");
+        assert!(
+            prefix.starts_with(&emitted),
+            "{what}: emitted {emitted:?} is not a prefix of {prefix:?}"
+        );
         let rest = &prefix[emitted.len()..];
-        assert!(rest.chars().all(|c| c == '\u{FFFD}') && rest.chars().count() <= 3, "{what}: {rest:?} held back");
+        assert!(
+            rest.chars().all(|c| c == '\u{FFFD}') && rest.chars().count() <= 3,
+            "{what}: {rest:?} held back"
+        );
     }
     if let Some(tail) = stream.flush() {
         emitted.push_str(&tail);
@@ -128,7 +151,10 @@ fn hf_tokenizer_matches_python_tokenizers() {
     for c in &cases {
         let got = tok.encode(&c.text, false).expect("encode");
         if got != c.ids {
-            failures.push(format!("encode {:?}\n  want {:?}\n  got  {:?}", c.text, c.ids, got));
+            failures.push(format!(
+                "encode {:?}\n  want {:?}\n  got  {:?}",
+                c.text, c.ids, got
+            ));
         }
         let got = tok.encode(&c.text, true).expect("encode");
         if got != c.ids_with_special {
@@ -151,7 +177,10 @@ fn own_bpe_with_deepseek_v3_pre_matches_python_tokenizers() {
     for c in &cases() {
         let got = tok.encode(&c.text, false).expect("encode");
         if got != c.ids {
-            failures.push(format!("encode {:?}\n  want {:?}\n  got  {:?}", c.text, c.ids, got));
+            failures.push(format!(
+                "encode {:?}\n  want {:?}\n  got  {:?}",
+                c.text, c.ids, got
+            ));
         }
         if tok.decode(&c.ids, false).expect("decode") != c.decode {
             failures.push(format!("decode {:?}", c.text));
@@ -172,9 +201,15 @@ fn special_ids_and_lookups() {
     assert_eq!(tok.token_to_id("<｜User｜>"), Some(128803));
     assert_eq!(tok.id_to_token(128803).as_deref(), Some("<｜User｜>"));
     assert!(tok.is_special(0) && tok.is_special(1));
-    assert!(!tok.is_special(128803), "<｜User｜> is a non-special added token in this file");
+    assert!(
+        !tok.is_special(128803),
+        "<｜User｜> is a non-special added token in this file"
+    );
     assert_eq!(tok.token_bytes(223), Some(b" ".to_vec()));
-    assert_eq!(tok.token_bytes(128803), Some("<｜User｜>".as_bytes().to_vec()));
+    assert_eq!(
+        tok.token_bytes(128803),
+        Some("<｜User｜>".as_bytes().to_vec())
+    );
     assert!(tok.token_bytes(10_000_000).is_none());
     assert!(tok.decode(&[10_000_000], false).is_err());
 }
@@ -192,12 +227,26 @@ fn streaming_matches_decode() {
         let c = frugal_engine::tokenizer::bpe::ByteLevel::new().char_of(b);
         hf.token_to_id(&c.to_string()).expect("byte token")
     };
-    let ids: Vec<u32> = "🦙".bytes().map(bytes_of).chain([bytes_of(0x80), bytes_of(b'a')]).collect();
+    let ids: Vec<u32> = "🦙"
+        .bytes()
+        .map(bytes_of)
+        .chain([bytes_of(0x80), bytes_of(b'a')])
+        .collect();
     check_stream(&hf, &ids, "split emoji");
     check_stream(&own, &ids, "split emoji");
     let mut s = hf.decode_stream(false);
     let pieces: Vec<Option<String>> = ids.iter().map(|&i| s.step(i).expect("step")).collect();
-    assert_eq!(pieces, vec![None, None, None, Some("🦙".into()), Some("\u{FFFD}".into()), Some("a".into())]);
+    assert_eq!(
+        pieces,
+        vec![
+            None,
+            None,
+            None,
+            Some("🦙".into()),
+            Some("\u{FFFD}".into()),
+            Some("a".into())
+        ]
+    );
 }
 
 #[test]

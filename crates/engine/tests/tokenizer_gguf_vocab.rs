@@ -23,15 +23,19 @@ fn reference_dir() -> PathBuf {
 }
 
 fn load(name: &str) -> Tokenizer {
-    let path = reference_dir().join("vocab").join(format!("ggml-vocab-{name}.gguf"));
+    let path = reference_dir()
+        .join("vocab")
+        .join(format!("ggml-vocab-{name}.gguf"));
     Tokenizer::from_gguf_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// The test strings of `<name>.inp` paired with the ids of `<name>.out`.
 fn cases(name: &str) -> Vec<(String, Vec<u32>)> {
     let dir = reference_dir().join("vocab");
-    let inp = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.inp"))).expect("reading .inp");
-    let out = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.out"))).expect("reading .out");
+    let inp = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.inp")))
+        .expect("reading .inp");
+    let out = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.out")))
+        .expect("reading .out");
     let sep = "\n__ggml_vocab_test__\n";
     let mut texts = Vec::new();
     let mut pos = 0;
@@ -49,9 +53,17 @@ fn cases(name: &str) -> Vec<(String, Vec<u32>)> {
     }
     let ids: Vec<Vec<u32>> = out
         .lines()
-        .map(|l| l.split_whitespace().map(|t| t.parse().expect("id in .out")).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .map(|t| t.parse().expect("id in .out"))
+                .collect()
+        })
         .collect();
-    assert_eq!(texts.len(), ids.len(), "{name}: .inp and .out disagree on the number of tests");
+    assert_eq!(
+        texts.len(),
+        ids.len(),
+        "{name}: .inp and .out disagree on the number of tests"
+    );
     texts.into_iter().zip(ids).collect()
 }
 
@@ -72,7 +84,13 @@ fn check(name: &str) {
             failures.push(format!("decode {text:?} gave {back:?}"));
         }
     }
-    assert!(failures.is_empty(), "{name}: {} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -108,7 +126,11 @@ fn check_stream(name: &str) {
         // A text whose characters are split over byte tokens in every vocabulary here.
         tok.encode("🦙🚀 中文 ½ Äpfel 👨‍👩‍👧", false).expect("encode")
     };
-    for (text, ids) in cases(name).iter().map(|(t, i)| (t.as_str(), i.clone())).chain([("extra", extra)]) {
+    for (text, ids) in cases(name)
+        .iter()
+        .map(|(t, i)| (t.as_str(), i.clone()))
+        .chain([("extra", extra)])
+    {
         let mut stream = tok.decode_stream(false);
         let mut emitted = String::new();
         for (i, &id) in ids.iter().enumerate() {
@@ -116,14 +138,24 @@ fn check_stream(name: &str) {
                 emitted.push_str(&p);
             }
             let prefix = tok.decode(&ids[..=i], false).expect("decode");
-            assert!(prefix.starts_with(&emitted), "{name} {text:?}: {emitted:?} vs {prefix:?}");
+            assert!(
+                prefix.starts_with(&emitted),
+                "{name} {text:?}: {emitted:?} vs {prefix:?}"
+            );
             let rest = &prefix[emitted.len()..];
-            assert!(rest.chars().all(|c| c == '\u{FFFD}') && rest.chars().count() <= 3, "{name} {text:?}: {rest:?}");
+            assert!(
+                rest.chars().all(|c| c == '\u{FFFD}') && rest.chars().count() <= 3,
+                "{name} {text:?}: {rest:?}"
+            );
         }
         if let Some(t) = stream.flush() {
             emitted.push_str(&t);
         }
-        assert_eq!(emitted, tok.decode(&ids, false).expect("decode"), "{name} {text:?}");
+        assert_eq!(
+            emitted,
+            tok.decode(&ids, false).expect("decode"),
+            "{name} {text:?}"
+        );
     }
 }
 
@@ -145,13 +177,18 @@ fn special_tokens_in_text_are_single_ids() {
     let tok = load("qwen2");
     let (start, end) = (151644, 151645);
     assert_eq!(tok.token_to_id("<|im_start|>"), Some(start));
-    let ids = tok.encode("<|im_start|>user\nHi!<|im_end|>\n", false).expect("encode");
+    let ids = tok
+        .encode("<|im_start|>user\nHi!<|im_end|>\n", false)
+        .expect("encode");
     let user = tok.encode("user\nHi!", false).expect("encode");
     let nl = tok.encode("\n", false).expect("encode");
     let want: Vec<u32> = [vec![start], user, vec![end], nl].concat();
     assert_eq!(ids, want);
     assert!(tok.is_special(start));
-    assert_eq!(tok.decode(&ids, false).expect("decode"), "<|im_start|>user\nHi!<|im_end|>\n");
+    assert_eq!(
+        tok.decode(&ids, false).expect("decode"),
+        "<|im_start|>user\nHi!<|im_end|>\n"
+    );
     assert_eq!(tok.decode(&ids, true).expect("decode"), "user\nHi!\n");
     assert_eq!(tok.token_bytes(start), Some(b"<|im_start|>".to_vec()));
 
@@ -167,15 +204,26 @@ fn special_tokens_in_text_are_single_ids() {
 #[test]
 fn bos_eos_and_lookups() {
     let spm = load("llama-spm");
-    assert_eq!((spm.bos_id(), spm.eos_id(), spm.vocab_size()), (Some(1), Some(2), 32000));
+    assert_eq!(
+        (spm.bos_id(), spm.eos_id(), spm.vocab_size()),
+        (Some(1), Some(2), 32000)
+    );
     assert_eq!(spm.encode("", true).expect("encode"), vec![1]);
     assert_eq!(spm.encode("", false).expect("encode"), Vec::<u32>::new());
     assert_eq!(spm.token_bytes(13), Some(vec![b'\n']), "<0x0A>");
     assert_eq!(spm.id_to_token(13).as_deref(), Some("<0x0A>"));
     let ds = load("deepseek-llm");
-    assert_eq!(ds.encode("Hi", true).expect("encode")[0], 100000, "deepseek-llm adds BOS");
+    assert_eq!(
+        ds.encode("Hi", true).expect("encode")[0],
+        100000,
+        "deepseek-llm adds BOS"
+    );
     let q = load("qwen2");
-    assert_eq!(q.encode("Hi", true).expect("encode"), q.encode("Hi", false).expect("encode"), "qwen2 adds none");
+    assert_eq!(
+        q.encode("Hi", true).expect("encode"),
+        q.encode("Hi", false).expect("encode"),
+        "qwen2 adds none"
+    );
     assert!(q.decode(&[u32::MAX], false).is_err());
     assert!(q.token_bytes(u32::MAX).is_none());
 }
@@ -191,37 +239,79 @@ fn bad_vocabularies_give_clear_errors() {
         ..GgufVocab::default()
     };
     assert!(Tokenizer::from_gguf_vocab(base.clone()).is_ok());
-    let err = |v: GgufVocab| Tokenizer::from_gguf_vocab(v).expect_err("must fail").to_string();
+    let err = |v: GgufVocab| {
+        Tokenizer::from_gguf_vocab(v)
+            .expect_err("must fail")
+            .to_string()
+    };
 
-    let e = err(GgufVocab { pre: Some("mystery-pre".into()), ..base.clone() });
-    assert!(e.contains("mystery-pre") && e.contains("deepseek-v3") && e.contains("llama-bpe"), "{e}");
-    let e = err(GgufVocab { model: "rwkv".into(), ..base.clone() });
+    let e = err(GgufVocab {
+        pre: Some("mystery-pre".into()),
+        ..base.clone()
+    });
+    assert!(
+        e.contains("mystery-pre") && e.contains("deepseek-v3") && e.contains("llama-bpe"),
+        "{e}"
+    );
+    let e = err(GgufVocab {
+        model: "rwkv".into(),
+        ..base.clone()
+    });
     assert!(e.contains("rwkv"), "{e}");
-    let e = err(GgufVocab { tokens: vec![], ..base.clone() });
+    let e = err(GgufVocab {
+        tokens: vec![],
+        ..base.clone()
+    });
     assert!(e.contains("tokenizer.ggml.tokens"), "{e}");
-    let e = err(GgufVocab { merges: vec!["nospace".into()], ..base.clone() });
+    let e = err(GgufVocab {
+        merges: vec!["nospace".into()],
+        ..base.clone()
+    });
     assert!(e.contains("tokenizer.ggml.merges"), "{e}");
-    let e = err(GgufVocab { token_types: vec![1], ..base.clone() });
+    let e = err(GgufVocab {
+        token_types: vec![1],
+        ..base.clone()
+    });
     assert!(e.contains("tokenizer.ggml.token_type"), "{e}");
-    let e = err(GgufVocab { eos_id: Some(99), ..base.clone() });
+    let e = err(GgufVocab {
+        eos_id: Some(99),
+        ..base.clone()
+    });
     assert!(e.contains("eos_token_id"), "{e}");
-    let e = err(GgufVocab { add_bos: Some(true), ..base.clone() });
+    let e = err(GgufVocab {
+        add_bos: Some(true),
+        ..base.clone()
+    });
     assert!(e.contains("bos"), "{e}");
 
     // From metadata: missing and mistyped keys.
     use frugal_formats::gguf::{MetaValue, Metadata};
     let mut md = Metadata::new();
-    let e = Tokenizer::from_gguf_metadata(&md).expect_err("no keys").to_string();
+    let e = Tokenizer::from_gguf_metadata(&md)
+        .expect_err("no keys")
+        .to_string();
     assert!(e.contains("tokenizer.ggml.model"), "{e}");
-    md.insert("tokenizer.ggml.model".into(), MetaValue::String("llama".into())).expect("insert");
-    md.insert("tokenizer.ggml.tokens".into(), MetaValue::U32(3)).expect("insert");
-    let e = Tokenizer::from_gguf_metadata(&md).expect_err("mistyped tokens").to_string();
-    assert!(e.contains("tokenizer.ggml.tokens") && e.contains("array of strings"), "{e}");
+    md.insert(
+        "tokenizer.ggml.model".into(),
+        MetaValue::String("llama".into()),
+    )
+    .expect("insert");
+    md.insert("tokenizer.ggml.tokens".into(), MetaValue::U32(3))
+        .expect("insert");
+    let e = Tokenizer::from_gguf_metadata(&md)
+        .expect_err("mistyped tokens")
+        .to_string();
+    assert!(
+        e.contains("tokenizer.ggml.tokens") && e.contains("array of strings"),
+        "{e}"
+    );
 
     // A file that is not GGUF.
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("x.gguf");
     std::fs::write(&p, b"not a gguf file").expect("write");
-    let e = Tokenizer::from_gguf_file(&p).expect_err("not gguf").to_string();
+    let e = Tokenizer::from_gguf_file(&p)
+        .expect_err("not gguf")
+        .to_string();
     assert!(e.contains("x.gguf"), "{e}");
 }

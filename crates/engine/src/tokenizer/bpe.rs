@@ -25,7 +25,9 @@ impl ByteLevel {
         let mut byte_to_char = ['\0'; 256];
         let mut next = 0u32;
         for b in 0u32..256 {
-            let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+            let printable = (0x21..=0x7E).contains(&b)
+                || (0xA1..=0xAC).contains(&b)
+                || (0xAE..=0xFF).contains(&b);
             let c = if printable {
                 b
             } else {
@@ -35,8 +37,15 @@ impl ByteLevel {
             // OK because every value here is below U+0144, a valid scalar value.
             byte_to_char[b as usize] = char::from_u32(c).expect("OK because c < 0x144");
         }
-        let char_to_byte = byte_to_char.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
-        Self { byte_to_char, char_to_byte }
+        let char_to_byte = byte_to_char
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
+        Self {
+            byte_to_char,
+            char_to_byte,
+        }
     }
 
     /// The character standing for byte `b`.
@@ -95,7 +104,9 @@ impl BpeModel {
         let bytes = ByteLevel::new();
         let mut byte_token = [None; 256];
         for (b, slot) in byte_token.iter_mut().enumerate() {
-            *slot = token_to_id.get(bytes.char_of(b as u8).to_string().as_str()).copied();
+            *slot = token_to_id
+                .get(bytes.char_of(b as u8).to_string().as_str())
+                .copied();
         }
         let mut table = HashMap::with_capacity(merges.len());
         let mut dropped = 0;
@@ -104,24 +115,40 @@ impl BpeModel {
             // A merge is "left right"; the left part never contains a space (spaces are byte
             // characters 'Ġ' in byte-level text), so the first space separates the parts.
             let Some((l, r)) = m.split_once(' ') else {
-                return Err(super::TokenizerError::BadMerge { index: rank, merge: m.clone() });
+                return Err(super::TokenizerError::BadMerge {
+                    index: rank,
+                    merge: m.clone(),
+                });
             };
             joined.clear();
             joined.push_str(l);
             joined.push_str(r);
-            match (token_to_id.get(l), token_to_id.get(r), token_to_id.get(joined.as_str())) {
+            match (
+                token_to_id.get(l),
+                token_to_id.get(r),
+                token_to_id.get(joined.as_str()),
+            ) {
                 (Some(&a), Some(&b), Some(&ab)) => {
-                    let rank = u32::try_from(rank).map_err(|_| super::TokenizerError::BadMerge {
-                        index: rank,
-                        merge: m.clone(),
-                    })?;
+                    let rank =
+                        u32::try_from(rank).map_err(|_| super::TokenizerError::BadMerge {
+                            index: rank,
+                            merge: m.clone(),
+                        })?;
                     // The first (lowest-rank) occurrence of a pair wins, as in HF.
                     table.entry((a, b)).or_insert((rank, ab));
                 }
                 _ => dropped += 1,
             }
         }
-        Ok((Self { bytes, byte_token, merges: table, ignore_merges }, dropped))
+        Ok((
+            Self {
+                bytes,
+                byte_token,
+                merges: table,
+                ignore_merges,
+            },
+            dropped,
+        ))
     }
 
     /// The byte-level table.
@@ -147,9 +174,8 @@ impl BpeModel {
         }
         let mut syms: Vec<u32> = Vec::with_capacity(piece.len());
         for b in piece.bytes() {
-            match self.byte_token[b as usize].or(unk) {
-                Some(id) => syms.push(id),
-                None => {}
+            if let Some(id) = self.byte_token[b as usize].or(unk) {
+                syms.push(id);
             }
         }
         self.merge(&mut syms);
@@ -180,7 +206,10 @@ impl BpeModel {
                 continue;
             }
             // OK because the pair was found in the table when the entry was pushed.
-            let &(_, ab) = self.merges.get(&(a, b)).expect("OK because the pair has a merge");
+            let &(_, ab) = self
+                .merges
+                .get(&(a, b))
+                .expect("OK because the pair has a merge");
             syms[i] = ab;
             alive[j] = false;
             next[i] = next[j];
@@ -230,10 +259,14 @@ mod tests {
 
     #[test]
     fn merges_lowest_rank_leftmost_first() {
-        let vocab: HashMap<String, u32> =
-            ["a", "b", "ab", "aab", "aa"].iter().enumerate().map(|(i, s)| (s.to_string(), i as u32)).collect();
+        let vocab: HashMap<String, u32> = ["a", "b", "ab", "aab", "aa"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.to_string(), i as u32))
+            .collect();
         let merges = vec!["a b".to_string(), "a ab".to_string(), "a a".to_string()];
-        let (m, dropped) = BpeModel::new(&vocab, &merges, false).expect("OK because merges are well-formed");
+        let (m, dropped) =
+            BpeModel::new(&vocab, &merges, false).expect("OK because merges are well-formed");
         assert_eq!(dropped, 0);
         let mut out = Vec::new();
         // "aab": a+b first (rank 0) → a ab → aab.

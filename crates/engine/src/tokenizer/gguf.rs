@@ -92,9 +92,17 @@ impl GgufVocab {
     /// `merges` for `gpt2`) and values of the wrong type are errors naming the key.
     pub fn from_metadata(md: &Metadata) -> Result<Self, TokenizerError> {
         fn wrong(key: &'static str, want: &str) -> TokenizerError {
-            TokenizerError::BadKey { key, problem: format!("is not {want}") }
+            TokenizerError::BadKey {
+                key,
+                problem: format!("is not {want}"),
+            }
         }
-        fn opt<T>(md: &Metadata, key: &'static str, want: &str, v: Option<T>) -> Result<Option<T>, TokenizerError> {
+        fn opt<T>(
+            md: &Metadata,
+            key: &'static str,
+            want: &str,
+            v: Option<T>,
+        ) -> Result<Option<T>, TokenizerError> {
             match (md.contains_key(key), v) {
                 (false, _) => Ok(None),
                 (true, Some(v)) => Ok(Some(v)),
@@ -103,7 +111,8 @@ impl GgufVocab {
         }
         fn id(md: &Metadata, key: &'static str) -> Result<Option<u32>, TokenizerError> {
             let v = opt(md, key, "a non-negative integer", md.get_u64(key))?;
-            v.map(|x| u32::try_from(x).map_err(|_| wrong(key, "a 32-bit token id"))).transpose()
+            v.map(|x| u32::try_from(x).map_err(|_| wrong(key, "a 32-bit token id")))
+                .transpose()
         }
         const MODEL: &str = "tokenizer.ggml.model";
         const TOKENS: &str = "tokenizer.ggml.tokens";
@@ -124,12 +133,27 @@ impl GgufVocab {
         if model == "gpt2" && merges.is_empty() {
             return Err(TokenizerError::MissingKey { key: MERGES });
         }
-        let pre = opt(md, "tokenizer.ggml.pre", "a string", md.get_str("tokenizer.ggml.pre"))?.map(str::to_string);
-        let scores = opt(md, "tokenizer.ggml.scores", "an array of numbers", md.get_f32_array("tokenizer.ggml.scores"))?
-            .unwrap_or_default();
-        let token_types =
-            opt(md, "tokenizer.ggml.token_type", "an array of integers", md.get_i64_array("tokenizer.ggml.token_type"))?
-                .unwrap_or_default();
+        let pre = opt(
+            md,
+            "tokenizer.ggml.pre",
+            "a string",
+            md.get_str("tokenizer.ggml.pre"),
+        )?
+        .map(str::to_string);
+        let scores = opt(
+            md,
+            "tokenizer.ggml.scores",
+            "an array of numbers",
+            md.get_f32_array("tokenizer.ggml.scores"),
+        )?
+        .unwrap_or_default();
+        let token_types = opt(
+            md,
+            "tokenizer.ggml.token_type",
+            "an array of integers",
+            md.get_i64_array("tokenizer.ggml.token_type"),
+        )?
+        .unwrap_or_default();
         let flag = |key: &'static str| opt(md, key, "a bool", md.get_bool(key));
         Ok(Self {
             model,
@@ -152,8 +176,14 @@ impl GgufVocab {
 /// The algorithm behind a [`GgufTokenizer`].
 #[derive(Debug)]
 enum Model {
-    Bpe { bpe: BpeModel, pre: PreTokenizer },
-    Spm { byte_token: Box<[Option<u32>; 256]>, add_space_prefix: bool },
+    Bpe {
+        bpe: Box<BpeModel>,
+        pre: PreTokenizer,
+    },
+    Spm {
+        byte_token: Box<[Option<u32>; 256]>,
+        add_space_prefix: bool,
+    },
 }
 
 /// A tokenizer built from [`GgufVocab`].
@@ -185,7 +215,10 @@ impl GgufTokenizer {
     pub fn new(v: GgufVocab) -> Result<Self, TokenizerError> {
         let n = v.tokens.len();
         if n == 0 {
-            return Err(TokenizerError::BadKey { key: "tokenizer.ggml.tokens", problem: "is empty".into() });
+            return Err(TokenizerError::BadKey {
+                key: "tokenizer.ggml.tokens",
+                problem: "is empty".into(),
+            });
         }
         let n_u32 = u32::try_from(n).map_err(|_| TokenizerError::BadKey {
             key: "tokenizer.ggml.tokens",
@@ -203,15 +236,16 @@ impl GgufTokenizer {
                 problem: format!("has {} entries for {n} tokens", v.scores.len()),
             });
         }
-        let check_id = |key: &'static str, id: Option<u32>| -> Result<Option<u32>, TokenizerError> {
-            match id {
-                Some(i) if i >= n_u32 => Err(TokenizerError::BadKey {
-                    key,
-                    problem: format!("id {i} is outside the vocabulary of {n} tokens"),
-                }),
-                other => Ok(other),
-            }
-        };
+        let check_id =
+            |key: &'static str, id: Option<u32>| -> Result<Option<u32>, TokenizerError> {
+                match id {
+                    Some(i) if i >= n_u32 => Err(TokenizerError::BadKey {
+                        key,
+                        problem: format!("id {i} is outside the vocabulary of {n} tokens"),
+                    }),
+                    other => Ok(other),
+                }
+            };
         let bos = check_id("tokenizer.ggml.bos_token_id", v.bos_id)?;
         let eos = check_id("tokenizer.ggml.eos_token_id", v.eos_id)?;
         let unk = check_id("tokenizer.ggml.unknown_token_id", v.unk_id)?;
@@ -219,7 +253,10 @@ impl GgufTokenizer {
         let types: Vec<TokenType> = if v.token_types.is_empty() {
             vec![TokenType::Normal; n]
         } else {
-            v.token_types.iter().map(|&t| TokenType::from_gguf(t)).collect()
+            v.token_types
+                .iter()
+                .map(|&t| TokenType::from_gguf(t))
+                .collect()
         };
         let mut token_to_id = HashMap::with_capacity(n);
         for (i, t) in v.tokens.iter().enumerate() {
@@ -228,9 +265,15 @@ impl GgufTokenizer {
         }
         let mut specials: HashMap<u8, Vec<(String, u32)>> = HashMap::new();
         for (i, t) in v.tokens.iter().enumerate() {
-            let cut = matches!(types[i], TokenType::Control | TokenType::UserDefined | TokenType::Unknown);
+            let cut = matches!(
+                types[i],
+                TokenType::Control | TokenType::UserDefined | TokenType::Unknown
+            );
             if cut && !t.is_empty() {
-                specials.entry(t.as_bytes()[0]).or_default().push((t.clone(), i as u32));
+                specials
+                    .entry(t.as_bytes()[0])
+                    .or_default()
+                    .push((t.clone(), i as u32));
             }
         }
         for list in specials.values_mut() {
@@ -245,9 +288,18 @@ impl GgufTokenizer {
                 let llama3 = matches!(pre_name, "llama3" | "llama-v3" | "llama-bpe" | "falcon3");
                 let (bpe, dropped) = BpeModel::new(&token_to_id, &v.merges, llama3)?;
                 if dropped > 0 {
-                    tracing::debug!(dropped, "GGUF merges whose parts are not tokens were ignored");
+                    tracing::debug!(
+                        dropped,
+                        "GGUF merges whose parts are not tokens were ignored"
+                    );
                 }
-                (Model::Bpe { bpe, pre }, llama3)
+                (
+                    Model::Bpe {
+                        bpe: Box::new(bpe),
+                        pre,
+                    },
+                    llama3,
+                )
             }
             "llama" => {
                 let mut byte_token = Box::new([None; 256]);
@@ -255,9 +307,19 @@ impl GgufTokenizer {
                     *slot = token_to_id.get(&format!("<0x{b:02X}>")).copied();
                 }
                 let add_space_prefix = v.add_space_prefix.unwrap_or(true);
-                (Model::Spm { byte_token, add_space_prefix }, true)
+                (
+                    Model::Spm {
+                        byte_token,
+                        add_space_prefix,
+                    },
+                    true,
+                )
             }
-            other => return Err(TokenizerError::UnsupportedModel { model: other.to_string() }),
+            other => {
+                return Err(TokenizerError::UnsupportedModel {
+                    model: other.to_string(),
+                })
+            }
         };
         let add_bos = v.add_bos.unwrap_or(default_add_bos);
         let add_eos = v.add_eos.unwrap_or(false);
@@ -267,8 +329,25 @@ impl GgufTokenizer {
         if add_eos && eos.is_none() {
             return Err(TokenizerError::MissingSpecial { which: "eos" });
         }
-        let scores = if v.scores.is_empty() { vec![0.0; n] } else { v.scores };
-        Ok(Self { model, tokens: v.tokens, types, scores, token_to_id, specials, bos, eos, unk, pad, add_bos, add_eos })
+        let scores = if v.scores.is_empty() {
+            vec![0.0; n]
+        } else {
+            v.scores
+        };
+        Ok(Self {
+            model,
+            tokens: v.tokens,
+            types,
+            scores,
+            token_to_id,
+            specials,
+            bos,
+            eos,
+            unk,
+            pad,
+            add_bos,
+            add_eos,
+        })
     }
 
     /// Cuts special tokens out of `text`: at each position the longest special token that
@@ -280,7 +359,9 @@ impl GgufTokenizer {
         let mut i = 0;
         while i < bytes.len() {
             let hit = self.specials.get(&bytes[i]).and_then(|list| {
-                list.iter().find(|(s, _)| bytes[i..].starts_with(s.as_bytes())).map(|(s, id)| (s.len(), *id))
+                list.iter()
+                    .find(|(s, _)| bytes[i..].starts_with(s.as_bytes()))
+                    .map(|(s, id)| (s.len(), *id))
             });
             match hit {
                 Some((len, id)) => {
@@ -307,7 +388,11 @@ impl GgufTokenizer {
             // OK because `new` refused add_bos without a bos id.
             out.push(self.bos.expect("OK because add_bos implies a bos id"));
         }
-        let frags = if text.is_empty() { Vec::new() } else { self.fragments(text) };
+        let frags = if text.is_empty() {
+            Vec::new()
+        } else {
+            self.fragments(text)
+        };
         match &self.model {
             Model::Bpe { bpe, pre } => {
                 for f in frags {
@@ -321,7 +406,10 @@ impl GgufTokenizer {
                     }
                 }
             }
-            Model::Spm { byte_token, add_space_prefix } => {
+            Model::Spm {
+                byte_token,
+                add_space_prefix,
+            } => {
                 let mut after_special = true;
                 let mut buf = String::new();
                 for f in frags {
@@ -338,7 +426,14 @@ impl GgufTokenizer {
                             for c in t.chars() {
                                 buf.push(if c == ' ' { '▁' } else { c });
                             }
-                            spm::encode(&buf, &self.token_to_id, &self.scores, byte_token, self.unk, &mut out);
+                            spm::encode(
+                                &buf,
+                                &self.token_to_id,
+                                &self.scores,
+                                byte_token,
+                                self.unk,
+                                &mut out,
+                            );
                             after_special = false;
                         }
                     }
@@ -359,9 +454,13 @@ impl GgufTokenizer {
         let ty = self.types[id as usize];
         let mut out = Vec::with_capacity(text.len());
         match (&self.model, ty) {
-            (_, TokenType::Control | TokenType::UserDefined | TokenType::Unknown | TokenType::Unused) => {
-                out.extend_from_slice(text.as_bytes())
-            }
+            (
+                _,
+                TokenType::Control
+                | TokenType::UserDefined
+                | TokenType::Unknown
+                | TokenType::Unused,
+            ) => out.extend_from_slice(text.as_bytes()),
             (Model::Bpe { bpe, .. }, _) => bpe.byte_level().decode_into(text, &mut out),
             (Model::Spm { .. }, TokenType::Byte) => match parse_byte_token(text) {
                 Some(b) => out.push(b),
@@ -374,7 +473,13 @@ impl GgufTokenizer {
 
     /// Whether decoding drops one leading space of the output (SentencePiece's space prefix).
     pub fn strips_leading_space(&self) -> bool {
-        matches!(self.model, Model::Spm { add_space_prefix: true, .. })
+        matches!(
+            self.model,
+            Model::Spm {
+                add_space_prefix: true,
+                ..
+            }
+        )
     }
 
     /// Number of tokens.
@@ -411,7 +516,10 @@ impl GgufTokenizer {
     }
     /// Whether `id` is a control or unknown token (skipped by `skip_special_tokens`).
     pub fn is_special(&self, id: u32) -> bool {
-        matches!(self.token_type(id), Some(TokenType::Control | TokenType::Unknown))
+        matches!(
+            self.token_type(id),
+            Some(TokenType::Control | TokenType::Unknown)
+        )
     }
 }
 

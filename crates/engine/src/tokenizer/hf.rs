@@ -50,7 +50,9 @@ impl std::fmt::Debug for HfTokenizer {
 }
 
 fn hf_err(e: tokenizers::Error) -> TokenizerError {
-    TokenizerError::Hf { message: e.to_string() }
+    TokenizerError::Hf {
+        message: e.to_string(),
+    }
 }
 
 /// A special-token entry of `tokenizer_config.json`: a string or `{"content": ...}`.
@@ -73,7 +75,11 @@ fn decoder_mode(decoder: &Value) -> (PieceMode, bool) {
             (PieceMode::SentencePiece, !never)
         }
         "Sequence" => {
-            let parts = decoder.get("decoders").and_then(Value::as_array).cloned().unwrap_or_default();
+            let parts = decoder
+                .get("decoders")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let mut mode = PieceMode::Raw;
             let mut strip = false;
             for d in &parts {
@@ -96,8 +102,10 @@ fn decoder_mode(decoder: &Value) -> (PieceMode, bool) {
 impl HfTokenizer {
     /// Loads `tokenizer.json` (and `tokenizer_config.json` beside it, if present).
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TokenizerError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let json: Value = serde_json::from_str(&text).map_err(|e| TokenizerError::HfLoad {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -117,22 +125,37 @@ impl HfTokenizer {
         if let Some(dir) = path.parent() {
             let cfg_path = dir.join("tokenizer_config.json");
             if cfg_path.is_file() {
-                let cfg_text = std::fs::read_to_string(&cfg_path)
-                    .map_err(|source| TokenizerError::Io { path: cfg_path.clone(), source })?;
-                let cfg: Value = serde_json::from_str(&cfg_text).map_err(|e| TokenizerError::HfLoad {
-                    path: cfg_path.clone(),
-                    message: e.to_string(),
-                })?;
+                let cfg_text =
+                    std::fs::read_to_string(&cfg_path).map_err(|source| TokenizerError::Io {
+                        path: cfg_path.clone(),
+                        source,
+                    })?;
+                let cfg: Value =
+                    serde_json::from_str(&cfg_text).map_err(|e| TokenizerError::HfLoad {
+                        path: cfg_path.clone(),
+                        message: e.to_string(),
+                    })?;
                 bos = config_token(cfg.get("bos_token")).and_then(|s| inner.token_to_id(s));
                 eos = config_token(cfg.get("eos_token")).and_then(|s| inner.token_to_id(s));
             }
         }
-        Ok(Self { inner, mode, strip_leading_space, bytes: ByteLevel::new(), special, bos, eos })
+        Ok(Self {
+            inner,
+            mode,
+            strip_leading_space,
+            bytes: ByteLevel::new(),
+            special,
+            bos,
+            eos,
+        })
     }
 
     /// Encodes with the `tokenizers` crate.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self.inner.encode(text, add_special_tokens).map_err(hf_err)?;
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(hf_err)?;
         Ok(enc.get_ids().to_vec())
     }
 

@@ -64,7 +64,9 @@ pub enum TokenizerError {
         known: String,
     },
     /// `tokenizer.ggml.model` is not one this crate implements.
-    #[error("unsupported GGUF tokenizer model `{model}` (tokenizer.ggml.model); supported: gpt2, llama")]
+    #[error(
+        "unsupported GGUF tokenizer model `{model}` (tokenizer.ggml.model); supported: gpt2, llama"
+    )]
     UnsupportedModel {
         /// The model in the file.
         model: String,
@@ -114,7 +116,9 @@ pub enum TokenizerError {
         vocab_size: usize,
     },
     /// `add_bos_token`/`add_eos_token` is set but the vocabulary names no such token.
-    #[error("tokenizer.ggml.add_{which}_token is set but tokenizer.ggml.{which}_token_id is missing")]
+    #[error(
+        "tokenizer.ggml.add_{which}_token is set but tokenizer.ggml.{which}_token_id is missing"
+    )]
     MissingSpecial {
         /// `bos` or `eos`.
         which: &'static str,
@@ -140,8 +144,11 @@ impl Tokenizer {
     /// Reads the tokenizer of a GGUF file (its `tokenizer.ggml.*` metadata).
     pub fn from_gguf_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let path = path.as_ref();
-        let file = frugal_formats::gguf::GgufFile::open(path)
-            .map_err(|e| TokenizerError::Gguf { path: path.to_path_buf(), message: e.to_string() })?;
+        let file =
+            frugal_formats::gguf::GgufFile::open(path).map_err(|e| TokenizerError::Gguf {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         Self::from_gguf_metadata(file.metadata())
     }
 
@@ -174,7 +181,8 @@ impl Tokenizer {
                 for &id in ids {
                     bytes.extend_from_slice(&self.piece_bytes(id, skip_special_tokens)?);
                 }
-                let start = usize::from(self.strips_leading_space() && bytes.first() == Some(&b' '));
+                let start =
+                    usize::from(self.strips_leading_space() && bytes.first() == Some(&b' '));
                 Ok(String::from_utf8_lossy(&bytes[start..]).into_owned())
             }
         }
@@ -194,8 +202,10 @@ impl Tokenizer {
         if skip_special_tokens && self.is_special(id) {
             return Ok(Vec::new());
         }
-        self.token_bytes(id)
-            .ok_or(TokenizerError::IdOutOfRange { id, vocab_size: self.vocab_size() })
+        self.token_bytes(id).ok_or(TokenizerError::IdOutOfRange {
+            id,
+            vocab_size: self.vocab_size(),
+        })
     }
 
     /// Whether decoding drops one leading space (SentencePiece's space prefix).

@@ -45,10 +45,22 @@ const KNOWN: &[(&[&str], &[&str])] = &[
         ],
     ),
     (
-        &["llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe", "chatglm-bpe", "glm4"],
+        &[
+            "llama3",
+            "llama-v3",
+            "llama-bpe",
+            "falcon3",
+            "dbrx",
+            "smaug-bpe",
+            "chatglm-bpe",
+            "glm4",
+        ],
         &[LLAMA3],
     ),
-    (&["qwen2", "deepseek-r1-qwen", "stablelm2", "megrez"], &[QWEN2]),
+    (
+        &["qwen2", "deepseek-r1-qwen", "stablelm2", "megrez"],
+        &[QWEN2],
+    ),
     (
         &["deepseek-llm"],
         &[
@@ -62,15 +74,36 @@ const KNOWN: &[(&[&str], &[&str])] = &[
     ),
     (
         &["deepseek-coder"],
-        &["[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[\u{4e00}-\u{9fa5}\u{800}-\u{4e00}\u{ac00}-\u{d7ff}]+", "\\p{N}"],
+        &[
+            "[\r\n]",
+            "\\s?\\p{L}+",
+            "\\s?\\p{P}+",
+            "[\u{4e00}-\u{9fa5}\u{800}-\u{4e00}\u{ac00}-\u{d7ff}]+",
+            "\\p{N}",
+        ],
     ),
     (
         &["deepseek-v3"],
-        &["\\p{N}{1,3}", "[\u{4e00}-\u{9fa5}\u{3040}-\u{309f}\u{30a0}-\u{30ff}]+", DEEPSEEK_V3_MAIN],
+        &[
+            "\\p{N}{1,3}",
+            "[\u{4e00}-\u{9fa5}\u{3040}-\u{309f}\u{30a0}-\u{30ff}]+",
+            DEEPSEEK_V3_MAIN,
+        ],
     ),
     (
-        &["starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b"],
-        &[r"\p{N}", r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"],
+        &[
+            "starcoder",
+            "refact",
+            "command-r",
+            "smollm",
+            "codeshell",
+            "exaone",
+            "minerva-7b",
+        ],
+        &[
+            r"\p{N}",
+            r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+        ],
     ),
     (
         &["falcon"],
@@ -84,7 +117,10 @@ const KNOWN: &[(&[&str], &[&str])] = &[
 
 /// Every `tokenizer.ggml.pre` name [`PreTokenizer::from_name`] accepts.
 pub fn known_names() -> Vec<&'static str> {
-    KNOWN.iter().flat_map(|(names, _)| names.iter().copied()).collect()
+    KNOWN
+        .iter()
+        .flat_map(|(names, _)| names.iter().copied())
+        .collect()
 }
 
 /// A compiled list of split regexes.
@@ -118,7 +154,10 @@ impl PreTokenizer {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { name: name.to_string(), regexes })
+        Ok(Self {
+            name: name.to_string(),
+            regexes,
+        })
     }
 
     /// The name this pre-tokenizer was built for.
@@ -128,7 +167,11 @@ impl PreTokenizer {
 
     /// Cuts `text` into pieces (byte ranges of `text`, in order, covering all of it).
     pub fn split<'t>(&self, text: &'t str) -> Result<Vec<&'t str>, TokenizerError> {
-        let mut pieces: Vec<&'t str> = if text.is_empty() { Vec::new() } else { vec![text] };
+        let mut pieces: Vec<&'t str> = if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![text]
+        };
         for re in &self.regexes {
             let mut next = Vec::with_capacity(pieces.len() * 2);
             for piece in pieces {
@@ -141,10 +184,16 @@ impl PreTokenizer {
 }
 
 /// HF `Split(behavior = Isolated)`: matches become pieces, and so does the text between them.
-fn split_isolated<'t>(re: &Regex, piece: &'t str, out: &mut Vec<&'t str>) -> Result<(), TokenizerError> {
+fn split_isolated<'t>(
+    re: &Regex,
+    piece: &'t str,
+    out: &mut Vec<&'t str>,
+) -> Result<(), TokenizerError> {
     let mut last = 0;
     for m in re.find_iter(piece) {
-        let m = m.map_err(|e| TokenizerError::RegexRun { message: e.to_string() })?;
+        let m = m.map_err(|e| TokenizerError::RegexRun {
+            message: e.to_string(),
+        })?;
         if m.start() == m.end() {
             // An empty match cuts nothing (HF skips them too).
             continue;
@@ -175,7 +224,10 @@ mod tests {
     #[test]
     fn gpt2_splits_words_and_keeps_spaces() {
         let p = PreTokenizer::from_name("gpt-2").expect("OK because gpt-2 is known");
-        assert_eq!(p.split("Hello world  !").expect("OK"), vec!["Hello", " world", " ", " !"]);
+        assert_eq!(
+            p.split("Hello world  !").expect("OK"),
+            vec!["Hello", " world", " ", " !"]
+        );
         assert_eq!(p.split("").expect("OK"), Vec::<&str>::new());
     }
 

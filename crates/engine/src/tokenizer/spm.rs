@@ -83,7 +83,12 @@ pub fn encode(
         let merged = &text[a.start..a.start + a.len + b.len];
         if let Some(&id) = token_to_id.get(merged) {
             let score = scores.get(id as usize).copied().unwrap_or(0.0);
-            heap.push(Candidate { score, left: l, right: r, len: merged.len() });
+            heap.push(Candidate {
+                score,
+                left: l,
+                right: r,
+                len: merged.len(),
+            });
         }
     };
     for i in 1..syms.len() {
@@ -133,7 +138,11 @@ mod tests {
     #[test]
     fn highest_score_first_and_byte_fallback() {
         let toks = ["▁", "a", "b", "▁a", "ab", "▁ab"];
-        let vocab: HashMap<String, u32> = toks.iter().enumerate().map(|(i, s)| (s.to_string(), i as u32)).collect();
+        let vocab: HashMap<String, u32> = toks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.to_string(), i as u32))
+            .collect();
         // "ab" outranks "▁a": "▁" + "ab" then "▁ab".
         let scores = [0.0, 0.0, 0.0, -2.0, -1.0, -3.0];
         let mut bytes = [None; 256];

@@ -24,7 +24,12 @@ pub struct DecodeStream<'a> {
 impl<'a> DecodeStream<'a> {
     /// A stream decoding with `tok`.
     pub fn new(tok: &'a Tokenizer, skip_special_tokens: bool) -> Self {
-        Self { tok, skip_special_tokens, pending: Vec::new(), at_start: true }
+        Self {
+            tok,
+            skip_special_tokens,
+            pending: Vec::new(),
+            at_start: true,
+        }
     }
 
     /// Adds one token; returns the text it completes, if any.
@@ -52,7 +57,10 @@ impl<'a> DecodeStream<'a> {
                 Err(e) => {
                     let valid = e.valid_up_to();
                     // OK because from_utf8 vouched for the first `valid` bytes.
-                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("OK because valid_up_to"));
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[..valid])
+                            .expect("OK because valid_up_to"),
+                    );
                     match e.error_len() {
                         Some(bad) => {
                             out.push(char::REPLACEMENT_CHARACTER);
