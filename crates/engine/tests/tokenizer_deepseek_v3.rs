@@ -259,3 +259,31 @@ fn bad_files_give_errors() {
     let e = Tokenizer::from_tokenizer_json(&missing).expect_err("truncated file");
     assert!(e.to_string().contains("tokenizer.json"), "{e}");
 }
+
+#[test]
+fn add_bos_token_of_tokenizer_config_is_honoured() {
+    // The same tokenizer.json with a config asking for BOS, as DeepSeek's hub repos do.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        fixture_dir().join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .expect("copy");
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"add_bos_token": true, "bos_token": {"content": "<｜begin▁of▁sentence｜>"}, "eos_token": "<｜end▁of▁sentence｜>"}"#,
+    )
+    .expect("write");
+    let tok = Tokenizer::from_tokenizer_json(dir.path().join("tokenizer.json")).expect("load");
+    let plain = tok.encode("Hi", false).expect("encode");
+    assert_eq!(
+        tok.encode("Hi", true).expect("encode"),
+        [vec![0], plain].concat()
+    );
+    // A text that already starts with BOS does not get a second one.
+    let ids = tok
+        .encode("<｜begin▁of▁sentence｜>Hi", true)
+        .expect("encode");
+    assert_eq!(ids.iter().filter(|&&i| i == 0).count(), 1);
+    assert_eq!(tok.eos_id(), Some(1));
+}

@@ -36,6 +36,10 @@ pub struct HfTokenizer {
     special: HashSet<u32>,
     bos: Option<u32>,
     eos: Option<u32>,
+    /// `add_bos_token` / `add_eos_token` of `tokenizer_config.json` (transformers' Llama-style
+    /// tokenizers add these on load, on top of the file's post-processor).
+    add_bos: bool,
+    add_eos: bool,
 }
 
 impl std::fmt::Debug for HfTokenizer {
@@ -121,7 +125,7 @@ impl HfTokenizer {
             .filter(|(_, t)| t.special)
             .map(|(id, _)| id)
             .collect();
-        let (mut bos, mut eos) = (None, None);
+        let (mut bos, mut eos, mut add_bos, mut add_eos) = (None, None, false, false);
         if let Some(dir) = path.parent() {
             let cfg_path = dir.join("tokenizer_config.json");
             if cfg_path.is_file() {
@@ -137,6 +141,8 @@ impl HfTokenizer {
                     })?;
                 bos = config_token(cfg.get("bos_token")).and_then(|s| inner.token_to_id(s));
                 eos = config_token(cfg.get("eos_token")).and_then(|s| inner.token_to_id(s));
+                add_bos = cfg.get("add_bos_token").and_then(Value::as_bool) == Some(true);
+                add_eos = cfg.get("add_eos_token").and_then(Value::as_bool) == Some(true);
             }
         }
         Ok(Self {
@@ -147,16 +153,32 @@ impl HfTokenizer {
             special,
             bos,
             eos,
+            add_bos,
+            add_eos,
         })
     }
 
-    /// Encodes with the `tokenizers` crate.
+    /// Encodes with the `tokenizers` crate. With `add_special_tokens`, BOS/EOS are also added
+    /// when `tokenizer_config.json` asks for them and the post-processor did not already.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
         let enc = self
             .inner
             .encode(text, add_special_tokens)
             .map_err(hf_err)?;
-        Ok(enc.get_ids().to_vec())
+        let mut ids = enc.get_ids().to_vec();
+        if add_special_tokens {
+            if let (true, Some(bos)) = (self.add_bos, self.bos) {
+                if ids.first() != Some(&bos) {
+                    ids.insert(0, bos);
+                }
+            }
+            if let (true, Some(eos)) = (self.add_eos, self.eos) {
+                if ids.last() != Some(&eos) {
+                    ids.push(eos);
+                }
+            }
+        }
+        Ok(ids)
     }
 
     /// Decodes with the `tokenizers` crate.
