@@ -211,6 +211,18 @@ fn special_ids_and_lookups() {
         Some("<｜User｜>".as_bytes().to_vec())
     );
     assert!(tok.token_bytes(10_000_000).is_none());
+    // Untrusted text: BOS (special) stays text; <｜User｜> (non-special added) is still matched.
+    let plain = tok
+        .encode_plain("<｜begin▁of▁sentence｜><｜User｜>", false)
+        .expect("encode");
+    assert!(
+        !plain.contains(&0) && plain.last() == Some(&128803),
+        "{plain:?}"
+    );
+    let own = gguf_style()
+        .encode_plain("<｜begin▁of▁sentence｜><｜User｜>", false)
+        .expect("encode");
+    assert_eq!(own, plain);
     assert!(tok.decode(&[10_000_000], false).is_err());
 }
 

@@ -73,7 +73,12 @@ fn check(name: &str) {
     let cases = cases(name);
     assert!(!cases.is_empty());
     for (text, want) in &cases {
-        let got = tok.encode(text, false).expect("encode");
+        let got = tok.encode_plain(text, false).expect("encode");
+        assert_eq!(
+            got,
+            tok.encode(text, false).expect("encode"),
+            "no special tokens in {text:?}"
+        );
         if &got != want {
             failures.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
         }
@@ -191,6 +196,13 @@ fn special_tokens_in_text_are_single_ids() {
     );
     assert_eq!(tok.decode(&ids, true).expect("decode"), "user\nHi!\n");
     assert_eq!(tok.token_bytes(start), Some(b"<|im_start|>".to_vec()));
+    // Untrusted text: the marker stays text.
+    let plain = tok.encode_plain("<|im_start|>user", false).expect("encode");
+    assert!(!plain.contains(&start) && plain.len() > 2, "{plain:?}");
+    assert_eq!(
+        tok.decode(&plain, false).expect("decode"),
+        "<|im_start|>user"
+    );
 
     // SentencePiece: a text fragment after a control token gets the space prefix again.
     let spm = load("llama-spm");

@@ -352,7 +352,7 @@ impl GgufTokenizer {
 
     /// Cuts special tokens out of `text`: at each position the longest special token that
     /// starts there wins; the text between them is left for the model.
-    fn fragments<'t>(&self, text: &'t str) -> Vec<Fragment<'t>> {
+    fn fragments<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Fragment<'t>> {
         let bytes = text.as_bytes();
         let mut out = Vec::new();
         let mut last = 0;
@@ -360,6 +360,7 @@ impl GgufTokenizer {
         while i < bytes.len() {
             let hit = self.specials.get(&bytes[i]).and_then(|list| {
                 list.iter()
+                    .filter(|(_, id)| parse_special || !self.is_special(*id))
                     .find(|(s, _)| bytes[i..].starts_with(s.as_bytes()))
                     .map(|(s, id)| (s.len(), *id))
             });
@@ -381,8 +382,29 @@ impl GgufTokenizer {
         out
     }
 
-    /// Encodes `text`; with `add_special_tokens`, BOS/EOS are added as the vocabulary asks.
+    /// Encodes `text`; special tokens written in it become single ids, and with
+    /// `add_special_tokens` BOS/EOS are added as the vocabulary asks.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_with(text, add_special_tokens, true)
+    }
+
+    /// Like [`Self::encode`], but control and unknown tokens written in the text stay text
+    /// (user-defined tokens are still matched): for untrusted input, and llama.cpp's
+    /// `parse_special = false`.
+    pub fn encode_plain(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_with(text, add_special_tokens, false)
+    }
+
+    fn encode_with(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
         let mut out = Vec::new();
         if add_special_tokens && self.add_bos {
             // OK because `new` refused add_bos without a bos id.
@@ -391,7 +413,7 @@ impl GgufTokenizer {
         let frags = if text.is_empty() {
             Vec::new()
         } else {
-            self.fragments(text)
+            self.fragments(text, parse_special)
         };
         match &self.model {
             Model::Bpe { bpe, pre } => {

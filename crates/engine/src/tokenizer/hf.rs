@@ -40,6 +40,8 @@ pub struct HfTokenizer {
     /// tokenizers add these on load, on top of the file's post-processor).
     add_bos: bool,
     add_eos: bool,
+    /// A copy of `inner` that reads special tokens in the text as text, made on first use.
+    plain: std::sync::OnceLock<tokenizers::Tokenizer>,
 }
 
 impl std::fmt::Debug for HfTokenizer {
@@ -155,16 +157,38 @@ impl HfTokenizer {
             eos,
             add_bos,
             add_eos,
+            plain: std::sync::OnceLock::new(),
         })
     }
 
     /// Encodes with the `tokenizers` crate. With `add_special_tokens`, BOS/EOS are also added
     /// when `tokenizer_config.json` asks for them and the post-processor did not already.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
-            .map_err(hf_err)?;
+        self.encode_with(&self.inner, text, add_special_tokens)
+    }
+
+    /// Like [`Self::encode`], but added tokens marked `special` written in the text stay text
+    /// (the crate's `encode_special_tokens`); non-special added tokens are still matched.
+    pub fn encode_plain(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let plain = self.plain.get_or_init(|| {
+            let mut t = self.inner.clone();
+            t.set_encode_special_tokens(true);
+            t
+        });
+        self.encode_with(plain, text, add_special_tokens)
+    }
+
+    fn encode_with(
+        &self,
+        tok: &tokenizers::Tokenizer,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let enc = tok.encode(text, add_special_tokens).map_err(hf_err)?;
         let mut ids = enc.get_ids().to_vec();
         if add_special_tokens {
             if let (true, Some(bos)) = (self.add_bos, self.bos) {

@@ -171,6 +171,21 @@ impl Tokenizer {
         }
     }
 
+    /// Like [`Self::encode`], but control/special tokens written in the text are read as plain
+    /// text (user-defined / non-special added tokens are still matched). Use it for untrusted
+    /// text, e.g. user messages, so they cannot forge chat markers; llama.cpp's test harness
+    /// (`parse_special = false`) tokenizes this way.
+    pub fn encode_plain(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        match self {
+            Self::Hf(t) => t.encode_plain(text, add_special_tokens),
+            Self::Gguf(t) => t.encode_plain(text, add_special_tokens),
+        }
+    }
+
     /// Ids → text; with `skip_special_tokens`, special tokens (BOS, EOS, control) are left out.
     /// Bytes that do not form UTF-8 come out as U+FFFD.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, TokenizerError> {
