@@ -5,7 +5,7 @@
 //! packs `block_size` weights into `type_size` bytes; a plain type has a block size of 1.
 //!
 //! The ids and sizes follow `ggml.h` / `ggml-common.h` and gguf-py's `GGML_QUANT_SIZES`;
-//! `tests/dtype_table.rs` checks them against a table dumped from gguf-py.
+//! `tests/gguf.rs` checks them against `fixtures/formats/ggml_types.json`, dumped from gguf-py.
 
 use std::fmt;
 
@@ -46,6 +46,8 @@ pub enum DType {
     TQ1_0,
     TQ2_0,
     MXFP4,
+    NVFP4,
+    Q1_0,
     // Types only safetensors files carry.
     F8E4M3,
     F8E5M2,
@@ -66,6 +68,8 @@ const TABLE: &[(DType, Option<u32>, &str, usize, usize)] = &[
     (DType::Q5_0, Some(6), "Q5_0", 32, 22),
     (DType::Q5_1, Some(7), "Q5_1", 32, 24),
     (DType::Q8_0, Some(8), "Q8_0", 32, 34),
+    // ggml's block_q8_1 is two f16 (d, s) and 32 int8 = 36 bytes (static_assert in
+    // ggml-common.h); gguf-py's table still says 4 + 4 + 32 from when d and s were f32.
     (DType::Q8_1, Some(9), "Q8_1", 32, 36),
     (DType::Q2K, Some(10), "Q2_K", 256, 84),
     (DType::Q3K, Some(11), "Q3_K", 256, 110),
@@ -91,6 +95,10 @@ const TABLE: &[(DType, Option<u32>, &str, usize, usize)] = &[
     (DType::TQ1_0, Some(34), "TQ1_0", 256, 54),
     (DType::TQ2_0, Some(35), "TQ2_0", 256, 66),
     (DType::MXFP4, Some(39), "MXFP4", 32, 17),
+    // NVFP4: 64 weights as four 16-weight groups, each with an FP8 (E4M3) scale, plus 32 bytes
+    // of 4-bit codes. Q1_0: 128 one-bit weights with one f16 scale. Sizes as in gguf-py.
+    (DType::NVFP4, Some(40), "NVFP4", 64, 36),
+    (DType::Q1_0, Some(41), "Q1_0", 128, 18),
     (DType::F8E4M3, None, "F8_E4M3", 1, 1),
     (DType::F8E5M2, None, "F8_E5M2", 1, 1),
     (DType::F8E8M0, None, "F8_E8M0", 1, 1),
@@ -104,7 +112,10 @@ const TABLE: &[(DType, Option<u32>, &str, usize, usize)] = &[
 impl DType {
     fn row(self) -> &'static (DType, Option<u32>, &'static str, usize, usize) {
         // OK because every variant has exactly one row; `tests` below checks it.
-        TABLE.iter().find(|r| r.0 == self).expect("every DType has a table row")
+        TABLE
+            .iter()
+            .find(|r| r.0 == self)
+            .expect("every DType has a table row")
     }
 
     /// The `ggml_type` id stored in GGUF files, if llama.cpp has this type.
@@ -164,6 +175,7 @@ impl DType {
     /// Bytes taken by a row of `n` elements, or `None` when `n` is not a whole number of blocks
     /// or the size overflows.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
+        #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; MSRV is 1.85.
         if n % self.block_size() != 0 {
             return None;
         }
