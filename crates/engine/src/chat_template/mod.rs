@@ -163,7 +163,11 @@ pub struct Message {
 impl Message {
     /// A message with just a role and text.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Message { role: role.into(), content: Some(content.into()), ..Message::default() }
+        Message {
+            role: role.into(),
+            content: Some(content.into()),
+            ..Message::default()
+        }
     }
 }
 
@@ -236,9 +240,16 @@ impl ChatTemplate {
         let messages: Vec<Json> = req
             .messages
             .iter()
-            .map(|m| serde_json::to_value(m).expect("OK because Message serializes to a JSON object"))
+            .map(|m| {
+                serde_json::to_value(m).expect("OK because Message serializes to a JSON object")
+            })
             .collect();
-        self.render_json(&messages, req.add_generation_prompt, req.tools.as_ref(), &req.extra)
+        self.render_json(
+            &messages,
+            req.add_generation_prompt,
+            req.tools.as_ref(),
+            &req.extra,
+        )
     }
 
     /// Like [`render`](Self::render), with messages given as raw JSON objects (for callers
@@ -253,7 +264,10 @@ impl ChatTemplate {
         let mut normalized = Vec::with_capacity(messages.len());
         for (index, message) in messages.iter().enumerate() {
             let Json::Object(map) = message else {
-                return Err(ChatTemplateError::InvalidMessage { index, found: json_type(message) });
+                return Err(ChatTemplateError::InvalidMessage {
+                    index,
+                    found: json_type(message),
+                });
             };
             normalized.push(Json::Object(alias_reasoning(drop_nulls(map))));
         }
@@ -279,13 +293,18 @@ impl ChatTemplate {
         ctx.insert("messages".into(), Json::Array(normalized));
         ctx.insert("tools".into(), tools.cloned().unwrap_or(Json::Null));
         ctx.insert("documents".into(), Json::Null);
-        ctx.insert("add_generation_prompt".into(), Json::Bool(add_generation_prompt));
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Json::Bool(add_generation_prompt),
+        );
 
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
             .expect("OK because new() registered the template under this name");
-        template.render(Value::from(Serde(&ctx))).map_err(|e| convert_error(&e))
+        template
+            .render(Value::from(Serde(&ctx)))
+            .map_err(|e| convert_error(&e))
     }
 }
 
@@ -308,14 +327,20 @@ fn check_tools(tools: &Json) -> Result<(), ChatTemplateError> {
                 found: format!("an array holding {}", json_type(bad)),
             }),
         },
-        other => Err(ChatTemplateError::InvalidTools { found: json_type(other).into() }),
+        other => Err(ChatTemplateError::InvalidTools {
+            found: json_type(other).into(),
+        }),
     }
 }
 
 /// transformers' `_normalize_chat_messages`: keys whose value is None are removed, because
 /// templates handle a missing key better than a None.
 fn drop_nulls(message: &Map<String, Json>) -> Map<String, Json> {
-    message.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect()
+    message
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// transformers' `_alias_reasoning_fields`: the first non-null of `reasoning_content`,
@@ -325,7 +350,9 @@ fn alias_reasoning(message: Map<String, Json>) -> Map<String, Json> {
     let reasoning = ["reasoning_content", "thinking", "reasoning"]
         .iter()
         .find_map(|k| message.get(*k).filter(|v| !v.is_null()).cloned());
-    let Some(reasoning) = reasoning else { return message };
+    let Some(reasoning) = reasoning else {
+        return message;
+    };
     let mut out = Map::new();
     out.insert("thinking".into(), reasoning.clone());
     for (k, v) in message {
@@ -358,17 +385,33 @@ fn configure(env: &mut Environment<'static>) {
         })
     });
     env.add_filter("tojson", tojson);
-    env.add_filter("string", |value: &Value| -> Result<String, minijinja::Error> {
-        let mut text = String::new();
-        pyfmt::write_str(&mut text, value)?;
-        Ok(text)
+    env.add_filter(
+        "string",
+        |value: &Value| -> Result<String, minijinja::Error> {
+            let mut text = String::new();
+            pyfmt::write_str(&mut text, value)?;
+            Ok(text)
+        },
+    );
+    // Jinja2's `sequence` test is "has len() and []": strings and dicts are sequences too.
+    env.add_test("sequence", |value: &Value| {
+        value.is_undefined()
+            || matches!(
+                value.kind(),
+                ValueKind::String | ValueKind::Seq | ValueKind::Map | ValueKind::Bytes
+            )
     });
-    env.add_function("raise_exception", |message: &Value| -> Result<Value, minijinja::Error> {
-        let mut text = String::new();
-        pyfmt::write_str(&mut text, message)?;
-        Err(minijinja::Error::new(ErrorKind::InvalidOperation, text.clone())
-            .with_source(RaisedByTemplate(text)))
-    });
+    env.add_function(
+        "raise_exception",
+        |message: &Value| -> Result<Value, minijinja::Error> {
+            let mut text = String::new();
+            pyfmt::write_str(&mut text, message)?;
+            Err(
+                minijinja::Error::new(ErrorKind::InvalidOperation, text.clone())
+                    .with_source(RaisedByTemplate(text)),
+            )
+        },
+    );
     env.add_function("strftime_now", strftime_now);
 }
 
@@ -394,7 +437,11 @@ fn tojson(value: &Value, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, min
     kwargs.assert_all_used()?;
     let [ensure_ascii, indent, separators, sort_keys] = opts;
 
-    let mut json = JsonOptions { ensure_ascii: ensure_ascii.is_true(), sort_keys: sort_keys.is_true(), ..JsonOptions::default() };
+    let mut json = JsonOptions {
+        ensure_ascii: ensure_ascii.is_true(),
+        sort_keys: sort_keys.is_true(),
+        ..JsonOptions::default()
+    };
     match indent.kind() {
         ValueKind::Undefined | ValueKind::None => {}
         ValueKind::String => json.indent = Some(indent.as_str().unwrap_or_default().to_owned()),
@@ -440,7 +487,10 @@ fn tojson(value: &Value, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, min
 fn strftime_now(format: &str) -> Result<String, minijinja::Error> {
     let now = jiff::Zoned::now().datetime();
     jiff::fmt::strtime::format(format, now).map_err(|e| {
-        minijinja::Error::new(ErrorKind::InvalidOperation, format!("strftime_now({format:?}): {e}"))
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now({format:?}): {e}"),
+        )
     })
 }
 
@@ -449,14 +499,18 @@ fn convert_error(err: &minijinja::Error) -> ChatTemplateError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(raised) = e.downcast_ref::<RaisedByTemplate>() {
-            return ChatTemplateError::Raised { message: raised.0.clone() };
+            return ChatTemplateError::Raised {
+                message: raised.0.clone(),
+            };
         }
         source = e.source();
     }
     let line = err.line();
     let message = err.to_string();
     match err.kind() {
-        ErrorKind::SyntaxError | ErrorKind::BadEscape => ChatTemplateError::Syntax { line, message },
+        ErrorKind::SyntaxError | ErrorKind::BadEscape => {
+            ChatTemplateError::Syntax { line, message }
+        }
         ErrorKind::UndefinedError => ChatTemplateError::Undefined { line, message },
         _ => ChatTemplateError::Render { line, message },
     }

@@ -91,7 +91,11 @@ fn is_unprintable(c: char) -> bool {
 
 /// Python's `repr(str)`: single quotes unless the text has `'` and no `"`.
 fn str_repr(out: &mut String, s: &str) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -280,7 +284,12 @@ fn json_key(key: &Value) -> Result<String, Error> {
     })
 }
 
-fn write_json(out: &mut String, value: &Value, opts: &JsonOptions, depth: usize) -> Result<(), Error> {
+fn write_json(
+    out: &mut String,
+    value: &Value,
+    opts: &JsonOptions,
+    depth: usize,
+) -> Result<(), Error> {
     if depth > MAX_DEPTH {
         return Err(too_deep());
     }
@@ -385,8 +394,17 @@ mod tests {
     #[test]
     fn json_escapes_as_python() {
         let v = Value::from("a\"\\\u{1}\u{8}é😀");
-        assert_eq!(json_dumps(&v, &JsonOptions::default()).unwrap(), r#""a\"\\\u0001\bé😀""#);
-        let ascii = JsonOptions { ensure_ascii: true, ..JsonOptions::default() };
-        assert_eq!(json_dumps(&v, &ascii).unwrap(), r#""a\"\\\u0001\b\u00e9\ud83d\ude00""#);
+        assert_eq!(
+            json_dumps(&v, &JsonOptions::default()).unwrap(),
+            r#""a\"\\\u0001\bé😀""#
+        );
+        let ascii = JsonOptions {
+            ensure_ascii: true,
+            ..JsonOptions::default()
+        };
+        assert_eq!(
+            json_dumps(&v, &ascii).unwrap(),
+            r#""a\"\\\u0001\b\u00e9\ud83d\ude00""#
+        );
     }
 }
