@@ -25,9 +25,14 @@
 //! reasoning (`reasoning_content`, `thinking` or `reasoning`) gets it under both `thinking`
 //! and `reasoning_content`.
 //!
-//! Known differences from Jinja2 that the supported templates do not hit: the `~` operator and
-//! the `string`/`join` filters use minijinja's text for `none`/booleans (`none`, `true`), and
-//! `str.isprintable()` in reprs knows only the common non-printable characters.
+//! The `string` and `join` filters and the `sequence` test are replaced by Jinja2's versions,
+//! and transformers' `{% generation %}` tag is accepted (it renders its body unchanged).
+//!
+//! Known differences from Jinja2 that the supported templates do not hit: the `~` operator
+//! uses minijinja's text for `none`/booleans (`none`, `true` where Python writes `None`,
+//! `True`); `str.isprintable()` in reprs knows only the common non-printable characters; Python
+//! `%` string formatting is not available; `strftime_now` fails on `%Z`/`%z` where Python
+//! prints nothing.
 
 mod pyfmt;
 
@@ -226,7 +231,7 @@ impl ChatTemplate {
     ) -> Result<Self, ChatTemplateError> {
         let mut env = Environment::new();
         configure(&mut env);
-        env.add_template_owned(TEMPLATE_NAME, template.to_owned())
+        env.add_template_owned(TEMPLATE_NAME, rewrite_generation_tags(template))
             .map_err(|e| convert_error(&e))?;
         Ok(ChatTemplate {
             env,
@@ -306,6 +311,48 @@ impl ChatTemplate {
             .render(Value::from(Serde(&ctx)))
             .map_err(|e| convert_error(&e))
     }
+}
+
+/// transformers' `AssistantTracker` extension adds `{% generation %}...{% endgeneration %}`,
+/// which marks assistant text for token masks and renders its body unchanged. minijinja does
+/// not know the tag, so it becomes `{% if true %}...{% endif %}`, keeping the whitespace-control
+/// modifiers (`-`, `+`) so trimming is the same. (A tag spelled inside a string literal or a
+/// `{% raw %}` block would be rewritten too; no known template does that.)
+fn rewrite_generation_tags(template: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{%") {
+        let (before, tag) = rest.split_at(start);
+        out.push_str(before);
+        // tag = "{%" [-+]? ws* name ws* [-+]? "%}" ...
+        let inner = &tag[2..];
+        let after_mod = inner.strip_prefix(['-', '+']).unwrap_or(inner);
+        let name_start = after_mod.trim_start();
+        let name_len = name_start
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(name_start.len());
+        let replacement = match &name_start[..name_len] {
+            "generation" => Some("if true"),
+            "endgeneration" => Some("endif"),
+            _ => None,
+        };
+        let tail = name_start[name_len..].trim_start();
+        let tail = tail.strip_prefix(['-', '+']).unwrap_or(tail);
+        match replacement {
+            Some(word) if tail.starts_with("%}") => {
+                let prefix_len = tag.len() - name_start.len();
+                out.push_str(&tag[..prefix_len]);
+                out.push_str(word);
+                rest = &name_start[name_len..];
+            }
+            _ => {
+                out.push_str("{%");
+                rest = inner;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn json_type(v: &Json) -> &'static str {
@@ -393,6 +440,7 @@ fn configure(env: &mut Environment<'static>) {
             Ok(text)
         },
     );
+    env.add_filter("join", join);
     // Jinja2's `sequence` test is "has len() and []": strings and dicts are sequences too.
     env.add_test("sequence", |value: &Value| {
         value.is_undefined()
@@ -482,6 +530,53 @@ fn tojson(value: &Value, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, min
     Ok(Value::from(pyfmt::json_dumps(value, &json)?))
 }
 
+/// Jinja2's `join(value, d='', attribute=None)`: items as Python's `str()` (`None`, `True`),
+/// optionally an attribute (dotted path, numeric parts index) of each item.
+fn join(value: &Value, args: Rest<Value>, kwargs: Kwargs) -> Result<String, minijinja::Error> {
+    if args.len() > 2 {
+        return Err(minijinja::Error::new(
+            ErrorKind::TooManyArguments,
+            "join takes at most 2 arguments",
+        ));
+    }
+    let mut joiner = args.first().cloned().unwrap_or(Value::from(""));
+    let mut attribute = args.get(1).cloned().unwrap_or(Value::UNDEFINED);
+    if let Some(v) = kwargs.get::<Option<Value>>("d")? {
+        joiner = v;
+    }
+    if let Some(v) = kwargs.get::<Option<Value>>("attribute")? {
+        attribute = v;
+    }
+    kwargs.assert_all_used()?;
+    let mut sep = String::new();
+    pyfmt::write_str(&mut sep, &joiner)?;
+    let mut out = String::new();
+    if value.is_undefined() {
+        return Ok(out);
+    }
+    for (i, item) in value.try_iter()?.enumerate() {
+        if i > 0 {
+            out.push_str(&sep);
+        }
+        let item = if attribute.is_undefined() || attribute.is_none() {
+            item
+        } else if let Some(path) = attribute.as_str() {
+            let mut v = item;
+            for part in path.split('.') {
+                v = match part.parse::<usize>() {
+                    Ok(idx) => v.get_item_by_index(idx)?,
+                    Err(_) => v.get_attr(part)?,
+                };
+            }
+            v
+        } else {
+            item.get_item(&attribute)?
+        };
+        pyfmt::write_str(&mut out, &item)?;
+    }
+    Ok(out)
+}
+
 /// `datetime.now().strftime(format)`: local wall-clock time, no time zone (`%Z`/`%z` fail, where
 /// Python prints nothing for a naive datetime).
 fn strftime_now(format: &str) -> Result<String, minijinja::Error> {
@@ -513,5 +608,20 @@ fn convert_error(err: &minijinja::Error) -> ChatTemplateError {
         }
         ErrorKind::UndefinedError => ChatTemplateError::Undefined { line, message },
         _ => ChatTemplateError::Render { line, message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite_generation_tags;
+
+    #[test]
+    fn generation_tags_become_if_true() {
+        assert_eq!(
+            rewrite_generation_tags(
+                "a{%- generation %}b{%+endgeneration-%}c{% generations %}{{ '{%' }}"
+            ),
+            "a{%- if true %}b{%+endif-%}c{% generations %}{{ '{%' }}"
+        );
     }
 }
