@@ -43,6 +43,8 @@ struct TemplateSpec {
     inline: Option<String>,
     bos_token: Option<String>,
     eos_token: Option<String>,
+    /// Length of the template the script rendered (reference templates only).
+    utf8_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +141,14 @@ fn build_templates(fixture: &Fixture) -> HashMap<String, ChatTemplate> {
         .iter()
         .map(|(id, spec)| {
             let source = load_template_source(spec);
+            if let Some(n) = spec.utf8_bytes {
+                assert_eq!(
+                    source.len(),
+                    n,
+                    "reference template {id} changed since cases.json was made; rerun \
+                     fixtures/chat_template/make_template_refs.py"
+                );
+            }
             let template = ChatTemplate::new(
                 &source,
                 spec.bos_token.as_deref(),

@@ -25,6 +25,24 @@
 //! reasoning (`reasoning_content`, `thinking` or `reasoning`) gets it under both `thinking`
 //! and `reasoning_content`.
 //!
+//! ```
+//! use frugal_engine::chat_template::{ChatRequest, ChatTemplate, Message};
+//!
+//! let template = ChatTemplate::new(
+//!     "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}\
+//!      {% if add_generation_prompt %}<assistant>{% endif %}",
+//!     Some("<s>"),
+//!     Some("</s>"),
+//! )?;
+//! let req = ChatRequest {
+//!     messages: vec![Message::new("user", "Hi")],
+//!     add_generation_prompt: true,
+//!     ..ChatRequest::default()
+//! };
+//! assert_eq!(template.render(&req)?, "<s><user>Hi<assistant>");
+//! # Ok::<(), frugal_engine::chat_template::ChatTemplateError>(())
+//! ```
+//!
 //! The `string` and `join` filters and the `sequence` test are replaced by Jinja2's versions,
 //! and transformers' `{% generation %}` tag is accepted (it renders its body unchanged).
 //!
