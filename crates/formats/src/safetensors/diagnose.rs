@@ -22,10 +22,17 @@ struct RawEntry<'a> {
 }
 
 /// Finds why `bytes` is not a valid safetensors file; `err` is what the crate said.
-pub(super) fn diagnose(path: &Path, bytes: &[u8], err: safetensors::SafeTensorError) -> SafetensorsError {
+pub(super) fn diagnose(
+    path: &Path,
+    bytes: &[u8],
+    err: safetensors::SafeTensorError,
+) -> SafetensorsError {
     match find_problem(path, bytes) {
         Some(precise) => precise,
-        None => SafetensorsError::Invalid { path: path.into(), source: err },
+        None => SafetensorsError::Invalid {
+            path: path.into(),
+            source: err,
+        },
     }
 }
 
@@ -33,17 +40,27 @@ fn find_problem(path: &Path, bytes: &[u8]) -> Option<SafetensorsError> {
     let p = || path.to_path_buf();
     let file_len = bytes.len() as u64;
     let Some(len_bytes) = bytes.get(..HEADER_LEN_BYTES) else {
-        return Some(SafetensorsError::TooShort { path: p(), len: file_len });
+        return Some(SafetensorsError::TooShort {
+            path: p(),
+            len: file_len,
+        });
     };
     // OK because the slice is exactly 8 bytes long.
     let header_len = u64::from_le_bytes(len_bytes.try_into().expect("8-byte slice"));
     if header_len > MAX_HEADER_LEN {
-        return Some(SafetensorsError::HeaderTooLarge { path: p(), header_len });
+        return Some(SafetensorsError::HeaderTooLarge {
+            path: p(),
+            header_len,
+        });
     }
     // header_len <= 1e8, so this neither overflows nor truncates.
     let data_start = HEADER_LEN_BYTES + header_len as usize;
     let Some(header) = bytes.get(HEADER_LEN_BYTES..data_start) else {
-        return Some(SafetensorsError::HeaderPastEof { path: p(), header_len, file_len });
+        return Some(SafetensorsError::HeaderPastEof {
+            path: p(),
+            header_len,
+            file_len,
+        });
     };
     let header = match std::str::from_utf8(header) {
         Ok(s) => s,
@@ -100,7 +117,9 @@ fn find_problem(path: &Path, bytes: &[u8]) -> Option<SafetensorsError> {
         let expected = e
             .shape
             .iter()
-            .try_fold(dtype.type_size() as u128, |acc, &d| acc.checked_mul(u128::from(d)));
+            .try_fold(dtype.type_size() as u128, |acc, &d| {
+                acc.checked_mul(u128::from(d))
+            });
         let Some(expected) = expected.filter(|&x| x <= u128::from(u64::MAX)) else {
             return Some(SafetensorsError::ShapeOverflow {
                 path: p(),
@@ -122,7 +141,11 @@ fn find_problem(path: &Path, bytes: &[u8]) -> Option<SafetensorsError> {
     }
     let actual = file_len - data_start as u64;
     if expected_begin != actual {
-        return Some(SafetensorsError::DataLength { path: p(), expected: expected_begin, actual });
+        return Some(SafetensorsError::DataLength {
+            path: p(),
+            expected: expected_begin,
+            actual,
+        });
     }
     None
 }
@@ -131,10 +154,16 @@ fn check_metadata(value: &Value) -> Result<(), String> {
     match value {
         Value::Null => Ok(()),
         Value::Object(m) => match m.iter().find(|(_, v)| !v.is_string()) {
-            Some((k, v)) => Err(format!("__metadata__ value of `{k}` is {}, expected a string", kind(v))),
+            Some((k, v)) => Err(format!(
+                "__metadata__ value of `{k}` is {}, expected a string",
+                kind(v)
+            )),
             None => Ok(()),
         },
-        other => Err(format!("__metadata__ is {}, expected an object of strings", kind(other))),
+        other => Err(format!(
+            "__metadata__ is {}, expected an object of strings",
+            kind(other)
+        )),
     }
 }
 
@@ -150,15 +179,28 @@ fn raw_entry<'a>(name: &'a str, value: &'a Value) -> Result<RawEntry<'a>, String
         };
         items
             .iter()
-            .map(|v| v.as_u64().ok_or_else(|| format!("`{key}` holds {}, not a non-negative integer", short(v))))
+            .map(|v| {
+                v.as_u64().ok_or_else(|| {
+                    format!("`{key}` holds {}, not a non-negative integer", short(v))
+                })
+            })
             .collect()
     };
     let shape = ints("shape")?;
     let offsets = ints("data_offsets")?;
     let [begin, end] = offsets[..] else {
-        return Err(format!("`data_offsets` has {} numbers, expected 2", offsets.len()));
+        return Err(format!(
+            "`data_offsets` has {} numbers, expected 2",
+            offsets.len()
+        ));
     };
-    Ok(RawEntry { name, dtype, shape, begin, end })
+    Ok(RawEntry {
+        name,
+        dtype,
+        shape,
+        begin,
+        end,
+    })
 }
 
 /// A number as written, anything else by kind (values may be huge).

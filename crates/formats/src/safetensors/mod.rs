@@ -62,7 +62,9 @@ pub enum SafetensorsError {
         len: u64,
     },
     /// The header length is beyond the safetensors limit (100 MB).
-    #[error("{path}: header length {header_len} is over the 100 MB limit (corrupt header length?)")]
+    #[error(
+        "{path}: header length {header_len} is over the 100 MB limit (corrupt header length?)"
+    )]
     HeaderTooLarge {
         /// The file.
         path: PathBuf,
@@ -257,7 +259,10 @@ impl SafetensorsFile {
     /// Maps and validates the file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, SafetensorsError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| SafetensorsError::Io { path: path.clone(), source };
+        let io = |source| SafetensorsError::Io {
+            path: path.clone(),
+            source,
+        };
         let file = File::open(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len < HEADER_LEN_BYTES as u64 {
@@ -278,8 +283,18 @@ impl SafetensorsFile {
 
     fn from_backing(path: PathBuf, backing: Backing) -> Result<Self, SafetensorsError> {
         let (entries, metadata) = parse(&path, backing.bytes())?;
-        let by_name = entries.iter().enumerate().map(|(i, e)| (e.name.clone(), i)).collect();
-        Ok(SafetensorsFile { path, backing, entries, by_name, metadata })
+        let by_name = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        Ok(SafetensorsFile {
+            path,
+            backing,
+            entries,
+            by_name,
+            metadata,
+        })
     }
 
     /// The file's path (or the label given to [`from_bytes`](Self::from_bytes)).
@@ -313,7 +328,12 @@ impl SafetensorsFile {
     }
 
     fn info_of(e: &Entry) -> TensorInfo {
-        TensorInfo { name: e.name.clone(), dtype: e.dtype, shape: e.shape.clone(), nbytes: e.end - e.begin }
+        TensorInfo {
+            name: e.name.clone(),
+            dtype: e.dtype,
+            shape: e.shape.clone(),
+            nbytes: e.end - e.begin,
+        }
     }
 
     fn view_of<'a>(&'a self, e: &'a Entry) -> TensorView<'a> {
@@ -340,7 +360,10 @@ impl TensorSource for SafetensorsFile {
 
 /// Validates a whole file's bytes with the `safetensors` crate and returns its entries in offset
 /// order plus `__metadata__`; on failure, asks [`diagnose`] for a precise error.
-fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Entry>, BTreeMap<String, String>), SafetensorsError> {
+fn parse(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(Vec<Entry>, BTreeMap<String, String>), SafetensorsError> {
     let (header_len, meta) = match SafeTensors::read_metadata(bytes) {
         Ok(ok) => ok,
         Err(err) => return Err(diagnose::diagnose(path, bytes, err)),
@@ -353,19 +376,43 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Entry>, BTreeMap<String, Stri
         let info = meta.info(&name).expect("offset_keys names a known tensor");
         let dtype_name = info.dtype.to_string();
         let Some(dtype) = DType::from_safetensors_name(&dtype_name) else {
-            return Err(SafetensorsError::UnknownDtype { path: path.into(), tensor: name, dtype: dtype_name });
+            return Err(SafetensorsError::UnknownDtype {
+                path: path.into(),
+                tensor: name,
+                dtype: dtype_name,
+            });
         };
         let (b, e) = info.data_offsets;
         // The crate checked that offsets are contiguous and end exactly at the end of the
         // buffer, so these cannot overflow or exceed it; check anyway rather than trust.
-        let (Some(begin), Some(end)) = (data_start.checked_add(b), data_start.checked_add(e)) else {
-            return Err(diagnose::diagnose(path, bytes, safetensors::SafeTensorError::ValidationOverflow));
+        let (Some(begin), Some(end)) = (data_start.checked_add(b), data_start.checked_add(e))
+        else {
+            return Err(diagnose::diagnose(
+                path,
+                bytes,
+                safetensors::SafeTensorError::ValidationOverflow,
+            ));
         };
         if begin > end || end > bytes.len() {
-            return Err(diagnose::diagnose(path, bytes, safetensors::SafeTensorError::InvalidOffset(name)));
+            return Err(diagnose::diagnose(
+                path,
+                bytes,
+                safetensors::SafeTensorError::InvalidOffset(name),
+            ));
         }
-        entries.push(Entry { name, dtype, shape: info.shape.clone(), begin, end });
+        entries.push(Entry {
+            name,
+            dtype,
+            shape: info.shape.clone(),
+            begin,
+            end,
+        });
     }
-    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     Ok((entries, metadata))
 }

@@ -50,7 +50,11 @@ impl SafetensorsModel {
             return Self::open_indexed(dir, index, progress);
         }
         let single = dir.join(SINGLE_FILE);
-        let paths = if single.is_file() { vec![single] } else { list_safetensors(&dir)? };
+        let paths = if single.is_file() {
+            vec![single]
+        } else {
+            list_safetensors(&dir)?
+        };
         if paths.is_empty() {
             return Err(SafetensorsError::NoWeights { dir });
         }
@@ -61,15 +65,29 @@ impl SafetensorsModel {
     /// One file as a model.
     pub fn open_file(path: impl AsRef<Path>) -> Result<Self, SafetensorsError> {
         let file = SafetensorsFile::open(path.as_ref())?;
-        let dir = path.as_ref().parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = path
+            .as_ref()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         Self::assemble(dir, None, vec![file])
     }
 
-    fn open_indexed(dir: PathBuf, index: PathBuf, progress: &dyn Fn(usize, usize)) -> Result<Self, SafetensorsError> {
-        let bad_index = |message: String| SafetensorsError::InvalidIndex { path: index.clone(), message };
-        let text = std::fs::read_to_string(&index)
-            .map_err(|source| SafetensorsError::Io { path: index.clone(), source })?;
-        let parsed: IndexFile = serde_json::from_str(&text).map_err(|e| bad_index(e.to_string()))?;
+    fn open_indexed(
+        dir: PathBuf,
+        index: PathBuf,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Self, SafetensorsError> {
+        let bad_index = |message: String| SafetensorsError::InvalidIndex {
+            path: index.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(&index).map_err(|source| SafetensorsError::Io {
+            path: index.clone(),
+            source,
+        })?;
+        let parsed: IndexFile =
+            serde_json::from_str(&text).map_err(|e| bad_index(e.to_string()))?;
         if parsed.weight_map.is_empty() {
             return Err(bad_index("`weight_map` is empty".into()));
         }
@@ -82,20 +100,30 @@ impl SafetensorsModel {
         let mut paths = Vec::with_capacity(shards.len());
         for (&shard, &tensor) in &shards {
             // The index is file content: refuse names that would leave the model folder.
-            let plain = !shard.is_empty() && Path::new(shard).components().all(|c| matches!(c, Component::Normal(_)));
+            let plain = !shard.is_empty()
+                && Path::new(shard)
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_)));
             if !plain {
-                return Err(bad_index(format!("shard name `{shard}` (for tensor `{tensor}`) is not a relative file name")));
+                return Err(bad_index(format!(
+                    "shard name `{shard}` (for tensor `{tensor}`) is not a relative file name"
+                )));
             }
             let path = dir.join(shard);
             if !path.is_file() {
-                return Err(SafetensorsError::MissingShard { index, shard: shard.into(), tensor: tensor.into() });
+                return Err(SafetensorsError::MissingShard {
+                    index,
+                    shard: shard.into(),
+                    tensor: tensor.into(),
+                });
             }
             paths.push(path);
         }
         let files = open_all(&paths, progress)?;
         let model = Self::assemble(dir, Some(index.clone()), files)?;
 
-        let shard_pos: HashMap<&str, usize> = shards.keys().enumerate().map(|(i, &s)| (s, i)).collect();
+        let shard_pos: HashMap<&str, usize> =
+            shards.keys().enumerate().map(|(i, &s)| (s, i)).collect();
         for (tensor, shard) in &parsed.weight_map {
             let want = shard_pos[shard.as_str()];
             if model.by_name.get(tensor).map(|&(f, _)| f) != Some(want) {
@@ -109,7 +137,11 @@ impl SafetensorsModel {
         Ok(model)
     }
 
-    fn assemble(dir: PathBuf, index: Option<PathBuf>, files: Vec<SafetensorsFile>) -> Result<Self, SafetensorsError> {
+    fn assemble(
+        dir: PathBuf,
+        index: Option<PathBuf>,
+        files: Vec<SafetensorsFile>,
+    ) -> Result<Self, SafetensorsError> {
         let total: usize = files.iter().map(SafetensorsFile::len).sum();
         let mut by_name = HashMap::with_capacity(total);
         let mut order = Vec::with_capacity(total);
@@ -127,7 +159,13 @@ impl SafetensorsModel {
                 order.push((f, i));
             }
         }
-        Ok(SafetensorsModel { dir, index, files, by_name, order })
+        Ok(SafetensorsModel {
+            dir,
+            index,
+            files,
+            by_name,
+            order,
+        })
     }
 
     /// The folder the weights were found in.
@@ -163,7 +201,10 @@ impl SafetensorsModel {
 
 impl TensorSource for SafetensorsModel {
     fn tensor_infos(&self) -> Vec<TensorInfo> {
-        self.order.iter().map(|&(f, i)| SafetensorsFile::info_of(&self.files[f].entries[i])).collect()
+        self.order
+            .iter()
+            .map(|&(f, i)| SafetensorsFile::info_of(&self.files[f].entries[i]))
+            .collect()
     }
 
     fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
@@ -173,7 +214,10 @@ impl TensorSource for SafetensorsModel {
     }
 }
 
-fn open_all(paths: &[PathBuf], progress: &dyn Fn(usize, usize)) -> Result<Vec<SafetensorsFile>, SafetensorsError> {
+fn open_all(
+    paths: &[PathBuf],
+    progress: &dyn Fn(usize, usize),
+) -> Result<Vec<SafetensorsFile>, SafetensorsError> {
     let mut files = Vec::with_capacity(paths.len());
     for (i, path) in paths.iter().enumerate() {
         files.push(SafetensorsFile::open(path)?);
@@ -184,7 +228,10 @@ fn open_all(paths: &[PathBuf], progress: &dyn Fn(usize, usize)) -> Result<Vec<Sa
 
 /// Every regular `*.safetensors` file directly in `dir`, sorted by name.
 fn list_safetensors(dir: &Path) -> Result<Vec<PathBuf>, SafetensorsError> {
-    let io = |source| SafetensorsError::Io { path: dir.to_path_buf(), source };
+    let io = |source| SafetensorsError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
