@@ -352,6 +352,36 @@ fn malformed_files_give_precise_errors() {
     }
 }
 
+/// A file with `header` as its JSON and `data` after it.
+fn with_header(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+#[test]
+fn odd_headers_found_by_fuzzing() {
+    // A repeated field: the crate's strict parse rejects it, the diagnosis pass (a lenient
+    // JSON parse) does not see why, so the crate's own message is passed on with the path.
+    let h = r#"{"a":{"dtype":"F32","shape":[1],"shape":[1],"data_offsets":[0,4]}}"#;
+    let e = SafetensorsFile::from_bytes("dup.safetensors", with_header(h, &[0; 4])).unwrap_err();
+    assert!(matches!(e, SafetensorsError::Invalid { .. }), "{e}");
+    assert!(
+        e.to_string().contains("dup.safetensors") && e.to_string().contains("duplicate field"),
+        "{e}"
+    );
+    // A valid file with no tensors, and one whose only tensor is empty.
+    let f = SafetensorsFile::from_bytes("empty", with_header("{}", &[])).unwrap();
+    assert!(f.is_empty());
+    let h = r#"{"z":{"dtype":"BF16","shape":[0,7],"data_offsets":[0,0]}}"#;
+    let f = SafetensorsFile::from_bytes("zero", with_header(h, &[])).unwrap();
+    assert_eq!(f.tensor("z").unwrap().data.len(), 0);
+    // A header that is JSON but not an object.
+    let e = SafetensorsFile::from_bytes("arr", with_header("[1,2]", &[])).unwrap_err();
+    assert!(matches!(e, SafetensorsError::InvalidHeader { .. }), "{e}");
+}
+
 #[test]
 fn every_truncation_is_an_error() {
     let bytes = std::fs::read(fixtures().join("dtypes.safetensors")).unwrap();

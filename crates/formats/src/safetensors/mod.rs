@@ -15,7 +15,7 @@
 //! Files are memory-mapped and tensors are handed out as borrowed slices; no tensor byte is
 //! copied. The `safetensors` crate parses and validates the header, so what we accept is
 //! exactly what the reference implementation accepts. When it rejects a file, a second pass
-//! ([`diagnose`]) finds the precise problem (which tensor, which dtype, which offsets) so the
+//! (`diagnose.rs`) finds the precise problem (which tensor, which dtype, which offsets) so the
 //! error names it; whatever that pass cannot pin down is reported as the crate's own error,
 //! wrapped with the file's path.
 //!
