@@ -43,7 +43,12 @@ fn read(path: PathBuf) -> String {
 }
 
 fn hub(name: &str) -> ModelConfig {
-    let text = read(reference_dir().join("configs").join(name).join("config.json"));
+    let text = read(
+        reference_dir()
+            .join("configs")
+            .join(name)
+            .join("config.json"),
+    );
     ModelConfig::from_hf_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -52,24 +57,75 @@ fn reference() -> Value {
 }
 
 fn as_usize(v: &Value) -> usize {
-    v.as_u64().unwrap_or_else(|| panic!("expected an integer, got {v}")) as usize
+    v.as_u64()
+        .unwrap_or_else(|| panic!("expected an integer, got {v}")) as usize
 }
 
 /// Our typed description against transformers' resolved attributes for the same file.
 fn check_against_transformers(name: &str, cfg: &ModelConfig, r: &Value) {
     let ctx = |what: &str| format!("{name}: {what}");
-    assert_eq!(cfg.vocab_size, as_usize(&r["vocab_size"]), "{}", ctx("vocab_size"));
-    assert_eq!(cfg.hidden_size, as_usize(&r["hidden_size"]), "{}", ctx("hidden_size"));
-    assert_eq!(cfg.num_hidden_layers, as_usize(&r["num_hidden_layers"]), "{}", ctx("layers"));
-    assert_eq!(cfg.max_position_embeddings, as_usize(&r["max_position_embeddings"]), "{}", ctx("max_pos"));
-    assert_eq!(cfg.rms_norm_eps, r["rms_norm_eps"].as_f64().unwrap(), "{}", ctx("eps"));
-    assert_eq!(cfg.tie_word_embeddings, r["tie_word_embeddings"].as_bool().unwrap(), "{}", ctx("tie"));
-    assert_eq!(cfg.attention.num_heads(), as_usize(&r["num_attention_heads"]), "{}", ctx("heads"));
-    assert_eq!(cfg.bos_token_id.map(u64::from), r["bos_token_id"].as_u64(), "{}", ctx("bos"));
-    assert_eq!(cfg.eos_token_ids, vec![r["eos_token_id"].as_u64().unwrap() as u32], "{}", ctx("eos"));
+    assert_eq!(
+        cfg.vocab_size,
+        as_usize(&r["vocab_size"]),
+        "{}",
+        ctx("vocab_size")
+    );
+    assert_eq!(
+        cfg.hidden_size,
+        as_usize(&r["hidden_size"]),
+        "{}",
+        ctx("hidden_size")
+    );
+    assert_eq!(
+        cfg.num_hidden_layers,
+        as_usize(&r["num_hidden_layers"]),
+        "{}",
+        ctx("layers")
+    );
+    assert_eq!(
+        cfg.max_position_embeddings,
+        as_usize(&r["max_position_embeddings"]),
+        "{}",
+        ctx("max_pos")
+    );
+    assert_eq!(
+        cfg.rms_norm_eps,
+        r["rms_norm_eps"].as_f64().unwrap(),
+        "{}",
+        ctx("eps")
+    );
+    assert_eq!(
+        cfg.tie_word_embeddings,
+        r["tie_word_embeddings"].as_bool().unwrap(),
+        "{}",
+        ctx("tie")
+    );
+    assert_eq!(
+        cfg.attention.num_heads(),
+        as_usize(&r["num_attention_heads"]),
+        "{}",
+        ctx("heads")
+    );
+    assert_eq!(
+        cfg.bos_token_id.map(u64::from),
+        r["bos_token_id"].as_u64(),
+        "{}",
+        ctx("bos")
+    );
+    assert_eq!(
+        cfg.eos_token_ids,
+        vec![r["eos_token_id"].as_u64().unwrap() as u32],
+        "{}",
+        ctx("eos")
+    );
     match &cfg.attention {
         Attention::Gqa(g) => {
-            assert_eq!(g.num_kv_heads, as_usize(&r["num_key_value_heads"]), "{}", ctx("kv heads"));
+            assert_eq!(
+                g.num_kv_heads,
+                as_usize(&r["num_key_value_heads"]),
+                "{}",
+                ctx("kv heads")
+            );
             // transformers leaves Mixtral's head_dim None and derives hidden / heads in the model.
             let head_dim = match r["head_dim"].as_u64() {
                 Some(d) => d as usize,
@@ -79,18 +135,53 @@ fn check_against_transformers(name: &str, cfg: &ModelConfig, r: &Value) {
             assert_eq!(cfg.rope.rotary_dim, g.head_dim, "{}", ctx("rotary dim"));
         }
         Attention::Mla(m) => {
-            assert_eq!(m.q_lora_rank, r["q_lora_rank"].as_u64().map(|v| v as usize), "{}", ctx("q_lora"));
-            assert_eq!(m.kv_lora_rank, as_usize(&r["kv_lora_rank"]), "{}", ctx("kv_lora"));
-            assert_eq!(m.qk_nope_head_dim, as_usize(&r["qk_nope_head_dim"]), "{}", ctx("nope"));
-            assert_eq!(m.qk_rope_head_dim, as_usize(&r["qk_rope_head_dim"]), "{}", ctx("rope dims"));
-            assert_eq!(m.v_head_dim, as_usize(&r["v_head_dim"]), "{}", ctx("v_head_dim"));
+            assert_eq!(
+                m.q_lora_rank,
+                r["q_lora_rank"].as_u64().map(|v| v as usize),
+                "{}",
+                ctx("q_lora")
+            );
+            assert_eq!(
+                m.kv_lora_rank,
+                as_usize(&r["kv_lora_rank"]),
+                "{}",
+                ctx("kv_lora")
+            );
+            assert_eq!(
+                m.qk_nope_head_dim,
+                as_usize(&r["qk_nope_head_dim"]),
+                "{}",
+                ctx("nope")
+            );
+            assert_eq!(
+                m.qk_rope_head_dim,
+                as_usize(&r["qk_rope_head_dim"]),
+                "{}",
+                ctx("rope dims")
+            );
+            assert_eq!(
+                m.v_head_dim,
+                as_usize(&r["v_head_dim"]),
+                "{}",
+                ctx("v_head_dim")
+            );
             // transformers' DeepSeek classes rotate head_dim = qk_rope_head_dim dims.
-            assert_eq!(cfg.rope.rotary_dim, as_usize(&r["head_dim"]), "{}", ctx("rotary dim"));
+            assert_eq!(
+                cfg.rope.rotary_dim,
+                as_usize(&r["head_dim"]),
+                "{}",
+                ctx("rotary dim")
+            );
             assert!(cfg.rope.interleaved, "{}", ctx("interleaved"));
         }
     }
     let rp = &r["rope_parameters"];
-    assert_eq!(cfg.rope.theta, rp["rope_theta"].as_f64().unwrap(), "{}", ctx("theta"));
+    assert_eq!(
+        cfg.rope.theta,
+        rp["rope_theta"].as_f64().unwrap(),
+        "{}",
+        ctx("theta")
+    );
     match (&cfg.rope.scaling, rp["rope_type"].as_str().unwrap()) {
         (RopeScaling::None, "default") => {}
         (
@@ -105,32 +196,86 @@ fn check_against_transformers(name: &str, cfg: &ModelConfig, r: &Value) {
             },
             "yarn",
         ) => {
-            assert_eq!(*factor, rp["factor"].as_f64().unwrap(), "{}", ctx("yarn factor"));
-            assert_eq!(*original_max_position_embeddings, as_usize(&rp["original_max_position_embeddings"]));
-            assert_eq!(*beta_fast, rp["beta_fast"].as_f64().unwrap(), "{}", ctx("beta_fast"));
-            assert_eq!(*beta_slow, rp["beta_slow"].as_f64().unwrap(), "{}", ctx("beta_slow"));
+            assert_eq!(
+                *factor,
+                rp["factor"].as_f64().unwrap(),
+                "{}",
+                ctx("yarn factor")
+            );
+            assert_eq!(
+                *original_max_position_embeddings,
+                as_usize(&rp["original_max_position_embeddings"])
+            );
+            assert_eq!(
+                *beta_fast,
+                rp["beta_fast"].as_f64().unwrap(),
+                "{}",
+                ctx("beta_fast")
+            );
+            assert_eq!(
+                *beta_slow,
+                rp["beta_slow"].as_f64().unwrap(),
+                "{}",
+                ctx("beta_slow")
+            );
             assert_eq!(*mscale, rp["mscale"].as_f64(), "{}", ctx("mscale"));
-            assert_eq!(*mscale_all_dim, rp["mscale_all_dim"].as_f64(), "{}", ctx("mscale_all_dim"));
+            assert_eq!(
+                *mscale_all_dim,
+                rp["mscale_all_dim"].as_f64(),
+                "{}",
+                ctx("mscale_all_dim")
+            );
             assert_eq!(*attention_factor, None);
         }
         (ours, theirs) => panic!("{name}: rope scaling {ours:?} vs transformers {theirs}"),
     }
     let moe = cfg.ffn.moe.as_ref().expect("all hub configs here are MoE");
-    assert_eq!(moe.num_experts_per_tok, as_usize(&r["num_experts_per_tok"]), "{}", ctx("top-k"));
+    assert_eq!(
+        moe.num_experts_per_tok,
+        as_usize(&r["num_experts_per_tok"]),
+        "{}",
+        ctx("top-k")
+    );
     match cfg.architecture {
         Architecture::DeepseekV2 | Architecture::DeepseekV3 => {
-            assert_eq!(moe.num_experts, as_usize(&r["n_routed_experts"]), "{}", ctx("experts"));
+            assert_eq!(
+                moe.num_experts,
+                as_usize(&r["n_routed_experts"]),
+                "{}",
+                ctx("experts")
+            );
             assert_eq!(moe.num_shared_experts, as_usize(&r["n_shared_experts"]));
-            assert_eq!(moe.first_k_dense_replace, as_usize(&r["first_k_dense_replace"]));
-            assert_eq!(moe.expert_intermediate_size, as_usize(&r["moe_intermediate_size"]));
-            assert_eq!(moe.router.n_group, as_usize(&r["n_group"]), "{}", ctx("n_group"));
-            assert_eq!(moe.router.topk_group, as_usize(&r["topk_group"]), "{}", ctx("topk_group"));
+            assert_eq!(
+                moe.first_k_dense_replace,
+                as_usize(&r["first_k_dense_replace"])
+            );
+            assert_eq!(
+                moe.expert_intermediate_size,
+                as_usize(&r["moe_intermediate_size"])
+            );
+            assert_eq!(
+                moe.router.n_group,
+                as_usize(&r["n_group"]),
+                "{}",
+                ctx("n_group")
+            );
+            assert_eq!(
+                moe.router.topk_group,
+                as_usize(&r["topk_group"]),
+                "{}",
+                ctx("topk_group")
+            );
             let method = match moe.router.topk_method {
                 TopkMethod::Greedy => "greedy",
                 TopkMethod::GroupLimitedGreedy => "group_limited_greedy",
                 TopkMethod::NoAuxTc => "noaux_tc",
             };
-            assert_eq!(method, r["topk_method"].as_str().unwrap(), "{}", ctx("topk_method"));
+            assert_eq!(
+                method,
+                r["topk_method"].as_str().unwrap(),
+                "{}",
+                ctx("topk_method")
+            );
             assert_eq!(
                 moe.router.routed_scaling_factor as f64,
                 r["routed_scaling_factor"].as_f64().unwrap() as f32 as f64
@@ -138,12 +283,18 @@ fn check_against_transformers(name: &str, cfg: &ModelConfig, r: &Value) {
         }
         Architecture::Qwen3Moe => {
             assert_eq!(moe.num_experts, as_usize(&r["num_experts"]));
-            assert_eq!(moe.expert_intermediate_size, as_usize(&r["moe_intermediate_size"]));
+            assert_eq!(
+                moe.expert_intermediate_size,
+                as_usize(&r["moe_intermediate_size"])
+            );
             assert_eq!(moe.decoder_sparse_step, as_usize(&r["decoder_sparse_step"]));
         }
         Architecture::Mixtral => {
             assert_eq!(moe.num_experts, as_usize(&r["num_local_experts"]));
-            assert_eq!(moe.expert_intermediate_size, as_usize(&r["intermediate_size"]));
+            assert_eq!(
+                moe.expert_intermediate_size,
+                as_usize(&r["intermediate_size"])
+            );
         }
         other => panic!("{name}: unexpected {other}"),
     }
@@ -151,7 +302,12 @@ fn check_against_transformers(name: &str, cfg: &ModelConfig, r: &Value) {
         assert_eq!(moe.router.norm_topk_prob, norm, "{}", ctx("norm_topk_prob"));
     }
     if let Some(n) = r["num_mtp_layers"].as_u64() {
-        assert_eq!(cfg.num_nextn_predict_layers as u64, n, "{}", ctx("mtp layers"));
+        assert_eq!(
+            cfg.num_nextn_predict_layers as u64,
+            n,
+            "{}",
+            ctx("mtp layers")
+        );
     }
 }
 
@@ -176,17 +332,31 @@ fn transformers5_resaves_parse_the_same() {
 #[test]
 fn dense_families_match_transformers() {
     let reference = reference();
-    let qwen = ModelConfig::from_hf_str(&read(fixtures().join("synthetic/R1-Distill-Qwen-1.5B-shape.json"))).unwrap();
+    let qwen = ModelConfig::from_hf_str(&read(
+        fixtures().join("synthetic/R1-Distill-Qwen-1.5B-shape.json"),
+    ))
+    .unwrap();
     let r = &reference["models"]["R1-Distill-Qwen-1.5B-shape"];
     assert_eq!(qwen.architecture, Architecture::Qwen2);
-    let Attention::Gqa(g) = &qwen.attention else { panic!("Qwen2 is GQA") };
-    assert_eq!((g.num_heads, g.num_kv_heads, g.head_dim), (12, as_usize(&r["num_key_value_heads"]), 128));
+    let Attention::Gqa(g) = &qwen.attention else {
+        panic!("Qwen2 is GQA")
+    };
+    assert_eq!(
+        (g.num_heads, g.num_kv_heads, g.head_dim),
+        (12, as_usize(&r["num_key_value_heads"]), 128)
+    );
     assert!(g.qkv_bias && !g.o_bias && !g.qk_norm);
     assert_eq!(g.sliding_window, None, "use_sliding_window is false");
     assert!(qwen.ffn.moe.is_none());
-    assert_eq!(qwen.ffn.intermediate_size, as_usize(&r["intermediate_size"]));
+    assert_eq!(
+        qwen.ffn.intermediate_size,
+        as_usize(&r["intermediate_size"])
+    );
 
-    let llama = ModelConfig::from_hf_str(&read(fixtures().join("synthetic/R1-Distill-Llama-8B-shape.json"))).unwrap();
+    let llama = ModelConfig::from_hf_str(&read(
+        fixtures().join("synthetic/R1-Distill-Llama-8B-shape.json"),
+    ))
+    .unwrap();
     let rp = &reference["models"]["R1-Distill-Llama-8B-shape"]["rope_parameters"];
     assert_eq!(llama.architecture, Architecture::Llama);
     assert_eq!(llama.rope.theta, 500000.0);
@@ -199,7 +369,9 @@ fn dense_families_match_transformers() {
             original_max_position_embeddings: as_usize(&rp["original_max_position_embeddings"]),
         }
     );
-    let Attention::Gqa(g) = &llama.attention else { panic!("Llama is GQA") };
+    let Attention::Gqa(g) = &llama.attention else {
+        panic!("Llama is GQA")
+    };
     assert!(!g.qkv_bias && !g.o_bias);
     assert!(!llama.rope.interleaved);
 }
@@ -211,7 +383,10 @@ fn family_facts() {
     assert_eq!(r1.num_nextn_predict_layers, 1);
     assert_eq!(
         r1.weight_quantization,
-        Some(WeightQuantization::Fp8 { format: Fp8Format::E4M3, block_size: Some([128, 128]) })
+        Some(WeightQuantization::Fp8 {
+            format: Fp8Format::E4M3,
+            block_size: Some([128, 128])
+        })
     );
     assert_eq!(r1.torch_dtype.as_deref(), Some("bfloat16"));
     let moe = r1.ffn.moe.as_ref().unwrap();
@@ -223,22 +398,33 @@ fn family_facts() {
     assert_eq!(moe.shared_intermediate_size(), 2048);
 
     let kimi = hub("moonshotai__Kimi-K2-Instruct");
-    assert_eq!(kimi.architecture, Architecture::DeepseekV3, "kimi_k2 is the V3 architecture");
+    assert_eq!(
+        kimi.architecture,
+        Architecture::DeepseekV3,
+        "kimi_k2 is the V3 architecture"
+    );
     assert_eq!(kimi.num_nextn_predict_layers, 0);
     assert_eq!(kimi.rope.theta, 50000.0);
 
     let lite = hub("deepseek-ai__DeepSeek-V2-Lite");
     assert_eq!(lite.architecture, Architecture::DeepseekV2);
-    let Attention::Mla(m) = &lite.attention else { panic!("V2-Lite is MLA") };
+    let Attention::Mla(m) = &lite.attention else {
+        panic!("V2-Lite is MLA")
+    };
     assert_eq!(m.q_lora_rank, None);
     let moe = lite.ffn.moe.as_ref().unwrap();
-    assert_eq!((moe.router.scoring, moe.router.topk_method), (ScoringFunc::Softmax, TopkMethod::Greedy));
+    assert_eq!(
+        (moe.router.scoring, moe.router.topk_method),
+        (ScoringFunc::Softmax, TopkMethod::Greedy)
+    );
     assert!(!moe.router.correction_bias && !moe.router.norm_topk_prob);
     assert_eq!(lite.num_nextn_predict_layers, 0);
     assert_eq!(moe.shared_intermediate_size(), 2816);
 
     let qwen = hub("Qwen__Qwen3-30B-A3B");
-    let Attention::Gqa(g) = &qwen.attention else { panic!("Qwen3 is GQA") };
+    let Attention::Gqa(g) = &qwen.attention else {
+        panic!("Qwen3 is GQA")
+    };
     assert!(g.qk_norm && !g.qkv_bias && !g.o_bias);
     assert_eq!(g.head_dim, 128, "explicit head_dim, not hidden/heads = 64");
     assert!((0..48).all(|l| qwen.ffn.moe.as_ref().unwrap().is_moe_layer(l)));
@@ -252,18 +438,38 @@ fn family_facts() {
 
 #[test]
 fn v32_and_v4_are_rejected_by_name() {
-    for name in ["deepseek-ai__DeepSeek-V3.2", "deepseek-ai__DeepSeek-V4-Flash"] {
-        let text = read(reference_dir().join("configs").join(name).join("config.json"));
+    for name in [
+        "deepseek-ai__DeepSeek-V3.2",
+        "deepseek-ai__DeepSeek-V4-Flash",
+    ] {
+        let text = read(
+            reference_dir()
+                .join("configs")
+                .join(name)
+                .join("config.json"),
+        );
         let err = ModelConfig::from_hf_str(&text).unwrap_err();
-        assert!(matches!(err, ConfigError::UnsupportedArchitecture { .. }), "{name}: {err:?}");
+        assert!(
+            matches!(err, ConfigError::UnsupportedArchitecture { .. }),
+            "{name}: {err:?}"
+        );
         let msg = err.to_string();
-        assert!(msg.contains("DeepseekV3") && msg.contains("ForCausalLM"), "{msg}");
-        assert!(msg.contains("DeepseekV3ForCausalLM") && msg.contains("MixtralForCausalLM"), "{msg}");
+        assert!(
+            msg.contains("DeepseekV3") && msg.contains("ForCausalLM"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("DeepseekV3ForCausalLM") && msg.contains("MixtralForCausalLM"),
+            "{msg}"
+        );
     }
 }
 
 fn r1_json() -> Value {
-    serde_json::from_str(&read(reference_dir().join("configs/deepseek-ai__DeepSeek-R1/config.json"))).unwrap()
+    serde_json::from_str(&read(
+        reference_dir().join("configs/deepseek-ai__DeepSeek-R1/config.json"),
+    ))
+    .unwrap()
 }
 
 #[test]
@@ -271,29 +477,44 @@ fn bad_configs_name_the_problem() {
     let mut j = r1_json();
     j.as_object_mut().unwrap().remove("hidden_size");
     let err = ModelConfig::from_hf_json(&j).unwrap_err();
-    assert!(matches!(&err, ConfigError::MissingKey { key } if key == "hidden_size"), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::MissingKey { key } if key == "hidden_size"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("hidden_size"));
 
     let mut j = r1_json();
     j["num_hidden_layers"] = Value::from("sixty-one");
     let err = ModelConfig::from_hf_json(&j).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("num_hidden_layers") && msg.contains("integer") && msg.contains("string"), "{msg}");
+    assert!(
+        msg.contains("num_hidden_layers") && msg.contains("integer") && msg.contains("string"),
+        "{msg}"
+    );
 
     let mut j = r1_json();
     j["architectures"] = serde_json::json!(["FooForCausalLM"]);
     j["model_type"] = Value::from("foo");
     let msg = ModelConfig::from_hf_json(&j).unwrap_err().to_string();
-    assert!(msg.contains("FooForCausalLM") && msg.contains("Qwen3MoeForCausalLM"), "{msg}");
+    assert!(
+        msg.contains("FooForCausalLM") && msg.contains("Qwen3MoeForCausalLM"),
+        "{msg}"
+    );
 
     let mut j = r1_json();
     j["rope_scaling"] = serde_json::json!({"type": "linear"});
     let err = ModelConfig::from_hf_json(&j).unwrap_err();
-    assert!(matches!(&err, ConfigError::MissingKey { key } if key == "rope_scaling.factor"), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::MissingKey { key } if key == "rope_scaling.factor"),
+        "{err:?}"
+    );
 
     let mut j = r1_json();
     j["rope_scaling"] = serde_json::json!({"type": "dynamic", "factor": 2.0});
-    assert!(ModelConfig::from_hf_json(&j).unwrap_err().to_string().contains("dynamic"));
+    assert!(ModelConfig::from_hf_json(&j)
+        .unwrap_err()
+        .to_string()
+        .contains("dynamic"));
 
     let mut j = r1_json();
     j["num_experts_per_tok"] = Value::from(300);
@@ -302,10 +523,19 @@ fn bad_configs_name_the_problem() {
 
     let mut j = r1_json();
     j.as_object_mut().unwrap().remove("q_lora_rank");
-    assert!(ModelConfig::from_hf_json(&j).unwrap_err().to_string().contains("q_lora_rank"));
+    assert!(ModelConfig::from_hf_json(&j)
+        .unwrap_err()
+        .to_string()
+        .contains("q_lora_rank"));
 
-    assert!(matches!(ModelConfig::from_hf_str("{ not json").unwrap_err(), ConfigError::Json { .. }));
-    assert!(ModelConfig::from_hf_str("[1, 2]").unwrap_err().to_string().contains("object"));
+    assert!(matches!(
+        ModelConfig::from_hf_str("{ not json").unwrap_err(),
+        ConfigError::Json { .. }
+    ));
+    assert!(ModelConfig::from_hf_str("[1, 2]")
+        .unwrap_err()
+        .to_string()
+        .contains("object"));
     assert!(matches!(
         ModelConfig::from_hf_str("{}").unwrap_err(),
         ConfigError::MissingKey { key } if key == "architectures"
@@ -316,7 +546,10 @@ fn bad_configs_name_the_problem() {
 fn eos_lists_and_partial_rotary() {
     let mut j = r1_json();
     j["eos_token_id"] = serde_json::json!([1, 7]);
-    assert_eq!(ModelConfig::from_hf_json(&j).unwrap().eos_token_ids, vec![1, 7]);
+    assert_eq!(
+        ModelConfig::from_hf_json(&j).unwrap().eos_token_ids,
+        vec![1, 7]
+    );
 
     let text = read(fixtures().join("synthetic/R1-Distill-Llama-8B-shape.json"));
     let mut j: Value = serde_json::from_str(&text).unwrap();
@@ -444,10 +677,23 @@ fn gguf_deepseek2_matches_the_hub_config() {
     assert_eq!(g.rope, h.rope);
     assert_eq!(g.ffn, h.ffn);
     assert_eq!(
-        (g.vocab_size, g.hidden_size, g.num_hidden_layers, g.max_position_embeddings),
-        (h.vocab_size, h.hidden_size, h.num_hidden_layers, h.max_position_embeddings)
+        (
+            g.vocab_size,
+            g.hidden_size,
+            g.num_hidden_layers,
+            g.max_position_embeddings
+        ),
+        (
+            h.vocab_size,
+            h.hidden_size,
+            h.num_hidden_layers,
+            h.max_position_embeddings
+        )
     );
-    assert_eq!((g.bos_token_id, &g.eos_token_ids), (h.bos_token_id, &h.eos_token_ids));
+    assert_eq!(
+        (g.bos_token_id, &g.eos_token_ids),
+        (h.bos_token_id, &h.eos_token_ids)
+    );
     // MTP layers are not converted.
     assert_eq!(g.num_nextn_predict_layers, 0);
 
@@ -482,7 +728,9 @@ fn gguf_deepseek2_matches_the_hub_config() {
     assert_eq!(g.attention, h.attention);
     assert_eq!(g.ffn, h.ffn);
     assert_eq!(g.vocab_size, 102400, "falls back to the token list length");
-    let RopeScaling::Yarn { mscale_all_dim, .. } = g.rope.scaling else { panic!("yarn") };
+    let RopeScaling::Yarn { mscale_all_dim, .. } = g.rope.scaling else {
+        panic!("yarn")
+    };
     assert!((mscale_all_dim.unwrap() - 0.707).abs() < 1e-9);
 }
 
@@ -506,7 +754,10 @@ fn gguf_gqa_families() {
         .arr("tokenizer.ggml.tokens", 151936);
     let g = ModelConfig::from_gguf(&qwen3).unwrap();
     let h = hub("Qwen__Qwen3-30B-A3B");
-    assert_eq!((g.architecture, &g.attention, &g.rope), (h.architecture, &h.attention, &h.rope));
+    assert_eq!(
+        (g.architecture, &g.attention, &g.rope),
+        (h.architecture, &h.attention, &h.rope)
+    );
     assert_eq!(g.ffn, h.ffn);
 
     let mixtral = Meta::default()
@@ -525,10 +776,15 @@ fn gguf_gqa_families() {
         .u("llama.vocab_size", 32000);
     let g = ModelConfig::from_gguf(&mixtral).unwrap();
     let h = hub("mistralai__Mixtral-8x7B-v0.1");
-    assert_eq!((g.architecture, &g.attention, &g.rope), (h.architecture, &h.attention, &h.rope));
+    assert_eq!(
+        (g.architecture, &g.attention, &g.rope),
+        (h.architecture, &h.attention, &h.rope)
+    );
     assert_eq!(g.ffn, h.ffn);
 
-    let dense = mixtral.without("llama.expert_count").without("llama.expert_used_count");
+    let dense = mixtral
+        .without("llama.expert_count")
+        .without("llama.expert_used_count");
     let g = ModelConfig::from_gguf(&dense).unwrap();
     assert_eq!(g.architecture, Architecture::Llama);
     assert!(g.ffn.moe.is_none());
@@ -545,18 +801,31 @@ fn gguf_gqa_families() {
         .f("qwen2.attention.layer_norm_rms_epsilon", 1e-6)
         .arr("tokenizer.ggml.tokens", 151936);
     let g = ModelConfig::from_gguf(&qwen2).unwrap();
-    let h = ModelConfig::from_hf_str(&read(fixtures().join("synthetic/R1-Distill-Qwen-1.5B-shape.json"))).unwrap();
-    assert_eq!((g.architecture, &g.attention, &g.rope, &g.ffn), (h.architecture, &h.attention, &h.rope, &h.ffn));
+    let h = ModelConfig::from_hf_str(&read(
+        fixtures().join("synthetic/R1-Distill-Qwen-1.5B-shape.json"),
+    ))
+    .unwrap();
+    assert_eq!(
+        (g.architecture, &g.attention, &g.rope, &g.ffn),
+        (h.architecture, &h.attention, &h.rope, &h.ffn)
+    );
 }
 
 #[test]
 fn gguf_errors_name_the_key() {
-    let err = ModelConfig::from_gguf(&r1_gguf().without("deepseek2.attention.kv_lora_rank")).unwrap_err();
-    assert!(matches!(&err, ConfigError::MissingKey { key } if key == "deepseek2.attention.kv_lora_rank"), "{err:?}");
+    let err =
+        ModelConfig::from_gguf(&r1_gguf().without("deepseek2.attention.kv_lora_rank")).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::MissingKey { key } if key == "deepseek2.attention.kv_lora_rank"),
+        "{err:?}"
+    );
 
     let err = ModelConfig::from_gguf(&r1_gguf().s("general.architecture", "mamba")).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("mamba") && msg.contains("deepseek2") && msg.contains("qwen3moe"), "{msg}");
+    assert!(
+        msg.contains("mamba") && msg.contains("deepseek2") && msg.contains("qwen3moe"),
+        "{msg}"
+    );
 
     let err = ModelConfig::from_gguf(&r1_gguf().u("deepseek2.expert_gating_func", 3)).unwrap_err();
     assert!(err.to_string().contains("expert_gating_func"), "{err}");
@@ -567,6 +836,7 @@ fn gguf_errors_name_the_key() {
     let err = ModelConfig::from_gguf(&Meta::default()).unwrap_err();
     assert!(matches!(&err, ConfigError::MissingKey { key } if key == "general.architecture"));
 
-    let err = ModelConfig::from_gguf(&r1_gguf().u("deepseek2.nextn_predict_layers", 99)).unwrap_err();
+    let err =
+        ModelConfig::from_gguf(&r1_gguf().u("deepseek2.nextn_predict_layers", 99)).unwrap_err();
     assert!(err.to_string().contains("nextn_predict_layers"), "{err}");
 }

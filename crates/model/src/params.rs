@@ -78,13 +78,22 @@ struct Planner {
 
 impl Planner {
     fn push(&mut self, name: String, shape: &[usize], kind: TensorKind) {
-        self.out.push(PlannedTensor { name, shape: shape.to_vec(), kind, mtp: self.mtp });
+        self.out.push(PlannedTensor {
+            name,
+            shape: shape.to_vec(),
+            kind,
+            mtp: self.mtp,
+        });
     }
 
     /// A SwiGLU MLP `prefix.{gate,up,down}_proj.weight` of width `inter`.
     fn swiglu(&mut self, prefix: &str, hidden: usize, inter: usize, bias: bool, kind: TensorKind) {
         for proj in ["gate_proj", "up_proj", "down_proj"] {
-            let shape = if proj == "down_proj" { [hidden, inter] } else { [inter, hidden] };
+            let shape = if proj == "down_proj" {
+                [hidden, inter]
+            } else {
+                [inter, hidden]
+            };
             self.push(format!("{prefix}.{proj}.weight"), &shape, kind);
             if bias {
                 self.push(format!("{prefix}.{proj}.bias"), &shape[..1], kind);
@@ -96,14 +105,25 @@ impl Planner {
 /// Every weight tensor of the model, main layers first, then MTP layers.
 pub fn tensor_plan(cfg: &ModelConfig) -> Vec<PlannedTensor> {
     let h = cfg.hidden_size;
-    let mut p = Planner { out: Vec::new(), mtp: false };
-    p.push("model.embed_tokens.weight".into(), &[cfg.vocab_size, h], TensorKind::Embedding);
+    let mut p = Planner {
+        out: Vec::new(),
+        mtp: false,
+    };
+    p.push(
+        "model.embed_tokens.weight".into(),
+        &[cfg.vocab_size, h],
+        TensorKind::Embedding,
+    );
     for layer in 0..cfg.num_hidden_layers {
         decoder_layer(&mut p, cfg, layer);
     }
     p.push("model.norm.weight".into(), &[h], TensorKind::Norm);
     if !cfg.tie_word_embeddings {
-        p.push("lm_head.weight".into(), &[cfg.vocab_size, h], TensorKind::LmHead);
+        p.push(
+            "lm_head.weight".into(),
+            &[cfg.vocab_size, h],
+            TensorKind::LmHead,
+        );
     }
     p.mtp = true;
     for i in 0..cfg.num_nextn_predict_layers {
@@ -111,13 +131,29 @@ pub fn tensor_plan(cfg: &ModelConfig) -> Vec<PlannedTensor> {
         let pre = format!("model.layers.{layer}");
         // DeepSeek-V3 §2.2: RMSNorm(embed(t+1)) and RMSNorm(h) are concatenated and projected
         // by eh_proj; the checkpoint holds its own copies of the embedding and head.
-        p.push(format!("{pre}.embed_tokens.weight"), &[cfg.vocab_size, h], TensorKind::Mtp);
+        p.push(
+            format!("{pre}.embed_tokens.weight"),
+            &[cfg.vocab_size, h],
+            TensorKind::Mtp,
+        );
         p.push(format!("{pre}.enorm.weight"), &[h], TensorKind::Mtp);
         p.push(format!("{pre}.hnorm.weight"), &[h], TensorKind::Mtp);
-        p.push(format!("{pre}.eh_proj.weight"), &[h, 2 * h], TensorKind::Mtp);
+        p.push(
+            format!("{pre}.eh_proj.weight"),
+            &[h, 2 * h],
+            TensorKind::Mtp,
+        );
         decoder_layer(&mut p, cfg, layer);
-        p.push(format!("{pre}.shared_head.norm.weight"), &[h], TensorKind::Mtp);
-        p.push(format!("{pre}.shared_head.head.weight"), &[cfg.vocab_size, h], TensorKind::Mtp);
+        p.push(
+            format!("{pre}.shared_head.norm.weight"),
+            &[h],
+            TensorKind::Mtp,
+        );
+        p.push(
+            format!("{pre}.shared_head.head.weight"),
+            &[cfg.vocab_size, h],
+            TensorKind::Mtp,
+        );
     }
     p.out
 }
@@ -125,24 +161,50 @@ pub fn tensor_plan(cfg: &ModelConfig) -> Vec<PlannedTensor> {
 fn decoder_layer(p: &mut Planner, cfg: &ModelConfig, layer: usize) {
     let h = cfg.hidden_size;
     let pre = format!("model.layers.{layer}");
-    p.push(format!("{pre}.input_layernorm.weight"), &[h], TensorKind::Norm);
+    p.push(
+        format!("{pre}.input_layernorm.weight"),
+        &[h],
+        TensorKind::Norm,
+    );
     match &cfg.attention {
         Attention::Gqa(g) => gqa(p, &pre, h, g),
         Attention::Mla(m) => mla(p, &pre, h, m),
     }
-    p.push(format!("{pre}.post_attention_layernorm.weight"), &[h], TensorKind::Norm);
+    p.push(
+        format!("{pre}.post_attention_layernorm.weight"),
+        &[h],
+        TensorKind::Norm,
+    );
 
     let moe = cfg.ffn.moe.as_ref().filter(|m| m.is_moe_layer(layer));
     let Some(moe) = moe else {
-        p.swiglu(&format!("{pre}.mlp"), h, cfg.ffn.intermediate_size, cfg.ffn.mlp_bias, TensorKind::DenseFfn);
+        p.swiglu(
+            &format!("{pre}.mlp"),
+            h,
+            cfg.ffn.intermediate_size,
+            cfg.ffn.mlp_bias,
+            TensorKind::DenseFfn,
+        );
         return;
     };
     let e_inter = moe.expert_intermediate_size;
     let mixtral = cfg.architecture == frugal_formats::config::Architecture::Mixtral;
-    let block = if mixtral { format!("{pre}.block_sparse_moe") } else { format!("{pre}.mlp") };
-    p.push(format!("{block}.gate.weight"), &[moe.num_experts, h], TensorKind::Router);
+    let block = if mixtral {
+        format!("{pre}.block_sparse_moe")
+    } else {
+        format!("{pre}.mlp")
+    };
+    p.push(
+        format!("{block}.gate.weight"),
+        &[moe.num_experts, h],
+        TensorKind::Router,
+    );
     if moe.router.correction_bias {
-        p.push(format!("{block}.gate.e_score_correction_bias"), &[moe.num_experts], TensorKind::Router);
+        p.push(
+            format!("{block}.gate.e_score_correction_bias"),
+            &[moe.num_experts],
+            TensorKind::Router,
+        );
     }
     for expert in 0..moe.num_experts {
         let kind = TensorKind::RoutedExpert { layer, expert };
@@ -157,7 +219,13 @@ fn decoder_layer(p: &mut Planner, cfg: &ModelConfig, layer: usize) {
         }
     }
     if moe.num_shared_experts > 0 {
-        p.swiglu(&format!("{pre}.mlp.shared_experts"), h, moe.shared_intermediate_size(), false, TensorKind::SharedExpert);
+        p.swiglu(
+            &format!("{pre}.mlp.shared_experts"),
+            h,
+            moe.shared_intermediate_size(),
+            false,
+            TensorKind::SharedExpert,
+        );
     }
 }
 
@@ -166,7 +234,11 @@ fn gqa(p: &mut Planner, pre: &str, h: usize, g: &GqaConfig) {
     let q = g.num_heads * g.head_dim;
     let kv = g.num_kv_heads * g.head_dim;
     for (proj, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-        p.push(format!("{a}.{proj}.weight"), &[rows, h], TensorKind::Attention);
+        p.push(
+            format!("{a}.{proj}.weight"),
+            &[rows, h],
+            TensorKind::Attention,
+        );
         if g.qkv_bias {
             p.push(format!("{a}.{proj}.bias"), &[rows], TensorKind::Attention);
         }
@@ -176,8 +248,16 @@ fn gqa(p: &mut Planner, pre: &str, h: usize, g: &GqaConfig) {
         p.push(format!("{a}.o_proj.bias"), &[h], TensorKind::Attention);
     }
     if g.qk_norm {
-        p.push(format!("{a}.q_norm.weight"), &[g.head_dim], TensorKind::Norm);
-        p.push(format!("{a}.k_norm.weight"), &[g.head_dim], TensorKind::Norm);
+        p.push(
+            format!("{a}.q_norm.weight"),
+            &[g.head_dim],
+            TensorKind::Norm,
+        );
+        p.push(
+            format!("{a}.k_norm.weight"),
+            &[g.head_dim],
+            TensorKind::Norm,
+        );
     }
 }
 
@@ -186,24 +266,56 @@ fn mla(p: &mut Planner, pre: &str, h: usize, m: &MlaConfig) {
     let q_out = m.num_heads * m.qk_head_dim();
     match m.q_lora_rank {
         Some(r) => {
-            p.push(format!("{a}.q_a_proj.weight"), &[r, h], TensorKind::Attention);
+            p.push(
+                format!("{a}.q_a_proj.weight"),
+                &[r, h],
+                TensorKind::Attention,
+            );
             if m.attention_bias {
                 p.push(format!("{a}.q_a_proj.bias"), &[r], TensorKind::Attention);
             }
             p.push(format!("{a}.q_a_layernorm.weight"), &[r], TensorKind::Norm);
-            p.push(format!("{a}.q_b_proj.weight"), &[q_out, r], TensorKind::Attention);
+            p.push(
+                format!("{a}.q_b_proj.weight"),
+                &[q_out, r],
+                TensorKind::Attention,
+            );
         }
-        None => p.push(format!("{a}.q_proj.weight"), &[q_out, h], TensorKind::Attention),
+        None => p.push(
+            format!("{a}.q_proj.weight"),
+            &[q_out, h],
+            TensorKind::Attention,
+        ),
     }
     let latent = m.kv_lora_rank + m.qk_rope_head_dim;
-    p.push(format!("{a}.kv_a_proj_with_mqa.weight"), &[latent, h], TensorKind::Attention);
+    p.push(
+        format!("{a}.kv_a_proj_with_mqa.weight"),
+        &[latent, h],
+        TensorKind::Attention,
+    );
     if m.attention_bias {
-        p.push(format!("{a}.kv_a_proj_with_mqa.bias"), &[latent], TensorKind::Attention);
+        p.push(
+            format!("{a}.kv_a_proj_with_mqa.bias"),
+            &[latent],
+            TensorKind::Attention,
+        );
     }
-    p.push(format!("{a}.kv_a_layernorm.weight"), &[m.kv_lora_rank], TensorKind::Norm);
+    p.push(
+        format!("{a}.kv_a_layernorm.weight"),
+        &[m.kv_lora_rank],
+        TensorKind::Norm,
+    );
     let kv_b = m.num_heads * (m.qk_nope_head_dim + m.v_head_dim);
-    p.push(format!("{a}.kv_b_proj.weight"), &[kv_b, m.kv_lora_rank], TensorKind::Attention);
-    p.push(format!("{a}.o_proj.weight"), &[h, m.num_heads * m.v_head_dim], TensorKind::Attention);
+    p.push(
+        format!("{a}.kv_b_proj.weight"),
+        &[kv_b, m.kv_lora_rank],
+        TensorKind::Attention,
+    );
+    p.push(
+        format!("{a}.o_proj.weight"),
+        &[h, m.num_heads * m.v_head_dim],
+        TensorKind::Attention,
+    );
     if m.attention_bias {
         p.push(format!("{a}.o_proj.bias"), &[h], TensorKind::Attention);
     }
@@ -247,11 +359,9 @@ pub fn param_counts(cfg: &ModelConfig) -> ParamCounts {
 
 /// Parameter counts of an already built plan.
 pub fn count_plan(cfg: &ModelConfig, plan: &[PlannedTensor]) -> ParamCounts {
-    let (k, n) = cfg
-        .ffn
-        .moe
-        .as_ref()
-        .map_or((1, 1), |m| (m.num_experts_per_tok as u128, m.num_experts as u128));
+    let (k, n) = cfg.ffn.moe.as_ref().map_or((1, 1), |m| {
+        (m.num_experts_per_tok as u128, m.num_experts as u128)
+    });
     let mut c = ParamCounts::default();
     let (mut routed_main, mut routed_mtp) = (0u64, 0u64);
     for t in plan {

@@ -27,13 +27,17 @@ fn reference_dir() -> PathBuf {
 }
 
 fn config(name: &str) -> ModelConfig {
-    let path = reference_dir().join("configs").join(name).join("config.json");
+    let path = reference_dir()
+        .join("configs")
+        .join(name)
+        .join("config.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     ModelConfig::from_hf_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn transformers_reference() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/params_reference.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/params_reference.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("params_reference.json")).unwrap()
 }
 
@@ -71,16 +75,25 @@ fn plans_match_transformers_tensor_for_tensor() {
         let mut theirs: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut theirs_experts: BTreeMap<usize, u64> = BTreeMap::new();
         for (k, v) in r["tensors"].as_object().unwrap() {
-            let shape: Vec<usize> = v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let shape: Vec<usize> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
             if k.contains(".experts.") && !k.contains("shared_experts") {
                 let layer: usize = k.split('.').nth(2).unwrap().parse().unwrap();
-                *theirs_experts.entry(layer).or_default() += shape.iter().map(|&d| d as u64).product::<u64>();
+                *theirs_experts.entry(layer).or_default() +=
+                    shape.iter().map(|&d| d as u64).product::<u64>();
             } else {
                 theirs.insert(k.clone(), shape);
             }
         }
         assert_eq!(ours, theirs, "{name}: non-expert tensors differ");
-        assert_eq!(ours_experts, theirs_experts, "{name}: routed experts per layer differ");
+        assert_eq!(
+            ours_experts, theirs_experts,
+            "{name}: routed experts per layer differ"
+        );
 
         let c = param_counts(&cfg);
         let total = r["params_total"].as_u64().unwrap();
@@ -103,17 +116,32 @@ fn counts_match_the_model_cards() {
         ("mistralai__Mixtral-8x7B-v0.1", 46.7, 12.9, false),
     ];
     let mixtral = config("mistralai__Mixtral-8x7B-v0.1");
-    assert_eq!(format!("{:.1}", billions(param_counts(&mixtral).active)), "12.9");
+    assert_eq!(
+        format!("{:.1}", billions(param_counts(&mixtral).active)),
+        "12.9"
+    );
     for (name, total, active, non_embedding) in cards {
         let cfg = config(name);
         let c = param_counts(&cfg);
-        let ours_active = if non_embedding { c.active_non_embedding(&cfg) } else { c.active };
-        assert_eq!(format!("{:.1}", billions(c.total)), format!("{total:.1}"), "{name} total");
+        let ours_active = if non_embedding {
+            c.active_non_embedding(&cfg)
+        } else {
+            c.active
+        };
+        assert_eq!(
+            format!("{:.1}", billions(c.total)),
+            format!("{total:.1}"),
+            "{name} total"
+        );
         // Cards round loosely: R1's "37B" is 36.6B, V2-Lite's "2.4B" is 2.45B (2.66B with the
         // embedding), Qwen3's "3.3B" is 3.35B truncated. The exact values are checked against
         // transformers in `plans_match_transformers_tensor_for_tensor`.
         let rel = (billions(ours_active) - active).abs() / active;
-        assert!(rel < 0.025, "{name}: active {} vs card {active}", billions(ours_active));
+        assert!(
+            rel < 0.025,
+            "{name}: active {} vs card {active}",
+            billions(ours_active)
+        );
     }
     // Kimi-K2: "1T total, 32B activated" (card), 1.03T precisely.
     let kimi = config("moonshotai__Kimi-K2-Instruct");
@@ -132,13 +160,27 @@ fn deepseek_mtp_module_is_counted_apart() {
     let c = param_counts(&cfg);
     let all = billions(c.total + c.mtp_total);
     assert!((684.0..685.0).contains(&all), "{all}");
-    assert!((13.0..14.5).contains(&billions(c.mtp_total)), "{}", billions(c.mtp_total));
+    assert!(
+        (13.0..14.5).contains(&billions(c.mtp_total)),
+        "{}",
+        billions(c.mtp_total)
+    );
     assert!(c.mtp_active < c.mtp_total);
     let plan = tensor_plan(&cfg);
     let mtp: Vec<_> = plan.iter().filter(|t| t.mtp).collect();
     assert!(mtp.iter().all(|t| t.name.starts_with("model.layers.61.")));
-    for name in ["eh_proj.weight", "enorm.weight", "hnorm.weight", "shared_head.head.weight", "mlp.experts.255.down_proj.weight"] {
-        assert!(mtp.iter().any(|t| t.name == format!("model.layers.61.{name}")), "{name}");
+    for name in [
+        "eh_proj.weight",
+        "enorm.weight",
+        "hnorm.weight",
+        "shared_head.head.weight",
+        "mlp.experts.255.down_proj.weight",
+    ] {
+        assert!(
+            mtp.iter()
+                .any(|t| t.name == format!("model.layers.61.{name}")),
+            "{name}"
+        );
     }
 }
 

@@ -20,8 +20,8 @@
 //!   tied); `tie_word_embeddings` is `false` here and the loader corrects it from the tensors.
 
 use super::{
-    validate, Architecture, Attention, ConfigError, FeedForward, GqaConfig, MlaConfig,
-    ModelConfig, MoeConfig, Rope, RopeScaling, RouterConfig, ScoringFunc, TopkMethod,
+    validate, Architecture, Attention, ConfigError, FeedForward, GqaConfig, MlaConfig, ModelConfig,
+    MoeConfig, Rope, RopeScaling, RouterConfig, ScoringFunc, TopkMethod,
 };
 
 /// Read access to GGUF key/value metadata. The GGUF reader implements it; tests use a map.
@@ -55,16 +55,19 @@ impl Kv<'_> {
     fn opt_usize(&self, key: &str) -> Result<Option<usize>, ConfigError> {
         match self.meta.get_u64(&self.key(key)) {
             None => Ok(None),
-            Some(v) => usize::try_from(v).map(Some).map_err(|_| ConfigError::InvalidValue {
-                key: self.key(key),
-                value: v.to_string(),
-                reason: "does not fit in usize".into(),
-            }),
+            Some(v) => usize::try_from(v)
+                .map(Some)
+                .map_err(|_| ConfigError::InvalidValue {
+                    key: self.key(key),
+                    value: v.to_string(),
+                    reason: "does not fit in usize".into(),
+                }),
         }
     }
 
     fn req_usize(&self, key: &str) -> Result<usize, ConfigError> {
-        self.opt_usize(key)?.ok_or_else(|| ConfigError::MissingKey { key: self.key(key) })
+        self.opt_usize(key)?
+            .ok_or_else(|| ConfigError::MissingKey { key: self.key(key) })
     }
 
     fn usize_or(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
@@ -76,7 +79,8 @@ impl Kv<'_> {
     }
 
     fn req_f64(&self, key: &str) -> Result<f64, ConfigError> {
-        self.opt_f64(key).ok_or_else(|| ConfigError::MissingKey { key: self.key(key) })
+        self.opt_f64(key)
+            .ok_or_else(|| ConfigError::MissingKey { key: self.key(key) })
     }
 }
 
@@ -84,17 +88,26 @@ impl ModelConfig {
     /// Build the description from GGUF metadata (architectures `deepseek2`, `qwen2`, `llama`,
     /// `qwen3moe`).
     pub fn from_gguf(meta: &dyn GgufKeyValues) -> Result<Self, ConfigError> {
-        let arch_name = meta.get_str("general.architecture").ok_or_else(|| {
-            ConfigError::MissingKey { key: "general.architecture".into() }
-        })?;
+        let arch_name =
+            meta.get_str("general.architecture")
+                .ok_or_else(|| ConfigError::MissingKey {
+                    key: "general.architecture".into(),
+                })?;
         if !Architecture::SUPPORTED_GGUF.contains(&arch_name) {
             return Err(ConfigError::UnsupportedArchitecture {
                 name: arch_name.to_string(),
                 supported: Architecture::SUPPORTED_GGUF,
             });
         }
-        let kv = Kv { meta, arch: arch_name };
-        let cfg = if arch_name == "deepseek2" { deepseek2(&kv)? } else { gqa_model(&kv)? };
+        let kv = Kv {
+            meta,
+            arch: arch_name,
+        };
+        let cfg = if arch_name == "deepseek2" {
+            deepseek2(&kv)?
+        } else {
+            gqa_model(&kv)?
+        };
         validate(&cfg)?;
         Ok(cfg)
     }
@@ -114,12 +127,15 @@ struct Common {
 }
 
 fn common(kv: &Kv<'_>) -> Result<Common, ConfigError> {
-    let vocab_size = match kv.opt_usize("vocab_size")? {
-        Some(v) => v,
-        None => kv.meta.array_len("tokenizer.ggml.tokens").ok_or_else(|| {
-            ConfigError::MissingKey { key: format!("{0}.vocab_size (or tokenizer.ggml.tokens)", kv.arch) }
-        })?,
-    };
+    let vocab_size =
+        match kv.opt_usize("vocab_size")? {
+            Some(v) => v,
+            None => kv.meta.array_len("tokenizer.ggml.tokens").ok_or_else(|| {
+                ConfigError::MissingKey {
+                    key: format!("{0}.vocab_size (or tokenizer.ggml.tokens)", kv.arch),
+                }
+            })?,
+        };
     let token = |key: &str| kv.meta.get_u64(key).and_then(|v| u32::try_from(v).ok());
     Ok(Common {
         vocab_size,
@@ -134,17 +150,26 @@ fn common(kv: &Kv<'_>) -> Result<Common, ConfigError> {
     })
 }
 
-fn rope_scaling(kv: &Kv<'_>, context_length: usize, deepseek: bool) -> Result<RopeScaling, ConfigError> {
+fn rope_scaling(
+    kv: &Kv<'_>,
+    context_length: usize,
+    deepseek: bool,
+) -> Result<RopeScaling, ConfigError> {
     let key = kv.key("rope.scaling.type");
     let Some(kind) = kv.meta.get_str(&key) else {
         return Ok(RopeScaling::None);
     };
     Ok(match kind {
         "none" => RopeScaling::None,
-        "linear" => RopeScaling::Linear { factor: kv.req_f64("rope.scaling.factor")? },
+        "linear" => RopeScaling::Linear {
+            factor: kv.req_f64("rope.scaling.factor")?,
+        },
         "yarn" => {
             // deepseek2 stores 0.1 * mscale_all_dim here (llama.cpp TAG_DEEPSEEK2_YARN_LOG_MUL_FIX).
-            let m = kv.opt_f64("rope.scaling.yarn_log_multiplier").filter(|_| deepseek).map(|x| x / 0.1);
+            let m = kv
+                .opt_f64("rope.scaling.yarn_log_multiplier")
+                .filter(|_| deepseek)
+                .map(|x| x / 0.1);
             RopeScaling::Yarn {
                 factor: kv.req_f64("rope.scaling.factor")?,
                 original_max_position_embeddings: kv
@@ -156,33 +181,47 @@ fn rope_scaling(kv: &Kv<'_>, context_length: usize, deepseek: bool) -> Result<Ro
                 attention_factor: None,
             }
         }
-        other => return Err(ConfigError::UnsupportedRopeScaling { rope_type: other.to_string() }),
+        other => {
+            return Err(ConfigError::UnsupportedRopeScaling {
+                rope_type: other.to_string(),
+            })
+        }
     })
 }
 
 fn deepseek2(kv: &Kv<'_>) -> Result<ModelConfig, ConfigError> {
     let c = common(kv)?;
     let nextn = kv.usize_or("nextn_predict_layers", 0)?;
-    let num_hidden_layers = c.block_count.checked_sub(nextn).ok_or_else(|| ConfigError::InvalidValue {
-        key: kv.key("nextn_predict_layers"),
-        value: nextn.to_string(),
-        reason: format!("exceeds block_count ({})", c.block_count),
-    })?;
+    let num_hidden_layers =
+        c.block_count
+            .checked_sub(nextn)
+            .ok_or_else(|| ConfigError::InvalidValue {
+                key: kv.key("nextn_predict_layers"),
+                value: nextn.to_string(),
+                reason: format!("exceeds block_count ({})", c.block_count),
+            })?;
     let rope_dims = kv.req_usize("rope.dimension_count")?;
     let kv_lora_rank = kv.req_usize("attention.kv_lora_rank")?;
     let (key_name, key_length, value_length) = match kv.opt_usize("attention.key_length_mla")? {
-        Some(k) => (kv.key("attention.key_length_mla"), k, kv.req_usize("attention.value_length_mla")?),
+        Some(k) => (
+            kv.key("attention.key_length_mla"),
+            k,
+            kv.req_usize("attention.value_length_mla")?,
+        ),
         None => (
             kv.key("attention.key_length"),
             kv.req_usize("attention.key_length")?,
             kv.req_usize("attention.value_length")?,
         ),
     };
-    let qk_nope_head_dim = key_length.checked_sub(rope_dims).ok_or_else(|| ConfigError::InvalidValue {
-        key: key_name,
-        value: key_length.to_string(),
-        reason: format!("smaller than the rope dims ({rope_dims})"),
-    })?;
+    let qk_nope_head_dim =
+        key_length
+            .checked_sub(rope_dims)
+            .ok_or_else(|| ConfigError::InvalidValue {
+                key: key_name,
+                value: key_length.to_string(),
+                reason: format!("smaller than the rope dims ({rope_dims})"),
+            })?;
     let mla = MlaConfig {
         num_heads: c.num_heads,
         q_lora_rank: kv.opt_usize("attention.q_lora_rank")?.filter(|&r| r > 0),
@@ -207,7 +246,11 @@ fn deepseek2(kv: &Kv<'_>) -> Result<ModelConfig, ConfigError> {
     let n_group = kv.usize_or("expert_group_count", 1)?.max(1);
     let topk_group = kv.usize_or("expert_group_used_count", n_group)?.max(1);
     let router = RouterConfig {
-        scoring: if sigmoid { ScoringFunc::Sigmoid } else { ScoringFunc::Softmax },
+        scoring: if sigmoid {
+            ScoringFunc::Sigmoid
+        } else {
+            ScoringFunc::Softmax
+        },
         topk_method: match (sigmoid, n_group > 1) {
             (true, _) => TopkMethod::NoAuxTc,
             (false, true) => TopkMethod::GroupLimitedGreedy,
@@ -215,7 +258,10 @@ fn deepseek2(kv: &Kv<'_>) -> Result<ModelConfig, ConfigError> {
         },
         n_group,
         topk_group,
-        norm_topk_prob: kv.meta.get_bool(&kv.key("expert_weights_norm")).unwrap_or(false),
+        norm_topk_prob: kv
+            .meta
+            .get_bool(&kv.key("expert_weights_norm"))
+            .unwrap_or(false),
         routed_scaling_factor: kv.opt_f64("expert_weights_scale").unwrap_or(1.0) as f32,
         correction_bias: sigmoid,
     };
@@ -231,7 +277,11 @@ fn deepseek2(kv: &Kv<'_>) -> Result<ModelConfig, ConfigError> {
         router,
     };
     Ok(ModelConfig {
-        architecture: if sigmoid { Architecture::DeepseekV3 } else { Architecture::DeepseekV2 },
+        architecture: if sigmoid {
+            Architecture::DeepseekV3
+        } else {
+            Architecture::DeepseekV2
+        },
         vocab_size: c.vocab_size,
         hidden_size: c.hidden_size,
         num_hidden_layers,
@@ -245,7 +295,11 @@ fn deepseek2(kv: &Kv<'_>) -> Result<ModelConfig, ConfigError> {
             interleaved: true,
             rotary_dim: rope_dims,
         },
-        ffn: FeedForward { intermediate_size: c.ff_length, mlp_bias: false, moe: Some(moe) },
+        ffn: FeedForward {
+            intermediate_size: c.ff_length,
+            mlp_bias: false,
+            moe: Some(moe),
+        },
         bos_token_id: c.bos,
         eos_token_ids: c.eos,
         num_nextn_predict_layers: nextn,
@@ -260,7 +314,11 @@ fn gqa_model(kv: &Kv<'_>) -> Result<ModelConfig, ConfigError> {
     let head_dim = match kv.opt_usize("attention.key_length")? {
         Some(d) => d,
         None if c.num_heads > 0 && c.hidden_size % c.num_heads == 0 => c.hidden_size / c.num_heads,
-        None => return Err(ConfigError::MissingKey { key: kv.key("attention.key_length") }),
+        None => {
+            return Err(ConfigError::MissingKey {
+                key: kv.key("attention.key_length"),
+            })
+        }
     };
     let expert_count = kv.usize_or("expert_count", 0)?;
     let architecture = match (kv.arch, expert_count > 0) {
@@ -277,7 +335,11 @@ fn gqa_model(kv: &Kv<'_>) -> Result<ModelConfig, ConfigError> {
                 Some(n) => n,
                 // Mixtral files size experts by feed_forward_length.
                 None if architecture == Architecture::Mixtral => c.ff_length,
-                None => return Err(ConfigError::MissingKey { key: kv.key("expert_feed_forward_length") }),
+                None => {
+                    return Err(ConfigError::MissingKey {
+                        key: kv.key("expert_feed_forward_length"),
+                    })
+                }
             },
             num_shared_experts: 0,
             first_k_dense_replace: 0,
@@ -290,7 +352,10 @@ fn gqa_model(kv: &Kv<'_>) -> Result<ModelConfig, ConfigError> {
                 n_group: 1,
                 topk_group: 1,
                 // llama.cpp renormalises both families' top-k weights.
-                norm_topk_prob: kv.meta.get_bool(&kv.key("expert_weights_norm")).unwrap_or(true),
+                norm_topk_prob: kv
+                    .meta
+                    .get_bool(&kv.key("expert_weights_norm"))
+                    .unwrap_or(true),
                 routed_scaling_factor: 1.0,
                 correction_bias: false,
             },
@@ -304,9 +369,12 @@ fn gqa_model(kv: &Kv<'_>) -> Result<ModelConfig, ConfigError> {
         qkv_bias: architecture == Architecture::Qwen2,
         o_bias: false,
         qk_norm: architecture == Architecture::Qwen3Moe,
-        sliding_window: kv
-            .opt_usize("attention.sliding_window")?
-            .map(|size| super::SlidingWindow { size, first_layer: 0 }),
+        sliding_window: kv.opt_usize("attention.sliding_window")?.map(|size| {
+            super::SlidingWindow {
+                size,
+                first_layer: 0,
+            }
+        }),
     };
     Ok(ModelConfig {
         architecture,
@@ -318,16 +386,22 @@ fn gqa_model(kv: &Kv<'_>) -> Result<ModelConfig, ConfigError> {
         tie_word_embeddings: false,
         attention: Attention::Gqa(gqa),
         rope: Rope {
-            theta: kv.opt_f64("rope.freq_base").unwrap_or(if architecture == Architecture::Mixtral {
-                1e6
-            } else {
-                10_000.0
-            }),
+            theta: kv.opt_f64("rope.freq_base").unwrap_or(
+                if architecture == Architecture::Mixtral {
+                    1e6
+                } else {
+                    10_000.0
+                },
+            ),
             scaling: rope_scaling(kv, c.context_length, false)?,
             interleaved: false,
             rotary_dim: kv.usize_or("rope.dimension_count", head_dim)?,
         },
-        ffn: FeedForward { intermediate_size: c.ff_length, mlp_bias: false, moe },
+        ffn: FeedForward {
+            intermediate_size: c.ff_length,
+            mlp_bias: false,
+            moe,
+        },
         bos_token_id: c.bos,
         eos_token_ids: c.eos,
         num_nextn_predict_layers: 0,

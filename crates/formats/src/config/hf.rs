@@ -16,8 +16,12 @@ use super::{
 
 /// Families recognised but not described yet: V3.2's sparse attention and V4's shared-KV
 /// attention change the attention block, so reading them as V3 would be wrong.
-const NOT_YET: &[&str] =
-    &["deepseek_v32", "DeepseekV32ForCausalLM", "deepseek_v4", "DeepseekV4ForCausalLM"];
+const NOT_YET: &[&str] = &[
+    "deepseek_v32",
+    "DeepseekV32ForCausalLM",
+    "deepseek_v4",
+    "DeepseekV4ForCausalLM",
+];
 
 impl ModelConfig {
     /// Parse the text of a `config.json`.
@@ -80,7 +84,9 @@ fn resolve_architecture(o: &Obj<'_>) -> Result<Architecture, ConfigError> {
     match (by_class, by_type, first, model_type) {
         (Some(a), _, _, _) | (None, Some(a), _, _) => Ok(a),
         (None, None, Some(name), _) | (None, None, None, Some(name)) => Err(unsupported(name)),
-        (None, None, None, None) => Err(ConfigError::MissingKey { key: "architectures".into() }),
+        (None, None, None, None) => Err(ConfigError::MissingKey {
+            key: "architectures".into(),
+        }),
     }
 }
 
@@ -130,7 +136,9 @@ fn parse(o: &Obj<'_>, arch: Architecture) -> Result<ModelConfig, ConfigError> {
             attention_bias,
         };
         if !o.has("q_lora_rank") {
-            return Err(ConfigError::MissingKey { key: "q_lora_rank".into() });
+            return Err(ConfigError::MissingKey {
+                key: "q_lora_rank".into(),
+            });
         }
         let rot = mla.qk_rope_head_dim;
         // V2 rotates consecutive pairs through a complex view; V3 calls it `rope_interleave`.
@@ -149,7 +157,9 @@ fn parse(o: &Obj<'_>, arch: Architecture) -> Result<ModelConfig, ConfigError> {
                 return Err(ConfigError::InvalidValue {
                     key: "num_attention_heads".into(),
                     value: num_heads.to_string(),
-                    reason: format!("must divide hidden_size ({hidden_size}) when head_dim is absent"),
+                    reason: format!(
+                        "must divide hidden_size ({hidden_size}) when head_dim is absent"
+                    ),
                 })
             }
         };
@@ -224,9 +234,10 @@ fn parse_sliding_window(
             size: o.usize_or("sliding_window", 4096)?,
             first_layer: o.usize_or("max_window_layers", if arch == A::Qwen2 { 28 } else { 0 })?,
         }),
-        A::Mixtral | A::Llama => o
-            .opt_usize("sliding_window")?
-            .map(|size| SlidingWindow { size, first_layer: 0 }),
+        A::Mixtral | A::Llama => o.opt_usize("sliding_window")?.map(|size| SlidingWindow {
+            size,
+            first_layer: 0,
+        }),
         _ => None,
     })
 }
@@ -261,7 +272,11 @@ fn parse_rope(
     mut rope: Rope,
     max_position_embeddings: usize,
 ) -> Result<Rope, ConfigError> {
-    let default_theta = if arch == Architecture::Mixtral { 1e6 } else { 10_000.0 };
+    let default_theta = if arch == Architecture::Mixtral {
+        1e6
+    } else {
+        10_000.0
+    };
     let top_theta = o.opt_f64("rope_theta")?;
     // transformers 5 writes one `rope_parameters` object; hub files write `rope_scaling`.
     let params = match o.opt_obj("rope_parameters")? {
@@ -282,7 +297,9 @@ fn parse_rope(
     };
     rope.scaling = match rope_type.unwrap_or("default") {
         "default" => RopeScaling::None,
-        "linear" => RopeScaling::Linear { factor: p.req_f64("factor")? },
+        "linear" => RopeScaling::Linear {
+            factor: p.req_f64("factor")?,
+        },
         "llama3" => RopeScaling::Llama3 {
             factor: p.req_f64("factor")?,
             low_freq_factor: p.req_f64("low_freq_factor")?,
@@ -290,25 +307,37 @@ fn parse_rope(
             original_max_position_embeddings: p.req_usize("original_max_position_embeddings")?,
         },
         "yarn" => {
-            let original = p.usize_or("original_max_position_embeddings", max_position_embeddings)?;
+            let original =
+                p.usize_or("original_max_position_embeddings", max_position_embeddings)?;
             // transformers derives a missing factor from the two context lengths.
             let factor = match p.opt_f64("factor")? {
                 Some(f) => f,
                 None if original > 0 => max_position_embeddings as f64 / original as f64,
-                None => return Err(ConfigError::MissingKey { key: p.key("factor") }),
+                None => {
+                    return Err(ConfigError::MissingKey {
+                        key: p.key("factor"),
+                    })
+                }
             };
             RopeScaling::Yarn {
                 factor,
                 original_max_position_embeddings: original,
                 // `or 32` / `or 1` in transformers: a 0 also means the default.
-                beta_fast: p.opt_f64("beta_fast")?.filter(|&b| b != 0.0).unwrap_or(32.0),
+                beta_fast: p
+                    .opt_f64("beta_fast")?
+                    .filter(|&b| b != 0.0)
+                    .unwrap_or(32.0),
                 beta_slow: p.opt_f64("beta_slow")?.filter(|&b| b != 0.0).unwrap_or(1.0),
                 mscale: p.opt_f64("mscale")?,
                 mscale_all_dim: p.opt_f64("mscale_all_dim")?,
                 attention_factor: p.opt_f64("attention_factor")?,
             }
         }
-        other => return Err(ConfigError::UnsupportedRopeScaling { rope_type: other.to_string() }),
+        other => {
+            return Err(ConfigError::UnsupportedRopeScaling {
+                rope_type: other.to_string(),
+            })
+        }
     };
     Ok(rope)
 }
@@ -356,28 +385,44 @@ fn parse_moe(
         },
         A::DeepseekV2 | A::DeepseekV3 => {
             let v3 = arch == A::DeepseekV3;
-            let scoring = match o.opt_str("scoring_func")?.unwrap_or(if v3 { "sigmoid" } else { "softmax" }) {
-                "softmax" => ScoringFunc::Softmax,
-                "sigmoid" => ScoringFunc::Sigmoid,
-                other => return Err(o.invalid("scoring_func", other, "expected softmax or sigmoid")),
-            };
-            let topk_method = match o.opt_str("topk_method")?.unwrap_or(if v3 { "noaux_tc" } else { "greedy" }) {
-                "greedy" => TopkMethod::Greedy,
-                "group_limited_greedy" => TopkMethod::GroupLimitedGreedy,
-                "noaux_tc" => TopkMethod::NoAuxTc,
-                other => {
-                    return Err(o.invalid(
-                        "topk_method",
-                        other,
-                        "expected greedy, group_limited_greedy or noaux_tc",
-                    ))
-                }
-            };
+            let scoring =
+                match o
+                    .opt_str("scoring_func")?
+                    .unwrap_or(if v3 { "sigmoid" } else { "softmax" })
+                {
+                    "softmax" => ScoringFunc::Softmax,
+                    "sigmoid" => ScoringFunc::Sigmoid,
+                    other => {
+                        return Err(o.invalid("scoring_func", other, "expected softmax or sigmoid"))
+                    }
+                };
+            let topk_method =
+                match o
+                    .opt_str("topk_method")?
+                    .unwrap_or(if v3 { "noaux_tc" } else { "greedy" })
+                {
+                    "greedy" => TopkMethod::Greedy,
+                    "group_limited_greedy" => TopkMethod::GroupLimitedGreedy,
+                    "noaux_tc" => TopkMethod::NoAuxTc,
+                    other => {
+                        return Err(o.invalid(
+                            "topk_method",
+                            other,
+                            "expected greedy, group_limited_greedy or noaux_tc",
+                        ))
+                    }
+                };
             if !o.has("n_shared_experts") {
-                return Err(ConfigError::MissingKey { key: "n_shared_experts".into() });
+                return Err(ConfigError::MissingKey {
+                    key: "n_shared_experts".into(),
+                });
             }
             MoeConfig {
-                num_experts: o.req_usize_any(&["n_routed_experts", "num_local_experts", "num_experts"])?,
+                num_experts: o.req_usize_any(&[
+                    "n_routed_experts",
+                    "num_local_experts",
+                    "num_experts",
+                ])?,
                 num_experts_per_tok: o.req_usize("num_experts_per_tok")?,
                 expert_intermediate_size: o.req_usize("moe_intermediate_size")?,
                 num_shared_experts: o.opt_usize("n_shared_experts")?.unwrap_or(0),
@@ -388,12 +433,16 @@ fn parse_moe(
                 router: RouterConfig {
                     scoring,
                     topk_method,
-                    n_group: o.opt_usize("n_group")?.unwrap_or(if v3 && !o.has("n_group") { 8 } else { 1 }),
+                    n_group: o
+                        .opt_usize("n_group")?
+                        .unwrap_or(if v3 && !o.has("n_group") { 8 } else { 1 }),
                     topk_group: o
                         .opt_usize("topk_group")?
                         .unwrap_or(if v3 && !o.has("topk_group") { 4 } else { 1 }),
                     norm_topk_prob: o.bool_or("norm_topk_prob", v3)?,
-                    routed_scaling_factor: o.f64_or("routed_scaling_factor", if v3 { 2.5 } else { 1.0 })? as f32,
+                    routed_scaling_factor: o
+                        .f64_or("routed_scaling_factor", if v3 { 2.5 } else { 1.0 })?
+                        as f32,
                     correction_bias: topk_method == TopkMethod::NoAuxTc,
                 },
             }
@@ -407,10 +456,13 @@ fn parse_eos(o: &Obj<'_>) -> Result<Vec<u32>, ConfigError> {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| as_u32(v).ok_or_else(|| o.wrong("eos_token_id", "a token id or a list of them", v)))
+            .map(|v| {
+                as_u32(v).ok_or_else(|| o.wrong("eos_token_id", "a token id or a list of them", v))
+            })
             .collect(),
-        Some(v) => Ok(vec![as_u32(v)
-            .ok_or_else(|| o.wrong("eos_token_id", "a token id or a list of them", v))?]),
+        Some(v) => Ok(vec![as_u32(v).ok_or_else(|| {
+            o.wrong("eos_token_id", "a token id or a list of them", v)
+        })?]),
     }
 }
 
@@ -420,7 +472,9 @@ fn parse_quantization(o: &Obj<'_>) -> Result<Option<WeightQuantization>, ConfigE
     };
     let method = q.req_str("quant_method")?;
     if method != "fp8" {
-        return Ok(Some(WeightQuantization::Other { method: method.to_string() }));
+        return Ok(Some(WeightQuantization::Other {
+            method: method.to_string(),
+        }));
     }
     let format = match q.opt_str("fmt")?.unwrap_or("e4m3") {
         "e4m3" | "float8_e4m3fn" => Fp8Format::E4M3,
@@ -430,7 +484,13 @@ fn parse_quantization(o: &Obj<'_>) -> Result<Option<WeightQuantization>, ConfigE
     let block_size = match q.opt_usize_list("weight_block_size")? {
         None => None,
         Some(b) if b.len() == 2 && b[0] > 0 && b[1] > 0 => Some([b[0], b[1]]),
-        Some(b) => return Err(q.invalid("weight_block_size", &format!("{b:?}"), "expected [rows, cols]")),
+        Some(b) => {
+            return Err(q.invalid(
+                "weight_block_size",
+                &format!("{b:?}"),
+                "expected [rows, cols]",
+            ))
+        }
     };
     Ok(Some(WeightQuantization::Fp8 { format, block_size }))
 }
@@ -534,14 +594,19 @@ impl<'a> Obj<'a> {
     fn opt_u32(&self, key: &str) -> Result<Option<u32>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => as_u32(v).map(Some).ok_or_else(|| self.wrong(key, "a token id", v)),
+            Some(v) => as_u32(v)
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a token id", v)),
         }
     }
 
     fn opt_f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.wrong(key, "a number", v)),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a number", v)),
         }
     }
 
@@ -563,7 +628,10 @@ impl<'a> Obj<'a> {
     fn opt_str(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| self.wrong(key, "a string", v)),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a string", v)),
         }
     }
 

@@ -80,7 +80,9 @@ pub enum ConfigError {
         supported: &'static [&'static str],
     },
     /// The rope scaling type is not implemented.
-    #[error("unsupported rope scaling type `{rope_type}` (supported: default, linear, llama3, yarn)")]
+    #[error(
+        "unsupported rope scaling type `{rope_type}` (supported: default, linear, llama3, yarn)"
+    )]
     UnsupportedRopeScaling {
         /// The `rope_type` / `type` value.
         rope_type: String,
@@ -117,7 +119,8 @@ impl Architecture {
     ];
 
     /// The GGUF `general.architecture` values accepted; used in errors.
-    pub const SUPPORTED_GGUF: &'static [&'static str] = &["deepseek2", "qwen2", "llama", "qwen3moe"];
+    pub const SUPPORTED_GGUF: &'static [&'static str] =
+        &["deepseek2", "qwen2", "llama", "qwen3moe"];
 
     /// The Hugging Face class name of this family.
     pub fn hf_name(self) -> &'static str {
@@ -480,7 +483,10 @@ fn validate(cfg: &ModelConfig) -> Result<(), ConfigError> {
                 return Err(ConfigError::InvalidValue {
                     key: "partial_rotary_factor".into(),
                     value: cfg.rope.rotary_dim.to_string(),
-                    reason: format!("rotary dims must be even and at most head_dim ({})", g.head_dim),
+                    reason: format!(
+                        "rotary dims must be even and at most head_dim ({})",
+                        g.head_dim
+                    ),
                 });
             }
         }
@@ -497,7 +503,10 @@ fn validate(cfg: &ModelConfig) -> Result<(), ConfigError> {
             return Err(ConfigError::InvalidValue {
                 key: "num_experts_per_tok".into(),
                 value: moe.num_experts_per_tok.to_string(),
-                reason: format!("must be between 1 and the number of experts ({})", moe.num_experts),
+                reason: format!(
+                    "must be between 1 and the number of experts ({})",
+                    moe.num_experts
+                ),
             });
         }
         let r = &moe.router;
