@@ -1,9 +1,17 @@
 //! The `frugal` command line: a thin layer over the engine.
 
+mod inspect;
+
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "frugal", version, about = "Mixture-of-Experts inference on the hardware you already own")]
+#[command(
+    name = "frugal",
+    version,
+    about = "Mixture-of-Experts inference on the hardware you already own"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,19 +22,21 @@ enum Command {
     /// Describe a model: architecture, parameters, tensor types, memory estimates.
     Inspect {
         /// A model folder, a GGUF file, or ORG/NAME in the local Hugging Face cache.
-        path: String,
+        path: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Inspect { path, json } => {
-            let _ = (path, json);
-            anyhow::bail!("inspect is not written yet")
-        }
+    let result = match cli.command {
+        Command::Inspect { path, json } => inspect::run(&path, json),
+    };
+    // One line naming the problem (the context chain joined by ": "), no backtrace.
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
 }

@@ -1,0 +1,179 @@
+//! `frugal inspect` on the reference config folders: the JSON counts against transformers'
+//! (`crates/model/tests/fixtures/params_reference.json`), and clean one-line failures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The shared reference data: `FRUGAL_REFERENCE_DIR`, else `<workspace>/../shared/reference`.
+fn reference_dir() -> PathBuf {
+    let dir = match std::env::var_os("FRUGAL_REFERENCE_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference"),
+    };
+    assert!(
+        dir.join("configs").is_dir(),
+        "reference data not found at {} (set FRUGAL_REFERENCE_DIR to the shared/reference folder)",
+        dir.display()
+    );
+    dir
+}
+
+fn frugal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args)
+        .output()
+        .expect("running frugal")
+}
+
+fn inspect_json(dir: &Path) -> Value {
+    let out = frugal(&["inspect", dir.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
+}
+
+fn transformers_counts() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../model/tests/fixtures/params_reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("params_reference.json")).unwrap()
+}
+
+#[test]
+fn counts_for_the_reference_folders() {
+    let reference = transformers_counts();
+    // (folder, experts chosen of routed, KV bytes per token at 16 bits)
+    let cases = [
+        ("deepseek-ai__DeepSeek-R1", 8, 256, 61 * (512 + 64) * 2),
+        ("deepseek-ai__DeepSeek-V2-Lite", 6, 64, 27 * (512 + 64) * 2),
+        ("Qwen__Qwen3-30B-A3B", 8, 128, 48 * 2 * 4 * 128 * 2),
+        ("mistralai__Mixtral-8x7B-v0.1", 2, 8, 32 * 2 * 8 * 128 * 2),
+    ];
+    for (name, k, n, kv) in cases {
+        let j = inspect_json(&reference_dir().join("configs").join(name));
+        let r = &reference["models"][name];
+        let total = r["params_total"].as_u64().unwrap();
+        let routed = r["params_routed_experts"].as_u64().unwrap();
+        assert_eq!(j["params_total"].as_u64(), Some(total), "{name}");
+        assert_eq!(
+            j["params_active"].as_u64(),
+            Some(total - routed + routed / n * k),
+            "{name}"
+        );
+        assert_eq!(j["kv_cache_bytes_per_token"].as_u64(), Some(kv), "{name}");
+        assert_eq!(
+            j["kv_cache_bytes_per_1k_tokens"].as_u64(),
+            Some(kv * 1000),
+            "{name}"
+        );
+        assert_eq!(j["experts"]["routed"].as_u64(), Some(n), "{name}");
+    }
+    let r1 = inspect_json(&reference_dir().join("configs/deepseek-ai__DeepSeek-R1"));
+    assert_eq!(r1["architecture"], "DeepseekV3ForCausalLM");
+    assert_eq!(
+        (r1["dense_layers"].as_u64(), r1["moe_layers"].as_u64()),
+        (Some(3), Some(58))
+    );
+    assert_eq!(r1["attention"]["kind"], "mla");
+    assert!(r1["params_mtp"].as_u64().unwrap() > 13_000_000_000);
+    assert!(r1["kv_cache_layout"].as_str().unwrap().contains("latent"));
+    assert!(r1["chat_template"]
+        .as_str()
+        .unwrap()
+        .contains("chat_template.jinja"));
+    let v3 = inspect_json(&reference_dir().join("configs/deepseek-ai__DeepSeek-V3"));
+    assert!(v3["chat_template"]
+        .as_str()
+        .unwrap()
+        .contains("tokenizer_config.json"));
+    let mixtral = inspect_json(&reference_dir().join("configs/mistralai__Mixtral-8x7B-v0.1"));
+    assert_eq!(mixtral["architecture"], "MixtralForCausalLM");
+    assert!(mixtral["chat_template"].is_null() && mixtral["tokenizer"].is_null());
+}
+
+#[test]
+fn text_report_mentions_the_structure() {
+    let out = frugal(&[
+        "inspect",
+        reference_dir()
+            .join("configs/deepseek-ai__DeepSeek-R1")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "DeepseekV3ForCausalLM",
+        "61 (3 dense, 58 MoE) + 1 MTP",
+        "671.0B total",
+        "MLA latent",
+        "yarn x40",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+}
+
+/// Runs inspect on `dir`, expects failure with one line of stderr containing every needle.
+fn fails_with(dir: &Path, needles: &[&str]) {
+    let out = frugal(&["inspect", dir.to_str().unwrap(), "--json"]);
+    assert!(!out.status.success(), "{} should fail", dir.display());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in {err}");
+    }
+}
+
+#[test]
+fn bad_folders_fail_with_one_line() {
+    let r1: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            reference_dir().join("configs/deepseek-ai__DeepSeek-R1/config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+
+    let unknown = tempfile::tempdir().unwrap();
+    let mut j = r1.clone();
+    j["architectures"] = serde_json::json!(["FooForCausalLM"]);
+    j["model_type"] = Value::from("foo");
+    std::fs::write(unknown.path().join("config.json"), j.to_string()).unwrap();
+    fails_with(
+        unknown.path(),
+        &[
+            "unsupported architecture",
+            "FooForCausalLM",
+            "DeepseekV3ForCausalLM",
+        ],
+    );
+
+    let missing = tempfile::tempdir().unwrap();
+    let mut j = r1.clone();
+    j.as_object_mut().unwrap().remove("hidden_size");
+    std::fs::write(missing.path().join("config.json"), j.to_string()).unwrap();
+    fails_with(
+        missing.path(),
+        &["missing required key", "hidden_size", "config.json"],
+    );
+
+    fails_with(
+        &reference_dir().join("configs/deepseek-ai__DeepSeek-V3.2"),
+        &["DeepseekV32ForCausalLM"],
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    fails_with(empty.path(), &["no config.json"]);
+    fails_with(&empty.path().join("nope"), &["does not exist"]);
+
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(broken.path().join("config.json"), "{\"hidden_size\": ").unwrap();
+    fails_with(broken.path(), &["not valid JSON"]);
+}
