@@ -1,5 +1,5 @@
 //! `frugal inspect` on the reference config folders: the JSON counts against transformers'
-//! (`crates/model/tests/fixtures/params_reference.json`), and clean one-line failures.
+//! (`fixtures/params/params_reference.json`), and clean one-line failures.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,7 +40,7 @@ fn inspect_json(dir: &Path) -> Value {
 
 fn transformers_counts() -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../model/tests/fixtures/params_reference.json");
+        .join("../../fixtures/params/params_reference.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("params_reference.json")).unwrap()
 }
 

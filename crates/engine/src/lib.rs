@@ -5,5 +5,6 @@
 //! the reasoning parser and expert residency.
 #![deny(missing_docs)]
 
+pub mod assets;
 pub mod chat_template;
 pub mod tokenizer;

@@ -6,6 +6,7 @@
 //! - [`safetensors`]: single and sharded safetensors files;
 //! - [`hf`]: Hugging Face model folders and the hub cache layout;
 //! - [`config`]: `config.json` and GGUF metadata, parsed into one typed [`config::ModelConfig`];
+//! - [`model_files`]: one entry point, [`ModelFiles::open`], for any of the above;
 //! - [`dtype`] and [`tensor`]: the types and borrowed views both file formats share.
 //!
 //! Weights are memory-mapped and handed out as borrowed byte slices; nothing is copied at load.
@@ -17,8 +18,10 @@ pub mod config;
 pub mod dtype;
 pub mod gguf;
 pub mod hf;
+pub mod model_files;
 pub mod safetensors;
 pub mod tensor;
 
 pub use dtype::DType;
+pub use model_files::{ModelFiles, OpenError};
 pub use tensor::{TensorInfo, TensorSource, TensorView};

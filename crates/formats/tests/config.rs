@@ -35,7 +35,7 @@ fn reference_dir() -> PathBuf {
 }
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/config")
 }
 
 fn read(path: PathBuf) -> String {

@@ -1,5 +1,5 @@
-//! Tensor plans and parameter counts against transformers (`fixtures/params_reference.json`,
-//! written by `fixtures/gen_params_reference.py` from models built on the meta device) and
+//! Tensor plans and parameter counts against transformers (`fixtures/params/params_reference.json`,
+//! written by `fixtures/params/gen_params_reference.py` from models built on the meta device) and
 //! against the totals the model cards state.
 
 use std::collections::BTreeMap;
@@ -37,7 +37,7 @@ fn config(name: &str) -> ModelConfig {
 
 fn transformers_reference() -> Value {
     let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/params_reference.json");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/params/params_reference.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("params_reference.json")).unwrap()
 }
 
