@@ -3,6 +3,8 @@
 //! vocab files of the reference directory, gguf-py's type table, and malformed input.
 
 // Submodules live in tests/gguf/ so that cargo does not build them as test crates of their own.
+#[path = "gguf/fuzz_regressions.rs"]
+mod fuzz_regressions;
 #[path = "gguf/malformed.rs"]
 mod malformed;
 #[path = "gguf/split.rs"]

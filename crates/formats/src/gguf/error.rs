@@ -10,20 +10,21 @@ use crate::dtype::DType;
 #[non_exhaustive]
 pub enum GgufError {
     /// The file could not be opened, sized or mapped.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error. (Shown in the message, so deliberately not an error `source`: chains
+        /// printed with `{:#}` would repeat it.)
+        error: std::io::Error,
     },
     /// An error inside one file; says which.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     InFile {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
-        source: Box<GgufError>,
+        /// What is wrong with it (shown in the message, so not an error `source`).
+        error: Box<GgufError>,
     },
     /// The first four bytes are not `GGUF`.
     #[error("not a GGUF file: the first bytes are {found:02x?}, expected \"GGUF\" (47 47 55 46)")]
@@ -221,11 +222,19 @@ pub enum GgufError {
 }
 
 impl GgufError {
+    /// The error without its [`GgufError::InFile`] wrapper, for matching on what went wrong.
+    pub fn innermost(&self) -> &GgufError {
+        match self {
+            GgufError::InFile { error, .. } => error.innermost(),
+            other => other,
+        }
+    }
+
     /// Wraps `self` with the file it came from.
     pub(crate) fn in_file(self, path: impl Into<PathBuf>) -> GgufError {
         GgufError::InFile {
             path: path.into(),
-            source: Box::new(self),
+            error: Box::new(self),
         }
     }
 }

@@ -262,12 +262,14 @@ fn read_tensor_info(c: &mut Cursor<'_>, index: u64) -> Result<GgufTensorInfo, Gg
         });
     };
 
-    // ggml counts elements in an int64, so the product of all dimensions must fit in one.
-    let numel = ne
+    // ggml counts elements in an int64, so the product of the dimensions must fit in one. Zero
+    // dimensions are skipped so that no partial product, in any order, can overflow either
+    // (`[0, 2^40, 2^40]` has no elements, but 2^40 * 2^40 would overflow a later `numel()`).
+    let nonzero = ne
         .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= i64::MAX as u64);
-    if numel.is_none() {
+        .filter(|&&d| d != 0)
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d));
+    if nonzero.is_none_or(|n| n > i64::MAX as u64) {
         return Err(GgufError::SizeOverflow { tensor: name, ne });
     }
     let row_len = ne.first().copied().unwrap_or(1);
@@ -279,7 +281,7 @@ fn read_tensor_info(c: &mut Cursor<'_>, index: u64) -> Result<GgufTensorInfo, Gg
             block_size: dtype.block_size(),
         });
     }
-    // OK to cast: row_len <= numel <= i64::MAX, which fits in usize on 64-bit targets.
+    // OK to cast: every dimension is at most i64::MAX, which fits in usize on 64-bit targets.
     let nbytes = dtype.row_bytes(row_len as usize).and_then(|row| {
         ne.iter()
             .skip(1)

@@ -269,6 +269,20 @@ fn bad_tensor_infos() {
         .tensor_at("big", &[1 << 40, 1 << 40], 0, 0)
         .build());
     assert!(matches!(e, GgufError::SizeOverflow { .. }), "{e}");
+    // Zero-sized dimensions: no elements, but the other dimensions still must not overflow.
+    let e = err(&Builder::new()
+        .tensor_at("z", &[0, 1 << 40, 1 << 40], 0, 0)
+        .build());
+    assert!(matches!(e, GgufError::SizeOverflow { .. }), "{e}");
+    let h = parse_header(&Builder::new().tensor_at("z", &[0, 1 << 40], 0, 0).build())
+        .expect("empty tensor");
+    assert_eq!(
+        (
+            h.tensors[0].nbytes,
+            h.tensors[0].shape().iter().product::<usize>()
+        ),
+        (0, 0)
+    );
     let e = err(&Builder::new()
         .tensor("w", &[1], 0, &[0; 4])
         .tensor("w", &[1], 0, &[0; 4])
@@ -281,7 +295,12 @@ fn open_errors_name_the_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("broken.gguf");
     std::fs::write(&path, b"GGUF\x01\x00\x00\x00").expect("write");
-    let msg = GgufFile::open(&path).expect_err("v1").to_string();
+    let e = GgufFile::open(&path).expect_err("v1");
+    assert!(
+        matches!(e.innermost(), GgufError::UnsupportedVersion { version: 1 }),
+        "{e}"
+    );
+    let msg = e.to_string();
     assert!(
         msg.contains("broken.gguf") && msg.contains("version 1"),
         "{msg}"
