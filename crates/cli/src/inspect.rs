@@ -1,21 +1,20 @@
 //! `frugal inspect`: describe a model without loading its weights.
 //!
 //! Three steps, so other readers plug in at the first one only:
-//! 1. [`load`] turns a path into an [`InspectInput`]: the typed config, plus whatever else the
-//!    source knows (tensor types and sizes on disk, tokenizer, chat template). For now it reads a
-//!    folder's `config.json`; the HF folder and GGUF readers will fill `tensors` too.
+//! 1. [`load`] opens the model ([`frugal_formats::ModelFiles`]) and gathers an [`InspectInput`]:
+//!    the typed config, plus whatever else the source knows (tensor types and sizes on disk,
+//!    tokenizer, chat template). A folder with only `config.json` is enough.
 //! 2. [`report`] computes everything from an [`InspectInput`] into a serialisable [`Report`].
 //! 3. [`render_text`] or `serde_json` prints it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use frugal_formats::config::{
     Attention, ModelConfig, RopeScaling, ScoringFunc, TopkMethod, WeightQuantization,
 };
-use frugal_formats::{DType, TensorInfo};
+use frugal_formats::{DType, ModelFiles, TensorInfo};
 use frugal_model::params::{count_plan, kv_cache_bytes_per_token, tensor_plan, weight_bytes};
 use serde::Serialize;
 
@@ -34,68 +33,50 @@ pub struct InspectInput {
     pub chat_template: Option<String>,
 }
 
-/// Read what `path` holds. Today: a folder with a `config.json`.
-pub fn load(path: &Path) -> anyhow::Result<InspectInput> {
-    if !path.exists() {
-        bail!("{} does not exist", path.display());
-    }
-    if path.is_file() {
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-        {
-            bail!(
-                "{}: GGUF files are not supported by inspect yet",
-                path.display()
-            );
-        }
-        bail!(
-            "{}: expected a model folder containing config.json",
-            path.display()
-        );
-    }
-    let config_path = path.join("config.json");
-    if !config_path.is_file() {
-        bail!("no config.json in {}", path.display());
-    }
-    let text = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
-    let config =
-        ModelConfig::from_hf_str(&text).with_context(|| config_path.display().to_string())?;
+/// Open what `spec` names (a folder, a `.gguf` file, or `ORG/NAME` in the hub cache) and gather
+/// what it tells: the typed config, tensor types and sizes, tokenizer and chat template.
+pub fn load(spec: &str) -> anyhow::Result<InspectInput> {
+    let files = crate::load::open_model(spec)?;
+    let config = files.config()?;
+    let tensors = files.tensors().map(|t| t.tensor_infos());
     Ok(InspectInput {
-        source: path.display().to_string(),
+        source: files.path().display().to_string(),
         config,
-        tensors: None,
-        tokenizer: find_tokenizer(path),
-        chat_template: find_chat_template(path),
+        tensors,
+        tokenizer: describe_tokenizer(&files),
+        chat_template: describe_chat_template(&files),
     })
 }
 
-fn find_tokenizer(dir: &Path) -> Option<String> {
-    if dir.join("tokenizer.json").is_file() {
-        Some("tokenizer.json (Hugging Face tokenizers)".into())
-    } else if dir.join("tokenizer.model").is_file() {
-        Some("tokenizer.model (SentencePiece)".into())
-    } else {
-        None
+/// Where the tokenizer comes from and its size, or why it failed to load.
+fn describe_tokenizer(files: &ModelFiles) -> Option<String> {
+    let origin = match files.gguf_metadata() {
+        Some(md) => format!(
+            "GGUF {} vocabulary (pre-tokenizer {})",
+            md.get_str("tokenizer.ggml.model")?,
+            md.get_str("tokenizer.ggml.pre").unwrap_or("default")
+        ),
+        None => "tokenizer.json".to_string(),
+    };
+    match frugal_engine::assets::load_tokenizer(files) {
+        Ok(Some(t)) => Some(format!("{origin}, {} tokens", t.vocab_size())),
+        Ok(None) => None,
+        Err(e) => Some(format!("{origin}: failed to load: {e}")),
     }
 }
 
-fn find_chat_template(dir: &Path) -> Option<String> {
-    let jinja = dir.join("chat_template.jinja");
-    if let Ok(meta) = std::fs::metadata(&jinja) {
-        return Some(format!("chat_template.jinja ({} bytes)", meta.len()));
-    }
-    // tokenizer_config.json holds one template string, or a list of named templates.
-    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    match json.get("chat_template")? {
-        serde_json::Value::String(s) => Some(format!("tokenizer_config.json ({} bytes)", s.len())),
-        serde_json::Value::Array(list) => Some(format!(
-            "tokenizer_config.json ({} named templates)",
-            list.len()
-        )),
-        _ => None,
+/// Where the chat template comes from, its size, and whether it compiles.
+fn describe_chat_template(files: &ModelFiles) -> Option<String> {
+    let source = files.chat_template()?;
+    let origin = match (files.hf_folder(), files.gguf_metadata()) {
+        (Some(f), _) if f.chat_template_file().is_some() => "chat_template.jinja",
+        (Some(_), _) => "tokenizer_config.json",
+        _ => "GGUF tokenizer.chat_template",
+    };
+    let tokenizer = frugal_engine::assets::load_tokenizer(files).ok().flatten();
+    match frugal_engine::assets::load_chat_template(files, tokenizer.as_ref()) {
+        Ok(_) => Some(format!("{origin} ({} bytes)", source.len())),
+        Err(e) => Some(format!("{origin} ({} bytes): does not compile: {e}", source.len())),
     }
 }
 
@@ -548,8 +529,8 @@ pub fn render_text(r: &Report) -> String {
 }
 
 /// `frugal inspect PATH [--json]`.
-pub fn run(path: &Path, json: bool) -> anyhow::Result<()> {
-    let input = load(path)?;
+pub fn run(spec: &str, json: bool) -> anyhow::Result<()> {
+    let input = load(spec)?;
     let r = report(&input);
     if json {
         println!(

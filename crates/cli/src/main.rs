@@ -1,8 +1,7 @@
 //! The `frugal` command line: a thin layer over the engine.
 
 mod inspect;
-
-use std::path::PathBuf;
+mod load;
 
 use clap::{Parser, Subcommand};
 
@@ -22,7 +21,7 @@ enum Command {
     /// Describe a model: architecture, parameters, tensor types, memory estimates.
     Inspect {
         /// A model folder, a GGUF file, or ORG/NAME in the local Hugging Face cache.
-        path: PathBuf,
+        path: String,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

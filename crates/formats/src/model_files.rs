@@ -28,12 +28,12 @@ pub enum OpenError {
     Safetensors(#[from] SafetensorsError),
     /// The configuration (config.json or GGUF metadata) is missing a key, has a wrong value or
     /// names an architecture frugal does not support.
-    #[error("{origin}: {source}")]
+    #[error("{origin}: {error}")]
     Config {
         /// The file the configuration came from.
         origin: PathBuf,
-        /// What is wrong.
-        source: ConfigError,
+        /// What is wrong (in the message, so not also exposed as `source`).
+        error: ConfigError,
     },
     /// A lone `.safetensors` file has no `config.json` beside it.
     #[error("{path}: a safetensors file needs its model folder (config.json beside it); give the folder")]
@@ -106,7 +106,7 @@ impl ModelFiles {
     /// GGUF metadata does not say whether the LM head is tied to the embedding; a file without
     /// an `output.weight` tensor is tied (llama.cpp's converter drops the copy).
     pub fn config(&self) -> Result<ModelConfig, OpenError> {
-        let config_err = |source| OpenError::Config { origin: self.config_origin(), source };
+        let config_err = |error| OpenError::Config { origin: self.config_origin(), error };
         match self {
             ModelFiles::Hf { folder, .. } => {
                 ModelConfig::from_hf_json(folder.config_json()).map_err(config_err)
