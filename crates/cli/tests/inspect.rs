@@ -175,5 +175,51 @@ fn bad_folders_fail_with_one_line() {
 
     let broken = tempfile::tempdir().unwrap();
     std::fs::write(broken.path().join("config.json"), "{\"hidden_size\": ").unwrap();
-    fails_with(broken.path(), &["not valid JSON"]);
+    fails_with(broken.path(), &["config.json", "invalid JSON"]);
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// On the fixture models saved by transformers (f32), the elements actually on disk must equal
+/// the parameter count planned from config.json alone.
+#[test]
+fn planned_counts_equal_the_tensors_transformers_saved() {
+    for name in ["deepseek-v3", "deepseek-v2", "deepseek-v2-lite", "qwen2", "llama", "qwen3-moe", "mixtral"] {
+        let r = inspect_json(&fixtures().join("models").join(name));
+        let by_dtype = r["tensors_by_dtype"].as_array().expect("tensors are listed");
+        assert_eq!(by_dtype.len(), 1, "{name}: all f32");
+        assert_eq!(by_dtype[0]["dtype"], "F32");
+        let on_disk = by_dtype[0]["bytes"].as_u64().expect("bytes") / 4;
+        let planned = r["params_total"].as_u64().expect("total") + r["params_mtp"].as_u64().expect("mtp");
+        assert_eq!(on_disk, planned, "{name}");
+    }
+}
+
+/// A GGUF written by llama.cpp describes the same model as the folder it was converted from,
+/// and its tensor types are those llama.cpp's quantizer chose (recorded by gguf-py).
+#[test]
+fn gguf_reports_like_its_source_folder() {
+    let folder = inspect_json(&fixtures().join("models/deepseek-v3"));
+    let gguf = inspect_json(&fixtures().join("gguf/deepseek-v3/deepseek-v3-F32.gguf"));
+    for key in ["architecture", "layers", "params_total", "params_active", "kv_cache_bytes_per_token"] {
+        assert_eq!(gguf[key], folder[key], "{key}");
+    }
+    assert!(gguf["tokenizer"].as_str().expect("tokenizer").contains("deepseek-v3"));
+    assert!(gguf["chat_template"].as_str().expect("template").contains("GGUF"));
+
+    let q4 = inspect_json(&fixtures().join("gguf/deepseek-v3-wide/deepseek-v3-wide-Q4_K_M.gguf"));
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("gguf/deepseek-v3-wide/deepseek-v3-wide-Q4_K_M.json"))
+            .expect("fixture JSON"),
+    )
+    .expect("JSON");
+    let want = json["tensor_type_counts"].as_object().expect("tensor_type_counts");
+    let got = q4["tensors_by_dtype"].as_array().expect("tensors listed");
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for t in got {
+        let name = t["dtype"].as_str().expect("dtype");
+        assert_eq!(t["count"], want[name], "{name}");
+    }
 }

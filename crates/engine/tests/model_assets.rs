@@ -81,7 +81,8 @@ fn hf_folders_match_transformers() {
 }
 
 /// The fields a GGUF file must carry over from config.json. Token ids, context length, dtype
-/// and Llama-3 rope scaling (baked into a `rope_freqs` tensor by the converter) are not compared.
+/// and Llama-3 rope scaling (baked into a `rope_freqs` tensor by the converter) are not compared;
+/// YaRN (DeepSeek) must come through whole.
 fn assert_same_shape(gguf: &ModelConfig, hf: &ModelConfig, what: &str) {
     assert_eq!(gguf.architecture, hf.architecture, "{what}: architecture");
     assert_eq!(gguf.vocab_size, hf.vocab_size, "{what}: vocab_size");
@@ -91,6 +92,9 @@ fn assert_same_shape(gguf: &ModelConfig, hf: &ModelConfig, what: &str) {
     assert_eq!(gguf.ffn, hf.ffn, "{what}: feed-forward");
     assert_eq!(gguf.tie_word_embeddings, hf.tie_word_embeddings, "{what}: tied embeddings");
     assert_eq!(gguf.rope.theta, hf.rope.theta, "{what}: rope theta");
+    if matches!(hf.rope.scaling, frugal_formats::config::RopeScaling::Yarn { .. }) {
+        assert_eq!(gguf.rope, hf.rope, "{what}: YaRN rope");
+    }
     assert!((gguf.rms_norm_eps - hf.rms_norm_eps).abs() < 1e-12, "{what}: rms_norm_eps");
 }
 
@@ -119,4 +123,30 @@ fn gguf_conversions_match_their_hf_folders() {
         }
     }
     assert!(checked >= 7, "expected GGUF conversions of the fixtures, checked {checked}");
+}
+
+/// A split GGUF (llama.cpp's converter, `--split-max-tensors`) opens from either split and holds
+/// exactly the tensors, bytes and config of the unsplit file.
+#[test]
+fn split_gguf_equals_the_unsplit_file() {
+    let gguf = fixtures().join("gguf");
+    let whole = ModelFiles::open(gguf.join("llama/llama-F32.gguf").to_str().expect("UTF-8"))
+        .expect("unsplit opens");
+    for split in ["llama-F32-00001-of-00002.gguf", "llama-F32-00002-of-00002.gguf"] {
+        let files = ModelFiles::open(gguf.join("split").join(split).to_str().expect("UTF-8"))
+            .expect("split opens");
+        assert_eq!(files.config().expect("config"), whole.config().expect("config"), "{split}");
+        let (a, b) = (files.tensors().expect("tensors"), whole.tensors().expect("tensors"));
+        let mut names: Vec<_> = a.tensor_infos().into_iter().map(|t| t.name).collect();
+        let mut want: Vec<_> = b.tensor_infos().into_iter().map(|t| t.name).collect();
+        names.sort();
+        want.sort();
+        assert_eq!(names, want, "{split}: tensor names");
+        for name in &want {
+            let (x, y) = (a.tensor(name).expect("present"), b.tensor(name).expect("present"));
+            assert_eq!((x.dtype, &x.shape), (y.dtype, &y.shape), "{split}: {name}");
+            assert!(x.data == y.data, "{split}: {name}: bytes differ");
+        }
+        check_assets(&files, &reference("llama"), split);
+    }
 }

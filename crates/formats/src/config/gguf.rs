@@ -169,7 +169,10 @@ fn rope_scaling(
             let m = kv
                 .opt_f64("rope.scaling.yarn_log_multiplier")
                 .filter(|_| deepseek)
-                .map(|x| x / 0.1);
+                // The file holds an f32 of 0.1 × a short config decimal (1.0, 0.707); f32 keeps
+                // about 7 significant digits, so rounding to 6 decimals recovers the decimal
+                // instead of 1.0000000149.
+                .map(|x| (x / 0.1 * 1e6).round() / 1e6);
             RopeScaling::Yarn {
                 factor: kv.req_f64("rope.scaling.factor")?,
                 original_max_position_embeddings: kv

@@ -43,15 +43,18 @@ pub fn resolve_model_path_in(spec: &str, roots: &[PathBuf]) -> Result<PathBuf, H
     if path.exists() {
         return resolve_existing(path);
     }
+    let Some((org, name, revision)) = parse_repo_id(spec) else {
+        // Not an ORG/NAME id, so a path that is not there.
+        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "does not exist");
+        return Err(HfError::Io { path: path.to_path_buf(), source });
+    };
     let mut searched = vec![path.to_path_buf()];
-    if let Some((org, name, revision)) = parse_repo_id(spec) {
-        for root in roots {
-            let repo = root.join(format!("models--{org}--{name}"));
-            if repo.is_dir() {
-                return snapshot(&repo, revision);
-            }
-            searched.push(repo);
+    for root in roots {
+        let repo = root.join(format!("models--{org}--{name}"));
+        if repo.is_dir() {
+            return snapshot(&repo, revision);
         }
+        searched.push(repo);
     }
     Err(HfError::NotFound {
         spec: spec.into(),

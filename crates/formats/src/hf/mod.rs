@@ -74,7 +74,7 @@ pub enum HfError {
     },
     /// A path exists but is neither a model folder, a hub cache repository nor a model file.
     #[error(
-        "{path}: not a model folder, a models--ORG--NAME cache folder or a .gguf/.safetensors file"
+        "{path}: not a model: no config.json, and not a models--ORG--NAME cache folder or a .gguf/.safetensors file"
     )]
     NotAModel {
         /// The path.
@@ -95,7 +95,7 @@ pub enum HfError {
         revision: String,
     },
     /// A model spec matched nothing.
-    #[error("model `{spec}` not found; searched:{}", list(searched))]
+    #[error("model `{spec}` not found: no such path and not in the Hugging Face cache (searched {})", list(searched))]
     NotFound {
         /// What was asked for.
         spec: String,
@@ -114,10 +114,8 @@ impl From<SafetensorsError> for HfError {
 }
 
 fn list(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| format!("\n  {}", p.display()))
-        .collect()
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    shown.join(", ")
 }
 
 /// Reads and parses a JSON file.
