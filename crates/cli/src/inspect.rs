@@ -76,7 +76,10 @@ fn describe_chat_template(files: &ModelFiles) -> Option<String> {
     let tokenizer = frugal_engine::assets::load_tokenizer(files).ok().flatten();
     match frugal_engine::assets::load_chat_template(files, tokenizer.as_ref()) {
         Ok(_) => Some(format!("{origin} ({} bytes)", source.len())),
-        Err(e) => Some(format!("{origin} ({} bytes): does not compile: {e}", source.len())),
+        Err(e) => Some(format!(
+            "{origin} ({} bytes): does not compile: {e}",
+            source.len()
+        )),
     }
 }
 

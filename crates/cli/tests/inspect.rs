@@ -186,13 +186,24 @@ fn fixtures() -> PathBuf {
 /// the parameter count planned from config.json alone.
 #[test]
 fn planned_counts_equal_the_tensors_transformers_saved() {
-    for name in ["deepseek-v3", "deepseek-v2", "deepseek-v2-lite", "qwen2", "llama", "qwen3-moe", "mixtral"] {
+    for name in [
+        "deepseek-v3",
+        "deepseek-v2",
+        "deepseek-v2-lite",
+        "qwen2",
+        "llama",
+        "qwen3-moe",
+        "mixtral",
+    ] {
         let r = inspect_json(&fixtures().join("models").join(name));
-        let by_dtype = r["tensors_by_dtype"].as_array().expect("tensors are listed");
+        let by_dtype = r["tensors_by_dtype"]
+            .as_array()
+            .expect("tensors are listed");
         assert_eq!(by_dtype.len(), 1, "{name}: all f32");
         assert_eq!(by_dtype[0]["dtype"], "F32");
         let on_disk = by_dtype[0]["bytes"].as_u64().expect("bytes") / 4;
-        let planned = r["params_total"].as_u64().expect("total") + r["params_mtp"].as_u64().expect("mtp");
+        let planned =
+            r["params_total"].as_u64().expect("total") + r["params_mtp"].as_u64().expect("mtp");
         assert_eq!(on_disk, planned, "{name}");
     }
 }
@@ -203,19 +214,35 @@ fn planned_counts_equal_the_tensors_transformers_saved() {
 fn gguf_reports_like_its_source_folder() {
     let folder = inspect_json(&fixtures().join("models/deepseek-v3"));
     let gguf = inspect_json(&fixtures().join("gguf/deepseek-v3/deepseek-v3-F32.gguf"));
-    for key in ["architecture", "layers", "params_total", "params_active", "kv_cache_bytes_per_token"] {
+    for key in [
+        "architecture",
+        "layers",
+        "params_total",
+        "params_active",
+        "kv_cache_bytes_per_token",
+    ] {
         assert_eq!(gguf[key], folder[key], "{key}");
     }
-    assert!(gguf["tokenizer"].as_str().expect("tokenizer").contains("deepseek-v3"));
-    assert!(gguf["chat_template"].as_str().expect("template").contains("GGUF"));
+    assert!(gguf["tokenizer"]
+        .as_str()
+        .expect("tokenizer")
+        .contains("deepseek-v3"));
+    assert!(gguf["chat_template"]
+        .as_str()
+        .expect("template")
+        .contains("GGUF"));
 
     let q4 = inspect_json(&fixtures().join("gguf/deepseek-v3-wide/deepseek-v3-wide-Q4_K_M.gguf"));
     let json: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("gguf/deepseek-v3-wide/deepseek-v3-wide-Q4_K_M.json"))
-            .expect("fixture JSON"),
+        &std::fs::read_to_string(
+            fixtures().join("gguf/deepseek-v3-wide/deepseek-v3-wide-Q4_K_M.json"),
+        )
+        .expect("fixture JSON"),
     )
     .expect("JSON");
-    let want = json["tensor_type_counts"].as_object().expect("tensor_type_counts");
+    let want = json["tensor_type_counts"]
+        .as_object()
+        .expect("tensor_type_counts");
     let got = q4["tensors_by_dtype"].as_array().expect("tensors listed");
     assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
     for t in got {

@@ -13,7 +13,10 @@ use crate::tokenizer::{Tokenizer, TokenizerError};
 /// file written without `tokenizer.ggml.*`).
 pub fn load_tokenizer(files: &ModelFiles) -> Result<Option<Tokenizer>, TokenizerError> {
     if let Some(folder) = files.hf_folder() {
-        return folder.tokenizer_json_path().map(Tokenizer::from_tokenizer_json).transpose();
+        return folder
+            .tokenizer_json_path()
+            .map(Tokenizer::from_tokenizer_json)
+            .transpose();
     }
     match files.gguf_metadata() {
         Some(md) if md.contains_key("tokenizer.ggml.model") => {

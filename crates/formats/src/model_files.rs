@@ -19,13 +19,13 @@ use crate::tensor::TensorSource;
 pub enum OpenError {
     /// Resolving the name, or reading the folder's JSON files, failed.
     #[error(transparent)]
-    Hf(#[from] HfError),
+    Hf(Box<HfError>),
     /// A GGUF file is malformed or a split is missing.
     #[error(transparent)]
-    Gguf(#[from] GgufError),
+    Gguf(Box<GgufError>),
     /// A safetensors file is malformed or a shard is missing.
     #[error(transparent)]
-    Safetensors(#[from] SafetensorsError),
+    Safetensors(Box<SafetensorsError>),
     /// The configuration (config.json or GGUF metadata) is missing a key, has a wrong value or
     /// names an architecture frugal does not support.
     #[error("{origin}: {error}")]
@@ -43,7 +43,28 @@ pub enum OpenError {
     },
 }
 
+// Boxed so `Result<_, OpenError>` stays small; the readers' errors carry paths and names.
+impl From<HfError> for OpenError {
+    fn from(e: HfError) -> Self {
+        OpenError::Hf(Box::new(e))
+    }
+}
+
+impl From<GgufError> for OpenError {
+    fn from(e: GgufError) -> Self {
+        OpenError::Gguf(Box::new(e))
+    }
+}
+
+impl From<SafetensorsError> for OpenError {
+    fn from(e: SafetensorsError) -> Self {
+        OpenError::Safetensors(Box::new(e))
+    }
+}
+
 /// A model's files, opened and mapped.
+// One value per loaded model, so the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ModelFiles {
@@ -76,13 +97,23 @@ impl ModelFiles {
     }
 
     /// Open an already resolved path (a folder or a file).
-    pub fn open_path(path: &Path, progress: &dyn Fn(usize, usize)) -> Result<ModelFiles, OpenError> {
+    pub fn open_path(
+        path: &Path,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<ModelFiles, OpenError> {
         if path.is_file() {
-            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default();
             if ext.eq_ignore_ascii_case("safetensors") {
-                return Err(OpenError::LoneSafetensors { path: path.to_path_buf() });
+                return Err(OpenError::LoneSafetensors {
+                    path: path.to_path_buf(),
+                });
             }
-            return Ok(ModelFiles::Gguf(GgufModel::open_with_progress(path, progress)?));
+            return Ok(ModelFiles::Gguf(GgufModel::open_with_progress(
+                path, progress,
+            )?));
         }
         let folder = HfFolder::open(path)?;
         let weights = if folder.has_weights() {
@@ -106,7 +137,10 @@ impl ModelFiles {
     /// GGUF metadata does not say whether the LM head is tied to the embedding; a file without
     /// an `output.weight` tensor is tied (llama.cpp's converter drops the copy).
     pub fn config(&self) -> Result<ModelConfig, OpenError> {
-        let config_err = |error| OpenError::Config { origin: self.config_origin(), error };
+        let config_err = |error| OpenError::Config {
+            origin: self.config_origin(),
+            error,
+        };
         match self {
             ModelFiles::Hf { folder, .. } => {
                 ModelConfig::from_hf_json(folder.config_json()).map_err(config_err)

@@ -30,7 +30,11 @@ fn gguf_fixtures() -> Vec<PathBuf> {
 #[test]
 fn llama_cpp_files_read_as_gguf_py_reads_them() {
     let files = gguf_fixtures();
-    assert!(files.len() >= 20, "expected the llama.cpp GGUF fixtures, found {}", files.len());
+    assert!(
+        files.len() >= 20,
+        "expected the llama.cpp GGUF fixtures, found {}",
+        files.len()
+    );
     let mut seen_types = std::collections::BTreeSet::new();
     for path in files {
         let json_path = path.with_extension("json");
@@ -45,7 +49,12 @@ fn llama_cpp_files_read_as_gguf_py_reads_them() {
         let mut data_bytes = 0;
         for info in &infos {
             let w = &want[&info.name];
-            assert_eq!(info.dtype.name(), w["type"].as_str().expect("type"), "{}", info.name);
+            assert_eq!(
+                info.dtype.name(),
+                w["type"].as_str().expect("type"),
+                "{}",
+                info.name
+            );
             let mut shape: Vec<usize> = w["shape"]
                 .as_array()
                 .expect("shape")
@@ -59,9 +68,16 @@ fn llama_cpp_files_read_as_gguf_py_reads_them() {
             data_bytes += info.nbytes;
             seen_types.insert(info.dtype.name());
         }
-        assert!(data_bytes <= file_len, "{}: tensor data exceeds the file", path.display());
+        assert!(
+            data_bytes <= file_len,
+            "{}: tensor data exceeds the file",
+            path.display()
+        );
     }
     for t in ["F32", "F16", "BF16", "Q8_0", "Q4_K", "Q6_K", "Q5_0"] {
-        assert!(seen_types.contains(t), "no {t} tensor among the fixtures: {seen_types:?}");
+        assert!(
+            seen_types.contains(t),
+            "no {t} tensor among the fixtures: {seen_types:?}"
+        );
     }
 }

@@ -44,7 +44,11 @@ pub fn f8e4m3_row_to_f32(src: &[u8], scale: f32, out: &mut [f32]) {
 
 /// Decode little-endian f16 bytes into `out`. `src` holds `2 * out.len()` bytes.
 pub fn f16_bytes_to_f32(src: &[u8], out: &mut [f32]) {
-    assert_eq!(src.len(), out.len() * 2, "f16_bytes_to_f32: length mismatch");
+    assert_eq!(
+        src.len(),
+        out.len() * 2,
+        "f16_bytes_to_f32: length mismatch"
+    );
     for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
         *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
     }
@@ -54,7 +58,11 @@ pub fn f16_bytes_to_f32(src: &[u8], out: &mut [f32]) {
 ///
 /// bf16 is the top half of an f32, so this is exact: shift the bits up by 16.
 pub fn bf16_bytes_to_f32(src: &[u8], out: &mut [f32]) {
-    assert_eq!(src.len(), out.len() * 2, "bf16_bytes_to_f32: length mismatch");
+    assert_eq!(
+        src.len(),
+        out.len() * 2,
+        "bf16_bytes_to_f32: length mismatch"
+    );
     for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
         *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
     }
@@ -62,7 +70,11 @@ pub fn bf16_bytes_to_f32(src: &[u8], out: &mut [f32]) {
 
 /// Decode little-endian f32 bytes into `out`. `src` holds `4 * out.len()` bytes.
 pub fn f32_bytes_to_f32(src: &[u8], out: &mut [f32]) {
-    assert_eq!(src.len(), out.len() * 4, "f32_bytes_to_f32: length mismatch");
+    assert_eq!(
+        src.len(),
+        out.len() * 4,
+        "f32_bytes_to_f32: length mismatch"
+    );
     for (o, b) in out.iter_mut().zip(src.chunks_exact(4)) {
         *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
@@ -83,7 +95,11 @@ pub fn dequant_fp8_block_rows(
     out: &mut [f32],
 ) {
     let scale_cols = cols.div_ceil(block);
-    assert_eq!(out.len(), rows.len() * cols, "dequant_fp8_block_rows: out length");
+    assert_eq!(
+        out.len(),
+        rows.len() * cols,
+        "dequant_fp8_block_rows: out length"
+    );
     for (i, r) in rows.enumerate() {
         let src = &fp8[r * cols..(r + 1) * cols];
         let dst = &mut out[i * cols..(i + 1) * cols];

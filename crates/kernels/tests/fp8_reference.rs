@@ -5,7 +5,10 @@ use frugal_kernels::convert::{bf16_bytes_to_f32, f8e4m3_to_f32};
 
 #[test]
 fn all_256_fp8_values_match_torch() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/kernels/fp8_e4m3fn.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/kernels/fp8_e4m3fn.json"
+    );
     let text = std::fs::read_to_string(path).expect("fixture fp8_e4m3fn.json is committed");
     let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let values = json["values"].as_array().expect("values array");
@@ -22,7 +25,10 @@ fn all_256_fp8_values_match_torch() {
 #[test]
 fn bf16_is_the_top_half_of_f32() {
     let x = [1.0f32, -2.5, 3.140625, 0.0];
-    let bytes: Vec<u8> = x.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();
+    let bytes: Vec<u8> = x
+        .iter()
+        .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+        .collect();
     let mut out = [0.0f32; 4];
     bf16_bytes_to_f32(&bytes, &mut out);
     assert_eq!(out, x);

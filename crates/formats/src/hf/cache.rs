@@ -46,7 +46,10 @@ pub fn resolve_model_path_in(spec: &str, roots: &[PathBuf]) -> Result<PathBuf, H
     let Some((org, name, revision)) = parse_repo_id(spec) else {
         // Not an ORG/NAME id, so a path that is not there.
         let source = std::io::Error::new(std::io::ErrorKind::NotFound, "does not exist");
-        return Err(HfError::Io { path: path.to_path_buf(), source });
+        return Err(HfError::Io {
+            path: path.to_path_buf(),
+            source,
+        });
     };
     let mut searched = vec![path.to_path_buf()];
     for root in roots {

@@ -95,7 +95,10 @@ pub enum HfError {
         revision: String,
     },
     /// A model spec matched nothing.
-    #[error("model `{spec}` not found: no such path and not in the Hugging Face cache (searched {})", list(searched))]
+    #[error(
+        "model `{spec}` not found: no such path and not in the Hugging Face cache (searched {})",
+        list(searched)
+    )]
     NotFound {
         /// What was asked for.
         spec: String,
