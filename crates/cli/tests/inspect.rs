@@ -6,19 +6,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// The shared reference data: `FRUGAL_REFERENCE_DIR`, else `<workspace>/../shared/reference`.
-fn reference_dir() -> PathBuf {
-    let dir = match std::env::var_os("FRUGAL_REFERENCE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference"),
-    };
-    assert!(
-        dir.join("configs").is_dir(),
-        "reference data not found at {} (set FRUGAL_REFERENCE_DIR to the shared/reference folder)",
-        dir.display()
-    );
-    dir
-}
+use frugal_testdata::reference_dir;
 
 fn frugal(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_frugal"))
@@ -39,8 +27,7 @@ fn inspect_json(dir: &Path) -> Value {
 }
 
 fn transformers_counts() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/params/params_reference.json");
+    let path = frugal_testdata::fixtures_dir().join("params/params_reference.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("params_reference.json")).unwrap()
 }
 
@@ -179,7 +166,7 @@ fn bad_folders_fail_with_one_line() {
 }
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    frugal_testdata::fixtures_dir()
 }
 
 /// On the fixture models saved by transformers (f32), the elements actually on disk must equal

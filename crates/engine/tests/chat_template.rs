@@ -5,29 +5,16 @@
 //! are read from the shared reference configs (the same bytes the script rendered).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use frugal_engine::chat_template::{ChatRequest, ChatTemplate, ChatTemplateError, Message};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-/// Directory of the shared reference data: `$FRUGAL_REFERENCE_DIR`, else `shared/reference`
-/// beside the repository checkout.
-fn reference_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FRUGAL_REFERENCE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference");
-    assert!(
-        dir.is_dir(),
-        "reference data not found at {} — set FRUGAL_REFERENCE_DIR to the shared/reference folder",
-        dir.display()
-    );
-    dir
-}
+use frugal_testdata::reference_dir;
 
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/chat_template")
+    frugal_testdata::fixtures_dir().join("chat_template")
 }
 
 #[derive(Deserialize)]

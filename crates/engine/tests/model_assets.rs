@@ -8,7 +8,7 @@
 //! The GGUF conversions (`fixtures/gguf/NAME/NAME-F32.gguf`, made by llama.cpp's converter) must
 //! give the same ids from their embedded vocabulary and template, and the same typed config.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use frugal_engine::assets::{load_chat_template, load_tokenizer};
 use frugal_formats::config::ModelConfig;
@@ -16,7 +16,7 @@ use frugal_formats::ModelFiles;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    frugal_testdata::fixtures_dir()
 }
 
 fn fixture_names() -> Vec<String> {

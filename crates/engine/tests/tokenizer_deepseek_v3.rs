@@ -10,7 +10,7 @@ use frugal_engine::tokenizer::{GgufVocab, Tokenizer};
 use serde_json::Value;
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tokenizer/deepseek-v3")
+    frugal_testdata::fixtures_dir().join("tokenizer/deepseek-v3")
 }
 
 struct Case {

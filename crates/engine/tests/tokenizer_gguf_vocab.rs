@@ -4,23 +4,9 @@
 //! with `tokenize(text, add_special = false, parse_special = false)`, splitting the `.inp` file
 //! on `"\n__ggml_vocab_test__\n"` without any further stripping. We do the same (no BOS).
 
-use std::path::PathBuf;
-
 use frugal_engine::tokenizer::Tokenizer;
 
-/// `<workspace>/../shared/reference`, or `$FRUGAL_REFERENCE_DIR`.
-fn reference_dir() -> PathBuf {
-    let dir = match std::env::var_os("FRUGAL_REFERENCE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference"),
-    };
-    assert!(
-        dir.join("vocab").is_dir(),
-        "reference data not found at {} (set FRUGAL_REFERENCE_DIR to the shared/reference folder)",
-        dir.display()
-    );
-    dir
-}
+use frugal_testdata::reference_dir;
 
 fn load(name: &str) -> Tokenizer {
     let path = reference_dir()

@@ -20,22 +20,10 @@ const HUB: &[&str] = &[
     "mistralai__Mixtral-8x7B-v0.1",
 ];
 
-/// The shared reference data: `FRUGAL_REFERENCE_DIR`, else `<workspace>/../shared/reference`.
-fn reference_dir() -> PathBuf {
-    let dir = match std::env::var_os("FRUGAL_REFERENCE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference"),
-    };
-    assert!(
-        dir.join("configs").is_dir(),
-        "reference data not found at {} (set FRUGAL_REFERENCE_DIR to the shared/reference folder)",
-        dir.display()
-    );
-    dir
-}
+use frugal_testdata::reference_dir;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/config")
+    frugal_testdata::fixtures_dir().join("config")
 }
 
 fn read(path: PathBuf) -> String {

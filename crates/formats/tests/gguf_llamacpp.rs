@@ -3,13 +3,13 @@
 //! what gguf-py recorded for the same file (`NAME-TYPE.json`, `tensor_types`, shapes in GGUF's
 //! innermost-first order), and the byte sizes must add up to the file.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use frugal_formats::gguf::GgufModel;
 use frugal_formats::TensorSource;
 
 fn gguf_fixtures() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gguf");
+    let root = frugal_testdata::fixtures_dir().join("gguf");
     let mut out = Vec::new();
     for dir in std::fs::read_dir(&root).expect("fixtures/gguf is committed") {
         let dir = dir.expect("readable").path();

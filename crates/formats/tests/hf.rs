@@ -13,25 +13,14 @@ use frugal_formats::hf::{
 use frugal_formats::TensorSource;
 use serde_json::json;
 
-fn reference_dir() -> PathBuf {
-    let dir = match std::env::var_os("FRUGAL_REFERENCE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference"),
-    };
-    assert!(
-        dir.join("configs").is_dir(),
-        "reference data not found at {} (set FRUGAL_REFERENCE_DIR to the shared/reference folder)",
-        dir.display()
-    );
-    dir
-}
+use frugal_testdata::reference_dir;
 
 fn configs() -> PathBuf {
     reference_dir().join("configs")
 }
 
 fn st_fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/formats/safetensors")
+    frugal_testdata::fixtures_dir().join("formats/safetensors")
 }
 
 const DS_BOS: &str = "<｜begin▁of▁sentence｜>";

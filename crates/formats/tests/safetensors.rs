@@ -4,14 +4,14 @@
 //! writes the files and `expected.json`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use frugal_formats::safetensors::{SafetensorsError, SafetensorsFile, SafetensorsModel};
 use frugal_formats::{DType, TensorSource};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/formats/safetensors")
+    frugal_testdata::fixtures_dir().join("formats/safetensors")
 }
 
 fn expected() -> Value {

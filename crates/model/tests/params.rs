@@ -3,7 +3,6 @@
 //! against the totals the model cards state.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use frugal_formats::config::ModelConfig;
 use frugal_formats::DType;
@@ -12,19 +11,7 @@ use frugal_model::params::{
 };
 use serde_json::Value;
 
-/// The shared reference data: `FRUGAL_REFERENCE_DIR`, else `<workspace>/../shared/reference`.
-fn reference_dir() -> PathBuf {
-    let dir = match std::env::var_os("FRUGAL_REFERENCE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference"),
-    };
-    assert!(
-        dir.join("configs").is_dir(),
-        "reference data not found at {} (set FRUGAL_REFERENCE_DIR to the shared/reference folder)",
-        dir.display()
-    );
-    dir
-}
+use frugal_testdata::reference_dir;
 
 fn config(name: &str) -> ModelConfig {
     let path = reference_dir()
@@ -36,8 +23,7 @@ fn config(name: &str) -> ModelConfig {
 }
 
 fn transformers_reference() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/params/params_reference.json");
+    let path = frugal_testdata::fixtures_dir().join("params/params_reference.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("params_reference.json")).unwrap()
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    frugal_testdata::workspace_root()
 }
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -18,19 +18,7 @@ pub fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON in {}: {e}", path.display()))
 }
 
-/// The shared reference data: `$FRUGAL_REFERENCE_DIR`, else `<workspace>/../shared/reference`.
-pub fn reference_dir() -> PathBuf {
-    let dir = match std::env::var_os("FRUGAL_REFERENCE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => repo_root().join("../shared/reference"),
-    };
-    assert!(
-        dir.join("vocab").is_dir(),
-        "reference data not found at {}: set FRUGAL_REFERENCE_DIR to the shared/reference folder",
-        dir.display()
-    );
-    dir
-}
+pub use frugal_testdata::reference_dir;
 
 /// Builds GGUF bytes field by field, so tests can write what no correct writer would.
 pub struct Builder {
