@@ -305,12 +305,11 @@ where
 
     /// Feeds the unfed tokens, samples one, and queues its events.
     fn step(&mut self) -> Result<(), GenerationError> {
-        let mut logits = (self.forward)(&self.tokens[self.fed..]).map_err(|e| {
-            GenerationError::Model {
+        let mut logits =
+            (self.forward)(&self.tokens[self.fed..]).map_err(|e| GenerationError::Model {
                 position: self.fed,
                 source: e.into(),
-            }
-        })?;
+            })?;
         self.fed = self.tokens.len();
         let id = self.sampler.sample(&mut logits, &self.tokens)?;
         self.tokens.push(id);

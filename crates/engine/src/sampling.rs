@@ -262,7 +262,10 @@ impl Sampler {
         if vocab == 0 {
             return Err(SamplingError::EmptyLogits);
         }
-        if let Some(index) = logits.iter().position(|x| x.is_nan() || *x == f32::INFINITY) {
+        if let Some(index) = logits
+            .iter()
+            .position(|x| x.is_nan() || *x == f32::INFINITY)
+        {
             return Err(SamplingError::NonFiniteLogit {
                 index,
                 vocab,
