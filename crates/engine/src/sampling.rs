@@ -2,8 +2,9 @@
 //! min-p, then a seeded random draw (or greedy argmax).
 //!
 //! The transforms and their order are those of Hugging Face transformers' `generate`
-//! (`GenerationMixin._get_logits_processor`): first the repetition penalty (CTRL, Keskar et al.
-//! 2019), which also applies to greedy decoding; then, only when sampling, the "warpers":
+//! (v5.24, `generation/utils.py` `GenerationMixin._get_logits_processor`, and the processors in
+//! `generation/logits_process.py`): first the repetition penalty (CTRL, Keskar et al. 2019),
+//! which also applies to greedy decoding; then, only when sampling, the "warpers":
 //!
 //! - repetition penalty θ: for every distinct token id in the history (prompt included), a logit
 //!   x becomes x/θ when x ≥ 0 and x·θ when x < 0, so θ > 1 always makes repeats less likely;
