@@ -21,7 +21,7 @@ use frugal_formats::hf::GenerationConfig;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    frugal_testdata::fixtures_dir()
 }
 
 fn params(do_sample: bool) -> SamplingParams {
