@@ -2,6 +2,7 @@
 
 mod inspect;
 mod load;
+mod logits;
 
 use clap::{Parser, Subcommand};
 
@@ -26,12 +27,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a DeepSeek model on token ids and print every position's logits as JSON.
+    Logits {
+        /// A model folder, a GGUF file, or ORG/NAME in the local Hugging Face cache.
+        #[arg(long)]
+        model: String,
+        /// Comma-separated token ids, e.g. 0,438,57.
+        #[arg(long)]
+        tokens: String,
+        /// Feed this many tokens at a time through the KV cache (default: all at once).
+        #[arg(long)]
+        chunk: Option<usize>,
+        /// Threads for the large matrix products (default: available parallelism).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { path, json } => inspect::run(&path, json),
+        Command::Logits {
+            model,
+            tokens,
+            chunk,
+            threads,
+        } => logits::run(&model, &tokens, chunk, threads),
     };
     if let Err(e) = result {
         eprintln!("error: {}", one_line(&e));

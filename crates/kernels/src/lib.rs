@@ -4,6 +4,16 @@
 //! reference; SIMD variants (AVX-512, AVX2, NEON) are chosen at run time and tested against it.
 //!
 //! - [`convert`]: f16, bf16 and FP8 e4m3 (block-scaled) to f32.
+//! - [`matmul`]: dot, axpy, matrix-vector and matrix-matrix products over f32.
+//! - [`norm`]: RMSNorm (root-mean-square normalisation).
+//! - [`softmax`]: softmax and sigmoid.
+//! - [`activation`]: SiLU and SwiGLU.
+//! - [`rope`]: rotary position embedding on interleaved or half-split pairs.
 #![deny(missing_docs)]
 
+pub mod activation;
 pub mod convert;
+pub mod matmul;
+pub mod norm;
+pub mod rope;
+pub mod softmax;

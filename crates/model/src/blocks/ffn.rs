@@ -1,0 +1,271 @@
+//! Feed-forward blocks: the SwiGLU MLP `down(silu(gate(x)) * up(x))`, DeepSeekMoE routers and
+//! the MoE block (routed experts plus shared experts).
+//!
+//! Routers (logits `W_g x` in f32, `E` experts, `k` chosen):
+//! - scores: `softmax(logits)` (V2) or `sigmoid(logits)` (V3); choice values = scores, plus
+//!   `e_score_correction_bias` when the checkpoint has it (V3; the bias only steers the choice).
+//! - `greedy`: top-k of the choice values.
+//! - `group_limited_greedy` (V2): experts split into `n_group` equal groups, group score = the
+//!   MAX choice value in the group; keep the best `topk_group` groups, top-k inside them.
+//! - `noaux_tc` (V3): the same with group score = the SUM of the two best choice values.
+//! - weights = the unbiased scores of the chosen experts, divided by their sum (+1e-20) when
+//!   `norm_topk_prob`, times `routed_scaling_factor`.
+//!
+//! MoE output = `Σ_e w_e · expert_e(x)` (experts in ascending id, as transformers adds them),
+//! then `+ shared_experts(x)`. Only the chosen experts' weights are read.
+
+use frugal_formats::config::{MoeConfig, ScoringFunc, TopkMethod};
+use frugal_formats::TensorSource;
+use frugal_kernels::{activation, softmax};
+
+use super::linear::{load_f32_vec, Linear};
+use crate::ModelError;
+
+/// One token's routing: `(expert, weight)` pairs sorted by expert id.
+pub type Routing = Vec<(usize, f32)>;
+
+/// A SwiGLU MLP.
+#[derive(Debug)]
+pub struct Mlp<'a> {
+    gate: Linear<'a>,
+    up: Linear<'a>,
+    down: Linear<'a>,
+}
+
+impl<'a> Mlp<'a> {
+    /// Load `prefix.{gate,up,down}_proj.weight` of width `inter`.
+    pub fn load(
+        src: &'a dyn TensorSource,
+        prefix: &str,
+        hidden: usize,
+        inter: usize,
+        fp8_block: usize,
+    ) -> Result<Self, ModelError> {
+        let lin = |name: &str, rows, cols| {
+            Linear::load(
+                src,
+                &format!("{prefix}.{name}.weight"),
+                rows,
+                cols,
+                fp8_block,
+            )
+        };
+        Ok(Mlp {
+            gate: lin("gate_proj", inter, hidden)?,
+            up: lin("up_proj", inter, hidden)?,
+            down: lin("down_proj", hidden, inter)?,
+        })
+    }
+
+    /// `[t, hidden]` → `[t, hidden]`.
+    pub fn forward(&self, x: &[f32], threads: usize) -> Vec<f32> {
+        let mut g = self.gate.forward(x, threads);
+        let u = self.up.forward(x, threads);
+        activation::swiglu_inplace(&mut g, &u);
+        self.down.forward(&g, threads)
+    }
+}
+
+/// A DeepSeekMoE router.
+#[derive(Debug)]
+pub struct Router<'a> {
+    weight: Linear<'a>,
+    bias: Option<Vec<f32>>,
+    scoring: ScoringFunc,
+    method: TopkMethod,
+    n_group: usize,
+    topk_group: usize,
+    top_k: usize,
+    norm_topk_prob: bool,
+    scaling: f32,
+}
+
+/// Indices of the `k` largest values, best first (ties: lower index first).
+fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+impl<'a> Router<'a> {
+    /// Load `prefix.gate.weight` (and `prefix.gate.e_score_correction_bias` when the config
+    /// says so).
+    pub fn load(
+        src: &'a dyn TensorSource,
+        prefix: &str,
+        hidden: usize,
+        moe: &MoeConfig,
+        fp8_block: usize,
+    ) -> Result<Self, ModelError> {
+        let e = moe.num_experts;
+        let r = &moe.router;
+        let grouped = r.topk_method != TopkMethod::Greedy;
+        if grouped
+            && (r.n_group == 0
+                || (e / r.n_group) * r.n_group != e
+                || r.topk_group == 0
+                || r.topk_group > r.n_group
+                || moe.num_experts_per_tok > r.topk_group * (e / r.n_group))
+        {
+            return Err(ModelError::UnsupportedConfig {
+                what: format!(
+                    "{e} experts in {} groups keeping {} for top-{}",
+                    r.n_group, r.topk_group, moe.num_experts_per_tok
+                ),
+            });
+        }
+        if moe.num_experts_per_tok == 0 || moe.num_experts_per_tok > e {
+            return Err(ModelError::UnsupportedConfig {
+                what: format!("top-{} of {e} experts", moe.num_experts_per_tok),
+            });
+        }
+        let bias = if r.correction_bias {
+            Some(load_f32_vec(
+                src,
+                &format!("{prefix}.gate.e_score_correction_bias"),
+                &[e],
+            )?)
+        } else {
+            None
+        };
+        Ok(Router {
+            weight: Linear::load(src, &format!("{prefix}.gate.weight"), e, hidden, fp8_block)?,
+            bias,
+            scoring: r.scoring,
+            method: r.topk_method,
+            n_group: r.n_group,
+            topk_group: r.topk_group,
+            top_k: moe.num_experts_per_tok,
+            norm_topk_prob: r.norm_topk_prob,
+            scaling: r.routed_scaling_factor,
+        })
+    }
+
+    /// For each of the `t` tokens of `x` (`[t, hidden]`), the chosen `(expert, weight)` pairs,
+    /// sorted by expert id.
+    pub fn route(&self, x: &[f32], threads: usize) -> Vec<Routing> {
+        let e = self.weight.rows();
+        let logits = self.weight.forward(x, threads);
+        logits.chunks_exact(e).map(|l| self.route_one(l)).collect()
+    }
+
+    fn route_one(&self, logits: &[f32]) -> Routing {
+        let mut scores = logits.to_vec();
+        match self.scoring {
+            ScoringFunc::Softmax => softmax::softmax_inplace(&mut scores),
+            ScoringFunc::Sigmoid => scores.iter_mut().for_each(|v| *v = softmax::sigmoid(*v)),
+        }
+        let mut choice = scores.clone();
+        if let Some(b) = &self.bias {
+            choice.iter_mut().zip(b).for_each(|(c, b)| *c += b);
+        }
+        if self.method != TopkMethod::Greedy {
+            let per = choice.len() / self.n_group;
+            let group_scores: Vec<f32> = choice
+                .chunks_exact(per)
+                .map(|g| match self.method {
+                    TopkMethod::NoAuxTc => top_k(g, 2).iter().map(|&i| g[i]).sum(),
+                    _ => g.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                })
+                .collect();
+            let keep = top_k(&group_scores, self.topk_group);
+            for (gi, g) in choice.chunks_exact_mut(per).enumerate() {
+                if !keep.contains(&gi) {
+                    g.iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+                }
+            }
+        }
+        let mut chosen: Vec<(usize, f32)> = top_k(&choice, self.top_k)
+            .into_iter()
+            .map(|i| (i, scores[i]))
+            .collect();
+        if self.norm_topk_prob {
+            let sum: f32 = chosen.iter().map(|c| c.1).sum::<f32>() + 1e-20;
+            chosen.iter_mut().for_each(|c| c.1 /= sum);
+        }
+        chosen.iter_mut().for_each(|c| c.1 *= self.scaling);
+        chosen.sort_by_key(|c| c.0);
+        chosen
+    }
+}
+
+/// A DeepSeekMoE block: router, routed experts, shared experts.
+#[derive(Debug)]
+pub struct Moe<'a> {
+    router: Router<'a>,
+    experts: Vec<Mlp<'a>>,
+    shared: Option<Mlp<'a>>,
+}
+
+impl<'a> Moe<'a> {
+    /// Load `prefix.{gate,experts.E,shared_experts}` (`prefix` = `model.layers.L.mlp`).
+    pub fn load(
+        src: &'a dyn TensorSource,
+        prefix: &str,
+        hidden: usize,
+        moe: &MoeConfig,
+        fp8_block: usize,
+    ) -> Result<Self, ModelError> {
+        let experts = (0..moe.num_experts)
+            .map(|e| {
+                Mlp::load(
+                    src,
+                    &format!("{prefix}.experts.{e}"),
+                    hidden,
+                    moe.expert_intermediate_size,
+                    fp8_block,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let shared = if moe.num_shared_experts > 0 {
+            Some(Mlp::load(
+                src,
+                &format!("{prefix}.shared_experts"),
+                hidden,
+                moe.shared_intermediate_size(),
+                fp8_block,
+            )?)
+        } else {
+            None
+        };
+        Ok(Moe {
+            router: Router::load(src, prefix, hidden, moe, fp8_block)?,
+            experts,
+            shared,
+        })
+    }
+
+    /// `[t, hidden]` → `[t, hidden]`, also returning each token's routing.
+    pub fn forward(&self, x: &[f32], threads: usize) -> (Vec<f32>, Vec<Routing>) {
+        let h = self.router.weight.cols();
+        let routes = self.router.route(x, threads);
+        let mut out = vec![0.0f32; x.len()];
+        // Group tokens by expert so each chosen expert's weights are decoded once per chunk.
+        for (e, expert) in self.experts.iter().enumerate() {
+            let users: Vec<(usize, f32)> = routes
+                .iter()
+                .enumerate()
+                .filter_map(|(t, r)| r.iter().find(|c| c.0 == e).map(|c| (t, c.1)))
+                .collect();
+            if users.is_empty() {
+                continue;
+            }
+            let xs: Vec<f32> = users
+                .iter()
+                .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
+                .collect();
+            let ys = expert.forward(&xs, threads);
+            for (&(t, w), y) in users.iter().zip(ys.chunks_exact(h)) {
+                for (o, v) in out[t * h..(t + 1) * h].iter_mut().zip(y) {
+                    *o += v * w;
+                }
+            }
+        }
+        if let Some(shared) = &self.shared {
+            let s = shared.forward(x, threads);
+            out.iter_mut().zip(&s).for_each(|(o, v)| *o += v);
+        }
+        (out, routes)
+    }
+}

@@ -1,0 +1,280 @@
+//! A linear layer `y = W x` reading its weight straight from the mapped checkpoint.
+//!
+//! `W` is `[rows, cols]` (PyTorch `[out, in]`) stored as F32, BF16, F16, or FP8 e4m3 with a
+//! DeepSeek block scale tensor `<name>_scale_inv` (`[ceil(rows/b), ceil(cols/b)]`, f32 or bf16;
+//! dequantised `w = fp8 × scale` of its `b × b` block). Rows are decoded to f32 on the fly with
+//! [`frugal_kernels::convert`], a few at a time, so the model is never materialised in f32.
+//!
+//! Large products are split over threads by ranges of rows (`std::thread::scope`); each output
+//! value is one row's dot product, so the result does not depend on the thread count.
+
+use std::ops::Range;
+
+use frugal_formats::{DType, TensorSource, TensorView};
+use frugal_kernels::{convert, matmul};
+
+use crate::ModelError;
+
+/// Below this many multiply-adds a product runs on the calling thread: spawning costs more.
+const PARALLEL_MIN_WORK: usize = 1 << 18;
+
+/// How a weight's elements are stored.
+#[derive(Debug)]
+enum Storage<'a> {
+    F32(&'a [u8]),
+    Bf16(&'a [u8]),
+    F16(&'a [u8]),
+    Fp8 {
+        data: &'a [u8],
+        /// `[ceil(rows/block), ceil(cols/block)]` multipliers.
+        scale: Vec<f32>,
+        block: usize,
+    },
+}
+
+/// A `[rows, cols]` weight matrix.
+#[derive(Debug)]
+pub struct Linear<'a> {
+    name: String,
+    rows: usize,
+    cols: usize,
+    storage: Storage<'a>,
+}
+
+/// Fetch a tensor or say which one is missing.
+pub(crate) fn get<'a>(src: &'a dyn TensorSource, name: &str) -> Result<TensorView<'a>, ModelError> {
+    src.tensor(name).ok_or_else(|| ModelError::MissingTensor {
+        name: name.to_string(),
+    })
+}
+
+/// Check a tensor's shape.
+pub(crate) fn check_shape(t: &TensorView<'_>, expected: &[usize]) -> Result<(), ModelError> {
+    if t.shape != expected {
+        return Err(ModelError::WrongShape {
+            name: t.name.to_string(),
+            expected: expected.to_vec(),
+            found: t.shape.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Decode a small tensor (norm weights, biases, scales) of shape `shape` into f32.
+pub(crate) fn load_f32_vec(
+    src: &dyn TensorSource,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, ModelError> {
+    let t = get(src, name)?;
+    check_shape(&t, shape)?;
+    let n = t.numel();
+    let elem = match t.dtype {
+        DType::F32 => 4,
+        DType::BF16 | DType::F16 => 2,
+        dtype => {
+            return Err(ModelError::UnsupportedDtype {
+                name: name.to_string(),
+                dtype,
+            })
+        }
+    };
+    check_bytes(&t, n * elem)?;
+    let mut out = vec![0.0f32; n];
+    match t.dtype {
+        DType::F32 => convert::f32_bytes_to_f32(t.data, &mut out),
+        DType::BF16 => convert::bf16_bytes_to_f32(t.data, &mut out),
+        _ => convert::f16_bytes_to_f32(t.data, &mut out),
+    }
+    Ok(out)
+}
+
+fn check_bytes(t: &TensorView<'_>, expected: usize) -> Result<(), ModelError> {
+    if t.data.len() != expected {
+        return Err(ModelError::WrongByteSize {
+            name: t.name.to_string(),
+            expected,
+            found: t.data.len(),
+        });
+    }
+    Ok(())
+}
+
+impl<'a> Linear<'a> {
+    /// Load `name` from `src`, checking it is `[rows, cols]`. FP8 weights need
+    /// `<name>_scale_inv`; `fp8_block` is the scale block edge (128 for DeepSeek).
+    pub fn load(
+        src: &'a dyn TensorSource,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        fp8_block: usize,
+    ) -> Result<Self, ModelError> {
+        let t = get(src, name)?;
+        check_shape(&t, &[rows, cols])?;
+        let n = rows * cols;
+        let storage = match t.dtype {
+            DType::F32 => {
+                check_bytes(&t, n * 4)?;
+                Storage::F32(t.data)
+            }
+            DType::BF16 => {
+                check_bytes(&t, n * 2)?;
+                Storage::Bf16(t.data)
+            }
+            DType::F16 => {
+                check_bytes(&t, n * 2)?;
+                Storage::F16(t.data)
+            }
+            DType::F8E4M3 => {
+                check_bytes(&t, n)?;
+                let scale_name = format!("{name}_scale_inv");
+                let block = fp8_block.max(1);
+                let scale = load_f32_vec(
+                    src,
+                    &scale_name,
+                    &[rows.div_ceil(block), cols.div_ceil(block)],
+                )?;
+                Storage::Fp8 {
+                    data: t.data,
+                    scale,
+                    block,
+                }
+            }
+            dtype => {
+                return Err(ModelError::UnsupportedDtype {
+                    name: name.to_string(),
+                    dtype,
+                })
+            }
+        };
+        Ok(Linear {
+            name: name.to_string(),
+            rows,
+            cols,
+            storage,
+        })
+    }
+
+    /// Output size (rows of `W`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input size (columns of `W`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The checkpoint name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Decode rows `rows` of `W` into `out` (`rows.len() * cols` values).
+    pub fn decode_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        let c = self.cols;
+        assert!(
+            rows.end <= self.rows,
+            "decode_rows: {} past the end",
+            self.name
+        );
+        assert_eq!(out.len(), rows.len() * c, "decode_rows: out length");
+        match &self.storage {
+            Storage::F32(d) => {
+                convert::f32_bytes_to_f32(&d[rows.start * c * 4..rows.end * c * 4], out)
+            }
+            Storage::Bf16(d) => {
+                convert::bf16_bytes_to_f32(&d[rows.start * c * 2..rows.end * c * 2], out)
+            }
+            Storage::F16(d) => {
+                convert::f16_bytes_to_f32(&d[rows.start * c * 2..rows.end * c * 2], out)
+            }
+            Storage::Fp8 { data, scale, block } => {
+                convert::dequant_fp8_block_rows(data, scale, c, *block, rows, out)
+            }
+        }
+    }
+
+    /// `Y = X W^T`: `x` is `[t, cols]`, the result `[t, rows]`, both row-major. Uses up to
+    /// `threads` threads when the product is large.
+    pub fn forward(&self, x: &[f32], threads: usize) -> Vec<f32> {
+        assert_eq!(
+            x.len() % self.cols,
+            0,
+            "{}: input is not [t, {}]",
+            self.name,
+            self.cols
+        );
+        let t = x.len() / self.cols;
+        let mut y = vec![0.0f32; t * self.rows];
+        let work = t * self.rows * self.cols;
+        let threads = if work < PARALLEL_MIN_WORK {
+            1
+        } else {
+            threads.clamp(1, self.rows.max(1))
+        };
+        if threads == 1 {
+            let part = self.rows_product(x, t, 0..self.rows);
+            scatter(&part, 0..self.rows, self.rows, &mut y);
+            return y;
+        }
+        let per = self.rows.div_ceil(threads);
+        let ranges: Vec<Range<usize>> = (0..threads)
+            .map(|i| (i * per).min(self.rows)..((i + 1) * per).min(self.rows))
+            .filter(|r| !r.is_empty())
+            .collect();
+        let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .map(|r| {
+                    let r = r.clone();
+                    s.spawn(move || self.rows_product(x, t, r))
+                })
+                .collect();
+            handles
+                .into_iter()
+                // OK because a panic in a worker is a bug; re-raise it here.
+                .map(|h| h.join().expect("linear worker panicked"))
+                .collect()
+        });
+        for (part, r) in parts.iter().zip(&ranges) {
+            scatter(part, r.clone(), self.rows, &mut y);
+        }
+        y
+    }
+
+    /// `[t, rows.len()]` block of the product for a range of rows, decoding a few rows at once.
+    fn rows_product(&self, x: &[f32], t: usize, rows: Range<usize>) -> Vec<f32> {
+        const ROWS_AT_ONCE: usize = 16;
+        let c = self.cols;
+        let n = rows.len();
+        let mut out = vec![0.0f32; t * n];
+        let mut buf = vec![0.0f32; ROWS_AT_ONCE * c];
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let r1 = (r0 + ROWS_AT_ONCE).min(rows.end);
+            let w = &mut buf[..(r1 - r0) * c];
+            self.decode_rows(r0..r1, w);
+            for (i, wr) in w.chunks_exact(c).enumerate() {
+                let col = r0 - rows.start + i;
+                for (ti, xr) in x.chunks_exact(c).enumerate() {
+                    out[ti * n + col] = matmul::dot(wr, xr);
+                }
+            }
+            r0 = r1;
+        }
+        out
+    }
+}
+
+/// Copy a `[t, rows.len()]` block into columns `rows` of the `[t, total]` output.
+fn scatter(part: &[f32], rows: Range<usize>, total: usize, y: &mut [f32]) {
+    let n = rows.len();
+    if n == 0 {
+        return;
+    }
+    for (ti, pr) in part.chunks_exact(n).enumerate() {
+        y[ti * total + rows.start..ti * total + rows.end].copy_from_slice(pr);
+    }
+}

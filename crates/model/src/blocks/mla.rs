@@ -1,0 +1,212 @@
+//! Multi-head latent attention (DeepSeek-V2 §2.1) with the compressed cache and absorbed
+//! projections.
+//!
+//! Per token (shapes for one token; `H` hidden, `n` heads, `dn`/`dr`/`dv` the nope/rope/value
+//! head dims, `r_kv` = `kv_lora_rank`):
+//!
+//! ```text
+//! q      = q_b(rmsnorm(q_a(x)))  or  q_proj(x)          [n, dn + dr]
+//! [c, k] = kv_a_proj_with_mqa(x)                          [r_kv + dr]
+//! c      = rmsnorm(c)                 (cached: the latent) [r_kv]
+//! k_rope = rope(k, pos)               (cached: shared key) [dr]
+//! ```
+//!
+//! `kv_b_proj` (`[n (dn + dv), r_kv]`) holds per head `W_UK_h` (`dn` rows) then `W_UV_h`
+//! (`dv` rows): the keys are `W_UK_h c_s`, the values `W_UV_h c_s`. Instead of expanding them,
+//! the key map is folded into the query and the value map applied after attending:
+//!
+//! ```text
+//! q_lat_h = W_UK_h^T q_nope_h                              [r_kv]
+//! score   = scale · (q_lat_h · c_s + q_rope_h · k_rope_s)  for every cached s ≤ pos
+//! o_h     = W_UV_h (Σ_s softmax(score)_s c_s)              [dv]
+//! out     = o_proj([o_1 … o_n])                            [H]
+//! ```
+//!
+//! which equals the reference's expanded attention, only summed in another order.
+
+use frugal_formats::config::MlaConfig;
+use frugal_formats::TensorSource;
+use frugal_kernels::{matmul, norm, rope, softmax};
+
+use super::linear::{load_f32_vec, Linear};
+use super::rope::RopeTable;
+use crate::ModelError;
+
+/// transformers builds `q_a_layernorm` and `kv_a_layernorm` with the default eps, not
+/// `rms_norm_eps`.
+const LATENT_NORM_EPS: f32 = 1e-6;
+
+/// How queries are projected.
+#[derive(Debug)]
+enum QProj<'a> {
+    /// `q_a_proj` → RMSNorm → `q_b_proj` (V2, V3).
+    LowRank {
+        a: Linear<'a>,
+        norm: Vec<f32>,
+        b: Linear<'a>,
+    },
+    /// One `q_proj` (V2-Lite).
+    Direct(Linear<'a>),
+}
+
+/// One layer's compressed cache: the normed latents and the roped shared keys.
+#[derive(Clone, Debug, Default)]
+pub struct LatentCache {
+    /// `[positions, kv_lora_rank]`.
+    pub latent: Vec<f32>,
+    /// `[positions, qk_rope_head_dim]`.
+    pub rope_key: Vec<f32>,
+}
+
+/// The attention block of one decoder layer.
+#[derive(Debug)]
+pub struct MlaAttention<'a> {
+    q: QProj<'a>,
+    kv_a: Linear<'a>,
+    kv_norm: Vec<f32>,
+    kv_b: Linear<'a>,
+    o: Linear<'a>,
+    n_heads: usize,
+    dn: usize,
+    dr: usize,
+    dv: usize,
+    r_kv: usize,
+    scale: f32,
+}
+
+impl<'a> MlaAttention<'a> {
+    /// Load `prefix.{q_a_proj,…}` (`prefix` = `model.layers.L.self_attn`).
+    pub fn load(
+        src: &'a dyn TensorSource,
+        prefix: &str,
+        hidden: usize,
+        m: &MlaConfig,
+        scale: f32,
+        fp8_block: usize,
+    ) -> Result<Self, ModelError> {
+        if m.attention_bias {
+            return Err(ModelError::UnsupportedConfig {
+                what: "MLA with attention_bias".into(),
+            });
+        }
+        let (n, dn, dr, dv, r_kv) = (
+            m.num_heads,
+            m.qk_nope_head_dim,
+            m.qk_rope_head_dim,
+            m.v_head_dim,
+            m.kv_lora_rank,
+        );
+        let lin = |name: &str, rows, cols| {
+            Linear::load(
+                src,
+                &format!("{prefix}.{name}.weight"),
+                rows,
+                cols,
+                fp8_block,
+            )
+        };
+        let q = match m.q_lora_rank {
+            Some(r) => QProj::LowRank {
+                a: lin("q_a_proj", r, hidden)?,
+                norm: load_f32_vec(src, &format!("{prefix}.q_a_layernorm.weight"), &[r])?,
+                b: lin("q_b_proj", n * (dn + dr), r)?,
+            },
+            None => QProj::Direct(lin("q_proj", n * (dn + dr), hidden)?),
+        };
+        Ok(MlaAttention {
+            q,
+            kv_a: lin("kv_a_proj_with_mqa", r_kv + dr, hidden)?,
+            kv_norm: load_f32_vec(src, &format!("{prefix}.kv_a_layernorm.weight"), &[r_kv])?,
+            kv_b: lin("kv_b_proj", n * (dn + dv), r_kv)?,
+            o: lin("o_proj", hidden, n * dv)?,
+            n_heads: n,
+            dn,
+            dr,
+            dv,
+            r_kv,
+            scale,
+        })
+    }
+
+    /// Attend for `t` tokens at positions `start_pos..start_pos + t`, appending their latents
+    /// to `cache` (which must hold exactly `start_pos` positions). `x` is the normed input
+    /// `[t, hidden]`; returns `[t, hidden]`.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        start_pos: usize,
+        rope_table: &RopeTable,
+        cache: &mut LatentCache,
+        threads: usize,
+    ) -> Vec<f32> {
+        let (n, dn, dr, dv, r_kv) = (self.n_heads, self.dn, self.dr, self.dv, self.r_kv);
+        let qk = dn + dr;
+        let t = x.len() / self.kv_a.cols();
+        let interleaved = rope_table.interleaved();
+
+        // Queries [t, n, dn + dr].
+        let mut q = match &self.q {
+            QProj::LowRank { a, norm: w, b } => {
+                let mut qa = a.forward(x, threads);
+                for row in qa.chunks_exact_mut(a.rows()) {
+                    norm::rmsnorm_inplace(row, w, LATENT_NORM_EPS);
+                }
+                b.forward(&qa, threads)
+            }
+            QProj::Direct(p) => p.forward(x, threads),
+        };
+
+        // Latent and shared rope key [t, r_kv + dr] → cache.
+        let kv = self.kv_a.forward(x, threads);
+        for (i, row) in kv.chunks_exact(r_kv + dr).enumerate() {
+            let (cos, sin) = rope_table.cos_sin(start_pos + i);
+            let mut c = row[..r_kv].to_vec();
+            norm::rmsnorm_inplace(&mut c, &self.kv_norm, LATENT_NORM_EPS);
+            let mut k = row[r_kv..].to_vec();
+            rope::rope_inplace(&mut k, &cos, &sin, interleaved);
+            cache.latent.extend_from_slice(&c);
+            cache.rope_key.extend_from_slice(&k);
+            for h in 0..n {
+                let qr = &mut q[(i * n + h) * qk + dn..(i * n + h + 1) * qk];
+                rope::rope_inplace(qr, &cos, &sin, interleaved);
+            }
+        }
+
+        // Per head: absorb W_UK_h into the query, attend over latents, apply W_UV_h.
+        let mut heads_out = vec![0.0f32; t * n * dv];
+        let mut w_uk = vec![0.0f32; dn * r_kv];
+        let mut w_uv = vec![0.0f32; dv * r_kv];
+        let mut q_lat = vec![0.0f32; r_kv];
+        let mut o_lat = vec![0.0f32; r_kv];
+        for h in 0..n {
+            let base = h * (dn + dv);
+            self.kv_b.decode_rows(base..base + dn, &mut w_uk);
+            self.kv_b.decode_rows(base + dn..base + dn + dv, &mut w_uv);
+            for i in 0..t {
+                let qh = &q[(i * n + h) * qk..(i * n + h + 1) * qk];
+                let (q_nope, q_rope) = qh.split_at(dn);
+                q_lat.iter_mut().for_each(|v| *v = 0.0);
+                for (d, row) in w_uk.chunks_exact(r_kv).enumerate() {
+                    matmul::axpy(q_nope[d], row, &mut q_lat);
+                }
+                // Causal: token i sees every cached position up to its own.
+                let ctx = start_pos + i + 1;
+                let mut scores: Vec<f32> = (0..ctx)
+                    .map(|s| {
+                        let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
+                        let k = &cache.rope_key[s * dr..(s + 1) * dr];
+                        (matmul::dot(&q_lat, c) + matmul::dot(q_rope, k)) * self.scale
+                    })
+                    .collect();
+                softmax::softmax_inplace(&mut scores);
+                o_lat.iter_mut().for_each(|v| *v = 0.0);
+                for (s, &p) in scores.iter().enumerate() {
+                    matmul::axpy(p, &cache.latent[s * r_kv..(s + 1) * r_kv], &mut o_lat);
+                }
+                let out = &mut heads_out[(i * n + h) * dv..(i * n + h + 1) * dv];
+                matmul::matvec(&w_uv, &o_lat, out);
+            }
+        }
+        self.o.forward(&heads_out, threads)
+    }
+}

@@ -1,0 +1,11 @@
+//! Building blocks of decoder layers, each reading its weights from a mapped checkpoint.
+//!
+//! - [`linear`]: `y = W x` over F32/BF16/F16/FP8 block-scaled weights, decoded row by row.
+//! - [`rope`]: rotary tables with YaRN, and the MLA softmax scale.
+//! - [`mla`]: multi-head latent attention over a compressed cache.
+//! - [`ffn`]: SwiGLU MLP, DeepSeekMoE routers, the MoE block.
+
+pub mod ffn;
+pub mod linear;
+pub mod mla;
+pub mod rope;

@@ -1,0 +1,141 @@
+//! Rotary tables for DeepSeek's rope dims, with YaRN (Peng et al. 2023) as DeepSeek V2/V3 use
+//! it, following transformers' `_compute_yarn_parameters`:
+//!
+//! - `inv_freq_extra_i = base^(-2i/d)` (pre-training frequencies), `inv_freq_inter_i =
+//!   inv_freq_extra_i / factor` (interpolated).
+//! - Correction dims `low, high` = `floor/ceil(d · ln(L / (β · 2π)) / (2 ln base))` for
+//!   `β = beta_fast, beta_slow`, clamped to `[0, d-1]`, with `L` the original context.
+//! - `ramp_i = clamp((i - low) / (high - low), 0, 1)`; the extrapolation weight is `1 - ramp_i`;
+//!   `inv_freq = inter · ramp + extra · (1 - ramp)`.
+//! - cos/sin are multiplied by the attention factor: `attention_factor` if given, else
+//!   `get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)` when both are set,
+//!   else `get_mscale(factor, 1)`.
+//! - The softmax scale `(qk_nope + qk_rope)^-0.5` is multiplied by
+//!   `get_mscale(factor, mscale_all_dim)^2` when `mscale_all_dim` is set (non-zero).
+//!
+//! Arithmetic mirrors the reference's f32 steps (frequencies in f32, angle = position × inv_freq
+//! in f32) so tables agree to an ulp.
+
+use frugal_formats::config::{yarn_get_mscale, Rope, RopeScaling};
+
+use crate::ModelError;
+
+/// Inverse frequencies and the cos/sin multiplier of one rope configuration.
+#[derive(Clone, Debug)]
+pub struct RopeTable {
+    inv_freq: Vec<f32>,
+    attention_factor: f32,
+    interleaved: bool,
+}
+
+impl RopeTable {
+    /// Build the table for `rope.rotary_dim` dims.
+    pub fn new(rope: &Rope) -> Result<Self, ModelError> {
+        let dim = rope.rotary_dim;
+        if dim == 0 || dim & 1 == 1 {
+            return Err(ModelError::UnsupportedConfig {
+                what: format!("rope dimension {dim} (must be even and non-zero)"),
+            });
+        }
+        let base = rope.theta as f32;
+        let extra: Vec<f32> = (0..dim / 2)
+            .map(|i| 1.0 / base.powf((2 * i) as f32 / dim as f32))
+            .collect();
+        let (inv_freq, attention_factor) = match &rope.scaling {
+            RopeScaling::None => (extra, 1.0),
+            RopeScaling::Linear { factor } => {
+                (extra.iter().map(|f| f / *factor as f32).collect(), 1.0)
+            }
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                mscale,
+                mscale_all_dim,
+                attention_factor,
+            } => {
+                let f = *factor;
+                let af = match (attention_factor, mscale, mscale_all_dim) {
+                    (Some(a), _, _) => *a,
+                    (None, Some(m), Some(ma)) if *m != 0.0 && *ma != 0.0 => {
+                        yarn_get_mscale(f, *m) / yarn_get_mscale(f, *ma)
+                    }
+                    _ => yarn_get_mscale(f, 1.0),
+                };
+                let beta_fast = if *beta_fast == 0.0 { 32.0 } else { *beta_fast };
+                let beta_slow = if *beta_slow == 0.0 { 1.0 } else { *beta_slow };
+                let d = dim as f64;
+                let len = *original_max_position_embeddings as f64;
+                let corr = |rot: f64| {
+                    d * (len / (rot * 2.0 * std::f64::consts::PI)).ln() / (2.0 * (rope.theta).ln())
+                };
+                let low = corr(beta_fast).floor().max(0.0);
+                let mut high = corr(beta_slow).ceil().min(d - 1.0);
+                if low == high {
+                    high += 0.001;
+                }
+                let (low, high) = (low as f32, high as f32);
+                let inv = extra
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &ex)| {
+                        let inter = 1.0 / (f as f32 * base.powf((2 * i) as f32 / dim as f32));
+                        let ramp = ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+                        let extra_w = 1.0 - ramp;
+                        inter * (1.0 - extra_w) + ex * extra_w
+                    })
+                    .collect();
+                (inv, af as f32)
+            }
+            other => {
+                return Err(ModelError::UnsupportedConfig {
+                    what: format!("rope scaling {other:?} for MLA"),
+                })
+            }
+        };
+        Ok(RopeTable {
+            inv_freq,
+            attention_factor,
+            interleaved: rope.interleaved,
+        })
+    }
+
+    /// Whether pairs are adjacent dims (DeepSeek) rather than halves.
+    pub fn interleaved(&self) -> bool {
+        self.interleaved
+    }
+
+    /// cos and sin (times the attention factor) of every frequency at `pos`.
+    pub fn cos_sin(&self, pos: usize) -> (Vec<f32>, Vec<f32>) {
+        let p = pos as f32;
+        self.inv_freq
+            .iter()
+            .map(|&f| {
+                let a = (p * f) as f64;
+                (
+                    a.cos() as f32 * self.attention_factor,
+                    a.sin() as f32 * self.attention_factor,
+                )
+            })
+            .unzip()
+    }
+}
+
+/// The attention softmax scale: `qk_head_dim^-0.5`, times `get_mscale(factor, mscale_all_dim)^2`
+/// under YaRN with `mscale_all_dim` set.
+pub fn softmax_scale(qk_head_dim: usize, rope: &Rope) -> f32 {
+    let mut s = (qk_head_dim as f64).powf(-0.5);
+    if let RopeScaling::Yarn {
+        factor,
+        mscale_all_dim: Some(m),
+        ..
+    } = &rope.scaling
+    {
+        if *m != 0.0 {
+            let ms = yarn_get_mscale(*factor, *m);
+            s *= ms * ms;
+        }
+    }
+    s as f32
+}

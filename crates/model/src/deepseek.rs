@@ -1,0 +1,302 @@
+//! DeepSeek V2 / V2-Lite / V3 / R1 (`DeepseekV2ForCausalLM`, `DeepseekV3ForCausalLM`), in f32.
+//!
+//! ```text
+//! x = embed_tokens[token]                                   [T, H]
+//! for each layer L:
+//!     x = x + mla(rmsnorm(x))          (compressed cache)   [T, H]
+//!     x = x + ffn(rmsnorm(x))          dense SwiGLU for L < first_k_dense_replace,
+//!                                      else MoE (router + routed + shared experts)
+//! logits = lm_head(rmsnorm(x))                              [T, vocab]
+//! ```
+//!
+//! Reference: transformers 5.24 `modeling_deepseek_v2.py` / `modeling_deepseek_v3.py`; the
+//! fixtures in `fixtures/models/deepseek-*` hold its outputs. MTP layers are not run.
+
+use frugal_formats::config::{Architecture, Attention, ModelConfig, WeightQuantization};
+use frugal_formats::{ModelFiles, TensorSource};
+use frugal_kernels::norm;
+
+use crate::blocks::ffn::{Mlp, Moe, Routing};
+use crate::blocks::linear::{load_f32_vec, Linear};
+use crate::blocks::mla::{LatentCache, MlaAttention};
+use crate::blocks::rope::{softmax_scale, RopeTable};
+use crate::ModelError;
+
+/// The feed-forward block of one layer.
+#[derive(Debug)]
+enum Ffn<'a> {
+    Dense(Mlp<'a>),
+    Moe(Moe<'a>),
+}
+
+#[derive(Debug)]
+struct Layer<'a> {
+    input_norm: Vec<f32>,
+    attn: MlaAttention<'a>,
+    post_attn_norm: Vec<f32>,
+    ffn: Ffn<'a>,
+}
+
+/// A loaded DeepSeek model; weights stay in the mapped files of `ModelFiles`.
+#[derive(Debug)]
+pub struct DeepSeek<'a> {
+    config: ModelConfig,
+    embed: Linear<'a>,
+    layers: Vec<Layer<'a>>,
+    final_norm: Vec<f32>,
+    lm_head: Linear<'a>,
+    rope: RopeTable,
+    eps: f32,
+    threads: usize,
+}
+
+/// The MLA cache of every layer: per position, the normed latent and the roped shared key.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    layers: Vec<LatentCache>,
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `model`.
+    pub fn new(model: &DeepSeek<'_>) -> Self {
+        KvCache {
+            layers: vec![LatentCache::default(); model.layers.len()],
+            len: 0,
+        }
+    }
+
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Intermediate values of a forward pass, for tests and debugging.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    /// `[n_layers + 1]` residual streams `[T, hidden]`: the embeddings, then after each layer.
+    pub hidden_states: Vec<Vec<f32>>,
+    /// For each MoE layer `(layer index, per token the (expert, weight) pairs by expert id)`.
+    pub routed: Vec<(usize, Vec<Routing>)>,
+}
+
+impl<'a> DeepSeek<'a> {
+    /// Load a DeepSeek V2/V3 checkpoint (hub tensor names), checking every tensor's shape and
+    /// type. Nothing is decoded but norms, biases and FP8 scales.
+    pub fn load(files: &'a ModelFiles) -> Result<Self, ModelError> {
+        let config = files.config().map_err(|e| ModelError::Open(Box::new(e)))?;
+        let src = files.tensors().ok_or(ModelError::NoWeights)?;
+        Self::from_parts(config, src)
+    }
+
+    /// Load from a config and a tensor source.
+    pub fn from_parts(config: ModelConfig, src: &'a dyn TensorSource) -> Result<Self, ModelError> {
+        let arch = config.architecture;
+        let Attention::Mla(mla) = &config.attention else {
+            return Err(ModelError::UnsupportedArchitecture {
+                architecture: arch.to_string(),
+                loader: "DeepSeek",
+            });
+        };
+        if !matches!(arch, Architecture::DeepseekV2 | Architecture::DeepseekV3) {
+            return Err(ModelError::UnsupportedArchitecture {
+                architecture: arch.to_string(),
+                loader: "DeepSeek",
+            });
+        }
+        let fp8_block = match &config.weight_quantization {
+            None => 128,
+            Some(WeightQuantization::Fp8 {
+                block_size: Some([a, b]),
+                ..
+            }) if a == b && *a > 0 => *a,
+            Some(q) => {
+                return Err(ModelError::UnsupportedConfig {
+                    what: format!("weight quantization {q:?}"),
+                })
+            }
+        };
+        let (h, vocab) = (config.hidden_size, config.vocab_size);
+        let rope = RopeTable::new(&config.rope)?;
+        let scale = softmax_scale(mla.qk_head_dim(), &config.rope);
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let pre = format!("model.layers.{l}");
+            let ffn = match config.ffn.moe.as_ref().filter(|m| m.is_moe_layer(l)) {
+                Some(moe) => Ffn::Moe(Moe::load(src, &format!("{pre}.mlp"), h, moe, fp8_block)?),
+                None => Ffn::Dense(Mlp::load(
+                    src,
+                    &format!("{pre}.mlp"),
+                    h,
+                    config.ffn.intermediate_size,
+                    fp8_block,
+                )?),
+            };
+            layers.push(Layer {
+                input_norm: load_f32_vec(src, &format!("{pre}.input_layernorm.weight"), &[h])?,
+                attn: MlaAttention::load(
+                    src,
+                    &format!("{pre}.self_attn"),
+                    h,
+                    mla,
+                    scale,
+                    fp8_block,
+                )?,
+                post_attn_norm: load_f32_vec(
+                    src,
+                    &format!("{pre}.post_attention_layernorm.weight"),
+                    &[h],
+                )?,
+                ffn,
+            });
+        }
+        let embed = Linear::load(src, "model.embed_tokens.weight", vocab, h, fp8_block)?;
+        let lm_head = if config.tie_word_embeddings {
+            Linear::load(src, "model.embed_tokens.weight", vocab, h, fp8_block)?
+        } else {
+            Linear::load(src, "lm_head.weight", vocab, h, fp8_block)?
+        };
+        Ok(DeepSeek {
+            final_norm: load_f32_vec(src, "model.norm.weight", &[h])?,
+            eps: config.rms_norm_eps as f32,
+            config,
+            embed,
+            layers,
+            lm_head,
+            rope,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        })
+    }
+
+    /// Use up to `threads` threads for large matrix products (at least 1).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Vocabulary size (columns of the logits).
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    /// Run `tokens` at positions `start_pos..` (which must equal `cache.len()`), appending
+    /// them to the cache. Returns the logits of every position, `[tokens.len(), vocab]`.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        start_pos: usize,
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.forward_traced(tokens, start_pos, cache, None)
+    }
+
+    /// [`DeepSeek::forward`], recording hidden states and routing into `trace`.
+    pub fn forward_traced(
+        &self,
+        tokens: &[u32],
+        start_pos: usize,
+        cache: &mut KvCache,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.check_input(tokens, start_pos, cache)?;
+        let (h, t, threads) = (self.config.hidden_size, tokens.len(), self.threads);
+
+        // Embeddings [t, h].
+        let mut x = vec![0.0f32; t * h];
+        for (row, &tok) in x.chunks_exact_mut(h).zip(tokens) {
+            self.embed.decode_rows(tok as usize..tok as usize + 1, row);
+        }
+        if let Some(tr) = trace.as_deref_mut() {
+            tr.hidden_states.push(x.clone());
+        }
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention sub-block.
+            let xn = rms_rows(&x, &layer.input_norm, self.eps);
+            let a = layer
+                .attn
+                .forward(&xn, start_pos, &self.rope, &mut cache.layers[l], threads);
+            x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
+
+            // Feed-forward sub-block.
+            let xn = rms_rows(&x, &layer.post_attn_norm, self.eps);
+            let f = match &layer.ffn {
+                Ffn::Dense(mlp) => mlp.forward(&xn, threads),
+                Ffn::Moe(moe) => {
+                    let (out, routes) = moe.forward(&xn, threads);
+                    if let Some(tr) = trace.as_deref_mut() {
+                        tr.routed.push((l, routes));
+                    }
+                    out
+                }
+            };
+            x.iter_mut().zip(&f).for_each(|(v, d)| *v += d);
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.hidden_states.push(x.clone());
+            }
+        }
+        cache.len += t;
+
+        let xn = rms_rows(&x, &self.final_norm, self.eps);
+        Ok(self.lm_head.forward(&xn, threads))
+    }
+
+    fn check_input(
+        &self,
+        tokens: &[u32],
+        start_pos: usize,
+        cache: &KvCache,
+    ) -> Result<(), ModelError> {
+        if cache.layers.len() != self.layers.len() {
+            return Err(ModelError::CacheMismatch {
+                expected: self.layers.len(),
+                found: cache.layers.len(),
+            });
+        }
+        if start_pos != cache.len {
+            return Err(ModelError::CachePosition {
+                start_pos,
+                cached: cache.len,
+            });
+        }
+        let needed = start_pos + tokens.len();
+        if needed > self.config.max_position_embeddings {
+            return Err(ModelError::ContextTooLong {
+                needed,
+                max: self.config.max_position_embeddings,
+            });
+        }
+        let vocab = self.config.vocab_size;
+        if let Some((index, &token)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t as usize >= vocab)
+        {
+            return Err(ModelError::TokenOutOfRange {
+                token,
+                index,
+                vocab_size: vocab,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// RMSNorm of every `[hidden]` row.
+fn rms_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    for (o, r) in out.chunks_exact_mut(w.len()).zip(x.chunks_exact(w.len())) {
+        norm::rmsnorm(r, w, eps, o);
+    }
+    out
+}
