@@ -1,8 +1,10 @@
 //! The `frugal` command line: a thin layer over the engine.
 
+mod default_model;
 mod inspect;
 mod load;
 mod logits;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +29,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate text from a prompt and stream it (default model: the embedded one).
+    Run(run::RunArgs),
     /// Run a DeepSeek model on token ids and print every position's logits as JSON.
     Logits {
         /// A model folder, a GGUF file, or ORG/NAME in the local Hugging Face cache.
@@ -48,6 +52,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { path, json } => inspect::run(&path, json),
+        Command::Run(args) => run::run(&args),
         Command::Logits {
             model,
             tokens,

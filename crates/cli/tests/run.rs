@@ -1,0 +1,137 @@
+//! `frugal run` end to end: greedy continuations through the CLI must equal transformers'
+//! `generate` on the DeepSeek fixtures (`fixtures/models/NAME/reference.json`, `greedy_new_ids`),
+//! and the embedded default model must run with no `--model`.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn frugal(args: &[&str], cache: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .expect("running frugal")
+}
+
+fn reference(name: &str) -> Value {
+    let path = frugal_testdata::fixtures_dir()
+        .join("models")
+        .join(name)
+        .join("reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("reference.json")).expect("JSON")
+}
+
+fn csv(v: &Value) -> String {
+    let ids: Vec<String> = v
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    ids.join(",")
+}
+
+#[test]
+fn greedy_run_equals_transformers_generate() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    for name in [
+        "deepseek-v3",
+        "deepseek-v2-lite",
+        "deepseek-v2",
+        "deepseek-v3-bf16",
+        "deepseek-v3-fp8",
+    ] {
+        let r = reference(name);
+        let model = frugal_testdata::fixtures_dir().join("models").join(name);
+        let max = r["max_new_tokens"].to_string();
+        let out = frugal(
+            &[
+                "run",
+                "--model",
+                model.to_str().expect("UTF-8"),
+                "--prompt-tokens",
+                &csv(&r["prompt_ids"]),
+                "--temperature",
+                "0",
+                "--max-tokens",
+                &max,
+                "--format",
+                "json",
+            ],
+            cache.path(),
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(got["tokens"], r["greedy_new_ids"], "{name}");
+        assert_eq!(
+            got["usage"]["prompt_tokens"],
+            r["prompt_ids"].as_array().expect("ids").len()
+        );
+    }
+}
+
+#[test]
+fn default_model_runs_with_its_chat_template() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let args = [
+        "run",
+        "What is 4821 + 377?",
+        "--max-tokens",
+        "8",
+        "--seed",
+        "7",
+        "--format",
+        "json",
+    ];
+    let first = frugal(&args, cache.path());
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let got: Value = serde_json::from_slice(&first.stdout).expect("one JSON object");
+    assert_eq!(got["tokens"].as_array().expect("tokens").len(), 8);
+    // The R1 template wraps the question: BOS, <｜User｜>, the text, <｜Assistant｜><think>\n.
+    let prompt_tokens = got["usage"]["prompt_tokens"].as_u64().expect("count");
+    assert!(prompt_tokens > 10, "{prompt_tokens}");
+    // Same seed, same output (the second run reuses the unpacked model).
+    let second = frugal(&args, cache.path());
+    assert_eq!(first.stdout, second.stdout);
+}
+
+#[test]
+fn bad_requests_fail_with_one_line() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let model = frugal_testdata::fixtures_dir().join("models/deepseek-v3");
+    let model = model.to_str().expect("UTF-8");
+    // One more token than max_position_embeddings (40960); single digits keep the argument short.
+    let long: Vec<&str> = vec!["7"; 40_961];
+    let long = long.join(",");
+    for (args, needle) in [
+        (
+            vec!["run", "--model", model, "--prompt-tokens", long.as_str()],
+            "context",
+        ),
+        (
+            vec!["run", "--model", model, "--prompt-tokens", "1,99999"],
+            "99999",
+        ),
+        (
+            vec!["run", "--model", model, "hi", "--top-p", "1.5"],
+            "top_p",
+        ),
+        (vec!["run", "--model", model], "prompt"),
+    ] {
+        let out = frugal(&args, cache.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
