@@ -16,7 +16,7 @@ use frugal_kernels::{convert, matmul};
 use crate::ModelError;
 
 /// Below this many multiply-adds a product runs on the calling thread: spawning costs more.
-const PARALLEL_MIN_WORK: usize = 1 << 18;
+pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 /// How a weight's elements are stored.
 #[derive(Debug)]
