@@ -278,3 +278,185 @@ fn scatter(part: &[f32], rows: Range<usize>, total: usize, y: &mut [f32]) {
         y[ti * total + rows.start..ti * total + rows.end].copy_from_slice(pr);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use half::{bf16, f16};
+
+    use super::*;
+
+    /// Tensors held in memory.
+    #[derive(Default)]
+    struct Mem(HashMap<String, (DType, Vec<usize>, Vec<u8>)>);
+
+    impl Mem {
+        fn put(&mut self, name: &str, dtype: DType, shape: &[usize], data: Vec<u8>) {
+            self.0.insert(name.into(), (dtype, shape.to_vec(), data));
+        }
+    }
+
+    impl TensorSource for Mem {
+        fn tensor_infos(&self) -> Vec<frugal_formats::TensorInfo> {
+            Vec::new()
+        }
+        fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
+            self.0.get_key_value(name).map(|(k, (d, s, b))| TensorView {
+                name: k,
+                dtype: *d,
+                shape: s.clone(),
+                data: b,
+            })
+        }
+    }
+
+    /// A deterministic pseudo-random weight in [-1, 1).
+    fn w(i: usize) -> f32 {
+        ((i.wrapping_mul(2_654_435_761) >> 7) % 2000) as f32 / 1000.0 - 1.0
+    }
+
+    fn naive(wts: &[f32], x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let t = x.len() / cols;
+        let mut y = vec![0.0; t * rows];
+        for ti in 0..t {
+            for r in 0..rows {
+                y[ti * rows + r] = matmul::dot(
+                    &wts[r * cols..(r + 1) * cols],
+                    &x[ti * cols..(ti + 1) * cols],
+                );
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn float_types_decode_exactly() {
+        let (rows, cols) = (5, 19);
+        // Values exact in every type, so all three must give the same product.
+        let vals: Vec<f32> = (0..rows * cols)
+            .map(|i| bf16::from_f32(w(i)).to_f32())
+            .collect();
+        let vals: Vec<f32> = vals.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+        let mut m = Mem::default();
+        m.put(
+            "f32",
+            DType::F32,
+            &[rows, cols],
+            vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        m.put(
+            "bf16",
+            DType::BF16,
+            &[rows, cols],
+            vals.iter()
+                .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+        );
+        m.put(
+            "f16",
+            DType::F16,
+            &[rows, cols],
+            vals.iter()
+                .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        );
+        let x: Vec<f32> = (0..3 * cols).map(|i| w(i + 7)).collect();
+        let want = naive(&vals, &x, rows, cols);
+        for name in ["f32", "bf16", "f16"] {
+            let lin = Linear::load(&m, name, rows, cols, 128).unwrap();
+            assert_eq!(lin.forward(&x, 1), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn fp8_partial_blocks() {
+        // 5 x 7 with 4 x 4 blocks: scale is 2 x 2, edge blocks partial.
+        let (rows, cols, b) = (5, 7, 4);
+        let bytes: Vec<u8> = (0..rows * cols).map(|i| (i * 37 % 120) as u8).collect();
+        let scales = [0.5f32, 2.0, -1.0, 0.25];
+        let mut m = Mem::default();
+        m.put("w", DType::F8E4M3, &[rows, cols], bytes.clone());
+        m.put(
+            "w_scale_inv",
+            DType::F32,
+            &[2, 2],
+            scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        let lin = Linear::load(&m, "w", rows, cols, b).unwrap();
+        let mut got = vec![0.0; rows * cols];
+        lin.decode_rows(0..rows, &mut got);
+        for r in 0..rows {
+            for c in 0..cols {
+                let want =
+                    convert::f8e4m3_to_f32(bytes[r * cols + c]) * scales[(r / b) * 2 + c / b];
+                assert_eq!(got[r * cols + c], want, "({r}, {c})");
+            }
+        }
+        // A missing scale tensor is named.
+        let mut m2 = Mem::default();
+        m2.put("w", DType::F8E4M3, &[rows, cols], bytes);
+        let err = Linear::load(&m2, "w", rows, cols, b).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::MissingTensor { name } if name == "w_scale_inv"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn threads_split_rows_identically() {
+        let (rows, cols) = (301, 1024);
+        let vals: Vec<f32> = (0..rows * cols).map(w).collect();
+        let mut m = Mem::default();
+        m.put(
+            "w",
+            DType::F32,
+            &[rows, cols],
+            vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        let lin = Linear::load(&m, "w", rows, cols, 128).unwrap();
+        let x: Vec<f32> = (0..2 * cols).map(|i| w(i + 3)).collect();
+        assert!(2 * rows * cols >= PARALLEL_MIN_WORK);
+        let one = lin.forward(&x, 1);
+        assert_eq!(one, naive(&vals, &x, rows, cols));
+        for threads in [2, 5, 16, 1000] {
+            assert_eq!(lin.forward(&x, threads), one, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn bad_tensors_are_errors() {
+        let mut m = Mem::default();
+        m.put("short", DType::F32, &[2, 2], vec![0; 15]);
+        m.put("q4", DType::Q4_0, &[2, 32], vec![0; 36]);
+        m.put("shape", DType::F32, &[2, 3], vec![0; 24]);
+        let err = Linear::load(&m, "short", 2, 2, 128).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ModelError::WrongByteSize {
+                    expected: 16,
+                    found: 15,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = Linear::load(&m, "q4", 2, 32, 128).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ModelError::UnsupportedDtype {
+                    dtype: DType::Q4_0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = Linear::load(&m, "shape", 3, 2, 128).unwrap_err();
+        assert!(matches!(err, ModelError::WrongShape { .. }), "{err}");
+        assert!(err.to_string().contains("shape"), "{err}");
+        let err = Linear::load(&m, "nope", 3, 2, 128).unwrap_err();
+        assert!(err.to_string().contains("missing tensor nope"), "{err}");
+    }
+}
