@@ -91,6 +91,12 @@ impl<'a> DeepSeek<'a> {
     /// type. Nothing is decoded but norms, biases and FP8 scales.
     pub fn load(files: &'a ModelFiles) -> Result<Self, ModelError> {
         let config = files.config().map_err(|e| ModelError::Open(Box::new(e)))?;
+        if files.gguf_metadata().is_some() {
+            // GGUF renames and stacks the tensors (`blk.L.ffn_gate_exps`); not mapped yet.
+            return Err(ModelError::UnsupportedConfig {
+                what: "DeepSeek weights from GGUF (use the Hugging Face safetensors folder)".into(),
+            });
+        }
         let src = files.tensors().ok_or(ModelError::NoWeights)?;
         Self::from_parts(config, src)
     }
@@ -200,13 +206,35 @@ impl<'a> DeepSeek<'a> {
         self.forward_traced(tokens, start_pos, cache, None)
     }
 
+    /// [`DeepSeek::forward`], but only the last position's logits `[vocab]` (what decoding
+    /// needs; skips the LM head for the other positions).
+    pub fn forward_last(
+        &self,
+        tokens: &[u32],
+        start_pos: usize,
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.run(tokens, start_pos, cache, None, true)
+    }
+
     /// [`DeepSeek::forward`], recording hidden states and routing into `trace`.
     pub fn forward_traced(
         &self,
         tokens: &[u32],
         start_pos: usize,
         cache: &mut KvCache,
+        trace: Option<&mut Trace>,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.run(tokens, start_pos, cache, trace, false)
+    }
+
+    fn run(
+        &self,
+        tokens: &[u32],
+        start_pos: usize,
+        cache: &mut KvCache,
         mut trace: Option<&mut Trace>,
+        last_only: bool,
     ) -> Result<Vec<f32>, ModelError> {
         self.check_input(tokens, start_pos, cache)?;
         let (h, t, threads) = (self.config.hidden_size, tokens.len(), self.threads);
@@ -247,7 +275,12 @@ impl<'a> DeepSeek<'a> {
         }
         cache.len += t;
 
-        let xn = rms_rows(&x, &self.final_norm, self.eps);
+        let rows = if last_only && t > 0 {
+            &x[(t - 1) * h..]
+        } else {
+            &x[..]
+        };
+        let xn = rms_rows(rows, &self.final_norm, self.eps);
         Ok(self.lm_head.forward(&xn, threads))
     }
 

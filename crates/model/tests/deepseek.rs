@@ -170,16 +170,25 @@ fn check_fixture(name: &str, tol: f32) -> f32 {
     let stops = r.ids("greedy_stop_ids");
     let mut cache = KvCache::new(&model);
     let vocab = model.vocab_size();
-    let mut logits = model.forward(&prompt, 0, &mut cache).unwrap();
+    let full = model
+        .forward(&prompt, 0, &mut KvCache::new(&model))
+        .unwrap();
+    let mut logits = model.forward_last(&prompt, 0, &mut cache).unwrap();
+    assert_eq!(
+        logits,
+        full[full.len() - vocab..],
+        "forward_last is the last row of forward"
+    );
     let mut new = Vec::new();
     while new.len() < want_new.len() {
-        let last = &logits[logits.len() - vocab..];
-        let next = argmax(last);
+        let next = argmax(&logits);
         new.push(next);
         if stops.contains(&next) {
             break;
         }
-        logits = model.forward(&[next], cache.len(), &mut cache).unwrap();
+        logits = model
+            .forward_last(&[next], cache.len(), &mut cache)
+            .unwrap();
     }
     assert_eq!(new, want_new, "{name}: greedy continuation");
     d_one.max(d_step).max(d_chunk3)
