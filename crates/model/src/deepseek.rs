@@ -248,12 +248,21 @@ impl<'a> DeepSeek<'a> {
             tr.hidden_states.push(x.clone());
         }
 
+        // cos/sin of every new position, shared by all layers.
+        let rope_cs: Vec<_> = (start_pos..start_pos + t)
+            .map(|p| self.rope.cos_sin(p))
+            .collect();
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention sub-block.
             let xn = rms_rows(&x, &layer.input_norm, self.eps);
-            let a = layer
-                .attn
-                .forward(&xn, start_pos, &self.rope, &mut cache.layers[l], threads);
+            let a = layer.attn.forward(
+                &xn,
+                start_pos,
+                &self.rope,
+                &rope_cs,
+                &mut cache.layers[l],
+                threads,
+            );
             x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
 
             // Feed-forward sub-block.

@@ -132,12 +132,14 @@ impl<'a> MlaAttention<'a> {
 
     /// Attend for `t` tokens at positions `start_pos..start_pos + t`, appending their latents
     /// to `cache` (which must hold exactly `start_pos` positions). `x` is the normed input
-    /// `[t, hidden]`; returns `[t, hidden]`.
+    /// `[t, hidden]`; `rope` holds each token's cos/sin ([`RopeTable::cos_sin`]); returns
+    /// `[t, hidden]`.
     pub fn forward(
         &self,
         x: &[f32],
         start_pos: usize,
         rope_table: &RopeTable,
+        rope_cs: &[(Vec<f32>, Vec<f32>)],
         cache: &mut LatentCache,
         threads: usize,
     ) -> Vec<f32> {
@@ -161,16 +163,16 @@ impl<'a> MlaAttention<'a> {
         // Latent and shared rope key [t, r_kv + dr] → cache.
         let kv = self.kv_a.forward(x, threads);
         for (i, row) in kv.chunks_exact(r_kv + dr).enumerate() {
-            let (cos, sin) = rope_table.cos_sin(start_pos + i);
+            let (cos, sin) = &rope_cs[i];
             let mut c = row[..r_kv].to_vec();
             norm::rmsnorm_inplace(&mut c, &self.kv_norm, LATENT_NORM_EPS);
             let mut k = row[r_kv..].to_vec();
-            rope::rope_inplace(&mut k, &cos, &sin, interleaved);
+            rope::rope_inplace(&mut k, cos, sin, interleaved);
             cache.latent.extend_from_slice(&c);
             cache.rope_key.extend_from_slice(&k);
             for h in 0..n {
                 let qr = &mut q[(i * n + h) * qk + dn..(i * n + h + 1) * qk];
-                rope::rope_inplace(qr, &cos, &sin, interleaved);
+                rope::rope_inplace(qr, cos, sin, interleaved);
             }
         }
 
