@@ -26,10 +26,29 @@ enum Storage<'a> {
     F16(&'a [u8]),
     Fp8 {
         data: &'a [u8],
-        /// `[ceil(rows/block), ceil(cols/block)]` multipliers.
-        scale: Vec<f32>,
+        /// `[ceil(rows/block), ceil(cols/block)]` multipliers, still in the file (f32 or bf16
+        /// bytes): a 671B checkpoint's scales are ~160 MB, read only for the experts used.
+        scale: ScaleBytes<'a>,
         block: usize,
     },
+}
+
+/// An FP8 weight's block scales as stored.
+#[derive(Debug)]
+enum ScaleBytes<'a> {
+    F32(&'a [u8]),
+    Bf16(&'a [u8]),
+}
+
+impl ScaleBytes<'_> {
+    /// Decode scale row `i` (`n` values) into `out`.
+    fn row(&self, i: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            ScaleBytes::F32(d) => convert::f32_bytes_to_f32(&d[i * n * 4..(i + 1) * n * 4], out),
+            ScaleBytes::Bf16(d) => convert::bf16_bytes_to_f32(&d[i * n * 2..(i + 1) * n * 2], out),
+        }
+    }
 }
 
 /// A `[rows, cols]` weight matrix.
@@ -130,11 +149,25 @@ impl<'a> Linear<'a> {
                 check_bytes(&t, n)?;
                 let scale_name = format!("{name}_scale_inv");
                 let block = fp8_block.max(1);
-                let scale = load_f32_vec(
-                    src,
-                    &scale_name,
-                    &[rows.div_ceil(block), cols.div_ceil(block)],
-                )?;
+                let st = get(src, &scale_name)?;
+                let n_scales = rows.div_ceil(block) * cols.div_ceil(block);
+                check_shape(&st, &[rows.div_ceil(block), cols.div_ceil(block)])?;
+                let scale = match st.dtype {
+                    DType::F32 => {
+                        check_bytes(&st, n_scales * 4)?;
+                        ScaleBytes::F32(st.data)
+                    }
+                    DType::BF16 => {
+                        check_bytes(&st, n_scales * 2)?;
+                        ScaleBytes::Bf16(st.data)
+                    }
+                    dtype => {
+                        return Err(ModelError::UnsupportedDtype {
+                            name: scale_name,
+                            dtype,
+                        })
+                    }
+                };
                 Storage::Fp8 {
                     data: t.data,
                     scale,
@@ -191,7 +224,23 @@ impl<'a> Linear<'a> {
                 convert::f16_bytes_to_f32(&d[rows.start * c * 2..rows.end * c * 2], out)
             }
             Storage::Fp8 { data, scale, block } => {
-                convert::dequant_fp8_block_rows(data, scale, c, *block, rows, out)
+                // One row of block scales at a time; `w = fp8 × scale[r / b][c / b]`.
+                let mut srow = vec![0.0f32; c.div_ceil(*block)];
+                let mut srow_at = usize::MAX;
+                for (i, r) in rows.enumerate() {
+                    if r / block != srow_at {
+                        srow_at = r / block;
+                        scale.row(srow_at, &mut srow);
+                    }
+                    convert::dequant_fp8_block_rows(
+                        &data[r * c..(r + 1) * c],
+                        &srow,
+                        c,
+                        *block,
+                        0..1,
+                        &mut out[i * c..(i + 1) * c],
+                    );
+                }
             }
         }
     }
@@ -383,14 +432,29 @@ mod tests {
             &[2, 2],
             scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
         );
-        let lin = Linear::load(&m, "w", rows, cols, b).unwrap();
-        let mut got = vec![0.0; rows * cols];
-        lin.decode_rows(0..rows, &mut got);
-        for r in 0..rows {
-            for c in 0..cols {
-                let want =
-                    convert::f8e4m3_to_f32(bytes[r * cols + c]) * scales[(r / b) * 2 + c / b];
-                assert_eq!(got[r * cols + c], want, "({r}, {c})");
+        m.put("v", DType::F8E4M3, &[rows, cols], bytes.clone());
+        m.put(
+            "v_scale_inv",
+            DType::BF16,
+            &[2, 2],
+            scales
+                .iter()
+                .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+        );
+        let want = |r: usize, c: usize| {
+            convert::f8e4m3_to_f32(bytes[r * cols + c]) * scales[(r / b) * 2 + c / b]
+        };
+        for name in ["w", "v"] {
+            let lin = Linear::load(&m, name, rows, cols, b).unwrap();
+            for range in [0..rows, 3..5, 4..5] {
+                let mut got = vec![0.0; range.len() * cols];
+                lin.decode_rows(range.clone(), &mut got);
+                for (i, r) in range.enumerate() {
+                    for c in 0..cols {
+                        assert_eq!(got[i * cols + c], want(r, c), "{name} ({r}, {c})");
+                    }
+                }
             }
         }
         // A missing scale tensor is named.
