@@ -55,6 +55,8 @@ pub struct DeepSeek<'a> {
 pub struct KvCache {
     layers: Vec<LatentCache>,
     len: usize,
+    /// `[layers, kv_lora_rank, qk_rope_head_dim]` of the model it was made for.
+    shape: [usize; 3],
 }
 
 impl KvCache {
@@ -63,6 +65,7 @@ impl KvCache {
         KvCache {
             layers: vec![LatentCache::default(); model.layers.len()],
             len: 0,
+            shape: model.cache_shape(),
         }
     }
 
@@ -178,6 +181,15 @@ impl<'a> DeepSeek<'a> {
             rope,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
+    }
+
+    /// `[layers, kv_lora_rank, qk_rope_head_dim]`: what a cache for this model holds.
+    fn cache_shape(&self) -> [usize; 3] {
+        match &self.config.attention {
+            Attention::Mla(m) => [self.layers.len(), m.kv_lora_rank, m.qk_rope_head_dim],
+            // `from_parts` accepts only MLA configs.
+            Attention::Gqa(_) => [self.layers.len(), 0, 0],
+        }
     }
 
     /// Use up to `threads` threads for large matrix products (at least 1).
@@ -299,10 +311,10 @@ impl<'a> DeepSeek<'a> {
         start_pos: usize,
         cache: &KvCache,
     ) -> Result<(), ModelError> {
-        if cache.layers.len() != self.layers.len() {
+        if cache.shape != self.cache_shape() || cache.layers.len() != self.layers.len() {
             return Err(ModelError::CacheMismatch {
-                expected: self.layers.len(),
-                found: cache.layers.len(),
+                expected: self.cache_shape(),
+                found: cache.shape,
             });
         }
         if start_pos != cache.len {

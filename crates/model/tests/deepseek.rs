@@ -277,6 +277,13 @@ fn bad_input_is_an_error() {
     let err = model.forward(&[1], 5, &mut cache).unwrap_err();
     assert!(matches!(err, ModelError::CachePosition { .. }), "{err}");
     assert_eq!(cache.len(), 0, "failed calls leave the cache untouched");
+
+    // A cache made for another DeepSeek (V2-Lite: 27 layers) is refused.
+    let other_files = ModelFiles::open(fixture("deepseek-v2-lite").to_str().unwrap()).unwrap();
+    let other = DeepSeek::load(&other_files).unwrap();
+    let mut other_cache = KvCache::new(&other);
+    let err = model.forward(&[1], 0, &mut other_cache).unwrap_err();
+    assert!(matches!(err, ModelError::CacheMismatch { .. }), "{err}");
 }
 
 #[test]
