@@ -106,6 +106,12 @@ fn bad_input_one_line_errors() {
         &["logits", "--model", d, "--tokens", &long],
         "max_position_embeddings",
     );
+    // DeepSeek GGUF files are recognised but their tensor layout is not mapped yet.
+    let gguf = fixture("../gguf/deepseek-v3/deepseek-v3-F32.gguf");
+    fails_with(
+        &["logits", "--model", gguf.to_str().unwrap(), "--tokens", "1"],
+        "GGUF",
+    );
     let qwen = fixture("qwen2");
     fails_with(
         &["logits", "--model", qwen.to_str().unwrap(), "--tokens", "1"],

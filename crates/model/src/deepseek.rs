@@ -55,6 +55,8 @@ pub struct DeepSeek<'a> {
 pub struct KvCache {
     layers: Vec<LatentCache>,
     len: usize,
+    /// `[layers, kv_lora_rank, qk_rope_head_dim]` of the model it was made for.
+    shape: [usize; 3],
 }
 
 impl KvCache {
@@ -63,6 +65,7 @@ impl KvCache {
         KvCache {
             layers: vec![LatentCache::default(); model.layers.len()],
             len: 0,
+            shape: model.cache_shape(),
         }
     }
 
@@ -91,6 +94,12 @@ impl<'a> DeepSeek<'a> {
     /// type. Nothing is decoded but norms, biases and FP8 scales.
     pub fn load(files: &'a ModelFiles) -> Result<Self, ModelError> {
         let config = files.config().map_err(|e| ModelError::Open(Box::new(e)))?;
+        if files.gguf_metadata().is_some() {
+            // GGUF renames and stacks the tensors (`blk.L.ffn_gate_exps`); not mapped yet.
+            return Err(ModelError::UnsupportedConfig {
+                what: "DeepSeek weights from GGUF (use the Hugging Face safetensors folder)".into(),
+            });
+        }
         let src = files.tensors().ok_or(ModelError::NoWeights)?;
         Self::from_parts(config, src)
     }
@@ -174,6 +183,15 @@ impl<'a> DeepSeek<'a> {
         })
     }
 
+    /// `[layers, kv_lora_rank, qk_rope_head_dim]`: what a cache for this model holds.
+    fn cache_shape(&self) -> [usize; 3] {
+        match &self.config.attention {
+            Attention::Mla(m) => [self.layers.len(), m.kv_lora_rank, m.qk_rope_head_dim],
+            // `from_parts` accepts only MLA configs.
+            Attention::Gqa(_) => [self.layers.len(), 0, 0],
+        }
+    }
+
     /// Use up to `threads` threads for large matrix products (at least 1).
     pub fn set_threads(&mut self, threads: usize) {
         self.threads = threads.max(1);
@@ -200,13 +218,35 @@ impl<'a> DeepSeek<'a> {
         self.forward_traced(tokens, start_pos, cache, None)
     }
 
+    /// [`DeepSeek::forward`], but only the last position's logits `[vocab]` (what decoding
+    /// needs; skips the LM head for the other positions).
+    pub fn forward_last(
+        &self,
+        tokens: &[u32],
+        start_pos: usize,
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.run(tokens, start_pos, cache, None, true)
+    }
+
     /// [`DeepSeek::forward`], recording hidden states and routing into `trace`.
     pub fn forward_traced(
         &self,
         tokens: &[u32],
         start_pos: usize,
         cache: &mut KvCache,
+        trace: Option<&mut Trace>,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.run(tokens, start_pos, cache, trace, false)
+    }
+
+    fn run(
+        &self,
+        tokens: &[u32],
+        start_pos: usize,
+        cache: &mut KvCache,
         mut trace: Option<&mut Trace>,
+        last_only: bool,
     ) -> Result<Vec<f32>, ModelError> {
         self.check_input(tokens, start_pos, cache)?;
         let (h, t, threads) = (self.config.hidden_size, tokens.len(), self.threads);
@@ -220,12 +260,21 @@ impl<'a> DeepSeek<'a> {
             tr.hidden_states.push(x.clone());
         }
 
+        // cos/sin of every new position, shared by all layers.
+        let rope_cs: Vec<_> = (start_pos..start_pos + t)
+            .map(|p| self.rope.cos_sin(p))
+            .collect();
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention sub-block.
             let xn = rms_rows(&x, &layer.input_norm, self.eps);
-            let a = layer
-                .attn
-                .forward(&xn, start_pos, &self.rope, &mut cache.layers[l], threads);
+            let a = layer.attn.forward(
+                &xn,
+                start_pos,
+                &self.rope,
+                &rope_cs,
+                &mut cache.layers[l],
+                threads,
+            );
             x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
 
             // Feed-forward sub-block.
@@ -247,7 +296,12 @@ impl<'a> DeepSeek<'a> {
         }
         cache.len += t;
 
-        let xn = rms_rows(&x, &self.final_norm, self.eps);
+        let rows = if last_only && t > 0 {
+            &x[(t - 1) * h..]
+        } else {
+            &x[..]
+        };
+        let xn = rms_rows(rows, &self.final_norm, self.eps);
         Ok(self.lm_head.forward(&xn, threads))
     }
 
@@ -257,10 +311,10 @@ impl<'a> DeepSeek<'a> {
         start_pos: usize,
         cache: &KvCache,
     ) -> Result<(), ModelError> {
-        if cache.layers.len() != self.layers.len() {
+        if cache.shape != self.cache_shape() || cache.layers.len() != self.layers.len() {
             return Err(ModelError::CacheMismatch {
-                expected: self.layers.len(),
-                found: cache.layers.len(),
+                expected: self.cache_shape(),
+                found: cache.shape,
             });
         }
         if start_pos != cache.len {

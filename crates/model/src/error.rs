@@ -79,12 +79,14 @@ pub enum ModelError {
         max: usize,
     },
     /// The cache was built for another model shape.
-    #[error("KV cache has {found} layers, the model {expected}")]
+    #[error(
+        "KV cache shape (layers, latent, rope key) {found:?} does not fit the model's {expected:?}"
+    )]
     CacheMismatch {
-        /// The model's layer count.
-        expected: usize,
+        /// The model's `[layers, kv_lora_rank, qk_rope_head_dim]`.
+        expected: [usize; 3],
         /// The cache's.
-        found: usize,
+        found: [usize; 3],
     },
     /// `start_pos` is not where the cache ends.
     #[error("start position {start_pos} does not follow the {cached} cached positions")]

@@ -170,16 +170,25 @@ fn check_fixture(name: &str, tol: f32) -> f32 {
     let stops = r.ids("greedy_stop_ids");
     let mut cache = KvCache::new(&model);
     let vocab = model.vocab_size();
-    let mut logits = model.forward(&prompt, 0, &mut cache).unwrap();
+    let full = model
+        .forward(&prompt, 0, &mut KvCache::new(&model))
+        .unwrap();
+    let mut logits = model.forward_last(&prompt, 0, &mut cache).unwrap();
+    assert_eq!(
+        logits,
+        full[full.len() - vocab..],
+        "forward_last is the last row of forward"
+    );
     let mut new = Vec::new();
     while new.len() < want_new.len() {
-        let last = &logits[logits.len() - vocab..];
-        let next = argmax(last);
+        let next = argmax(&logits);
         new.push(next);
         if stops.contains(&next) {
             break;
         }
-        logits = model.forward(&[next], cache.len(), &mut cache).unwrap();
+        logits = model
+            .forward_last(&[next], cache.len(), &mut cache)
+            .unwrap();
     }
     assert_eq!(new, want_new, "{name}: greedy continuation");
     d_one.max(d_step).max(d_chunk3)
@@ -229,16 +238,24 @@ fn deepseek_v3_fp8_matches_transformers_on_dequantised_weights() {
     check_fixture("deepseek-v3-fp8", F32_TOL);
 }
 
+/// Threads split matrix rows and attention heads; every value is computed the same way
+/// whatever the split, so the logits are bit-identical. The prompt is repeated so the
+/// attention (heads × tokens × context) and the products pass the parallel threshold.
 #[test]
 fn more_threads_same_logits() {
     let files = ModelFiles::open(fixture("deepseek-v3").to_str().unwrap()).unwrap();
     let mut model = DeepSeek::load(&files).unwrap();
-    let prompt = Reference::open("deepseek-v3").ids("prompt_ids");
+    let prompt = Reference::open("deepseek-v3").ids("prompt_ids").repeat(4);
     model.set_threads(1);
     let one = chunked(&model, &prompt, prompt.len());
-    model.set_threads(4);
-    let four = chunked(&model, &prompt, prompt.len());
-    assert_eq!(one, four);
+    for threads in [2, 3, 4] {
+        model.set_threads(threads);
+        assert_eq!(
+            one,
+            chunked(&model, &prompt, prompt.len()),
+            "{threads} threads"
+        );
+    }
 }
 
 #[test]
@@ -260,6 +277,13 @@ fn bad_input_is_an_error() {
     let err = model.forward(&[1], 5, &mut cache).unwrap_err();
     assert!(matches!(err, ModelError::CachePosition { .. }), "{err}");
     assert_eq!(cache.len(), 0, "failed calls leave the cache untouched");
+
+    // A cache made for another DeepSeek (V2-Lite: 27 layers) is refused.
+    let other_files = ModelFiles::open(fixture("deepseek-v2-lite").to_str().unwrap()).unwrap();
+    let other = DeepSeek::load(&other_files).unwrap();
+    let mut other_cache = KvCache::new(&other);
+    let err = model.forward(&[1], 0, &mut other_cache).unwrap_err();
+    assert!(matches!(err, ModelError::CacheMismatch { .. }), "{err}");
 }
 
 #[test]

@@ -66,10 +66,16 @@ impl<'a> Mlp<'a> {
     }
 }
 
-/// A DeepSeekMoE router.
+/// A DeepSeekMoE router: the gate weight and the selection rule.
 #[derive(Debug)]
 pub struct Router<'a> {
     weight: Linear<'a>,
+    rule: Rule,
+}
+
+/// How a router turns logits into chosen experts and weights.
+#[derive(Debug)]
+struct Rule {
     bias: Option<Vec<f32>>,
     scoring: ScoringFunc,
     method: TopkMethod,
@@ -131,14 +137,16 @@ impl<'a> Router<'a> {
         };
         Ok(Router {
             weight: Linear::load(src, &format!("{prefix}.gate.weight"), e, hidden, fp8_block)?,
-            bias,
-            scoring: r.scoring,
-            method: r.topk_method,
-            n_group: r.n_group,
-            topk_group: r.topk_group,
-            top_k: moe.num_experts_per_tok,
-            norm_topk_prob: r.norm_topk_prob,
-            scaling: r.routed_scaling_factor,
+            rule: Rule {
+                bias,
+                scoring: r.scoring,
+                method: r.topk_method,
+                n_group: r.n_group,
+                topk_group: r.topk_group,
+                top_k: moe.num_experts_per_tok,
+                norm_topk_prob: r.norm_topk_prob,
+                scaling: r.routed_scaling_factor,
+            },
         })
     }
 
@@ -147,9 +155,14 @@ impl<'a> Router<'a> {
     pub fn route(&self, x: &[f32], threads: usize) -> Vec<Routing> {
         let e = self.weight.rows();
         let logits = self.weight.forward(x, threads);
-        logits.chunks_exact(e).map(|l| self.route_one(l)).collect()
+        logits
+            .chunks_exact(e)
+            .map(|l| self.rule.route_one(l))
+            .collect()
     }
+}
 
+impl Rule {
     fn route_one(&self, logits: &[f32]) -> Routing {
         let mut scores = logits.to_vec();
         match self.scoring {
@@ -267,5 +280,63 @@ impl<'a> Moe<'a> {
             out.iter_mut().zip(&s).for_each(|(o, v)| *o += v);
         }
         (out, routes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(method: TopkMethod, scoring: ScoringFunc, bias: Option<Vec<f32>>) -> Rule {
+        Rule {
+            bias,
+            scoring,
+            method,
+            n_group: 2,
+            topk_group: 1,
+            top_k: 2,
+            norm_topk_prob: false,
+            scaling: 1.0,
+        }
+    }
+
+    fn ids(r: &Routing) -> Vec<usize> {
+        r.iter().map(|c| c.0).collect()
+    }
+
+    #[test]
+    fn group_score_is_max_for_v2_and_top2_sum_for_v3() {
+        // Group 0 = experts 0..3 holds the single best expert; group 1 = 3..6 has two strong.
+        let logits = [3.0f32, -5.0, -5.0, 2.5, 2.5, -5.0];
+        let v2 = rule(TopkMethod::GroupLimitedGreedy, ScoringFunc::Softmax, None);
+        // max: group 0 (3.0) beats group 1 (2.5); only experts 0..3 are eligible.
+        assert_eq!(ids(&v2.route_one(&logits)), [0, 1]);
+        let v3 = rule(TopkMethod::NoAuxTc, ScoringFunc::Sigmoid, None);
+        // sum of top 2: group 1 (2 × σ(2.5)) beats group 0 (σ(3) + σ(-5)).
+        assert_eq!(ids(&v3.route_one(&logits)), [3, 4]);
+        let greedy = rule(TopkMethod::Greedy, ScoringFunc::Softmax, None);
+        assert_eq!(ids(&greedy.route_one(&logits)), [0, 3]);
+    }
+
+    #[test]
+    fn bias_steers_choice_but_not_weights() {
+        let logits = [0.0f32, 1.0, -1.0, 2.0];
+        let mut r = rule(
+            TopkMethod::NoAuxTc,
+            ScoringFunc::Sigmoid,
+            Some(vec![5.0, 0.0, 5.0, 0.0]),
+        );
+        r.n_group = 1;
+        let plain = r.route_one(&logits);
+        assert_eq!(ids(&plain), [0, 2]);
+        // Weights are the unbiased sigmoid scores.
+        assert_eq!(plain[0].1, softmax::sigmoid(0.0));
+        assert_eq!(plain[1].1, softmax::sigmoid(-1.0));
+        r.norm_topk_prob = true;
+        r.scaling = 2.5;
+        let normed = r.route_one(&logits);
+        let sum = softmax::sigmoid(0.0) + softmax::sigmoid(-1.0);
+        assert!((normed[0].1 - 2.5 * softmax::sigmoid(0.0) / sum).abs() < 1e-6);
+        assert!((normed.iter().map(|c| c.1).sum::<f32>() - 2.5).abs() < 1e-5);
     }
 }

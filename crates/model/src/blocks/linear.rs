@@ -16,7 +16,7 @@ use frugal_kernels::{convert, matmul};
 use crate::ModelError;
 
 /// Below this many multiply-adds a product runs on the calling thread: spawning costs more.
-const PARALLEL_MIN_WORK: usize = 1 << 18;
+pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 /// How a weight's elements are stored.
 #[derive(Debug)]
@@ -26,10 +26,29 @@ enum Storage<'a> {
     F16(&'a [u8]),
     Fp8 {
         data: &'a [u8],
-        /// `[ceil(rows/block), ceil(cols/block)]` multipliers.
-        scale: Vec<f32>,
+        /// `[ceil(rows/block), ceil(cols/block)]` multipliers, still in the file (f32 or bf16
+        /// bytes): a 671B checkpoint's scales are ~160 MB, read only for the experts used.
+        scale: ScaleBytes<'a>,
         block: usize,
     },
+}
+
+/// An FP8 weight's block scales as stored.
+#[derive(Debug)]
+enum ScaleBytes<'a> {
+    F32(&'a [u8]),
+    Bf16(&'a [u8]),
+}
+
+impl ScaleBytes<'_> {
+    /// Decode scale row `i` (`n` values) into `out`.
+    fn row(&self, i: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            ScaleBytes::F32(d) => convert::f32_bytes_to_f32(&d[i * n * 4..(i + 1) * n * 4], out),
+            ScaleBytes::Bf16(d) => convert::bf16_bytes_to_f32(&d[i * n * 2..(i + 1) * n * 2], out),
+        }
+    }
 }
 
 /// A `[rows, cols]` weight matrix.
@@ -130,11 +149,25 @@ impl<'a> Linear<'a> {
                 check_bytes(&t, n)?;
                 let scale_name = format!("{name}_scale_inv");
                 let block = fp8_block.max(1);
-                let scale = load_f32_vec(
-                    src,
-                    &scale_name,
-                    &[rows.div_ceil(block), cols.div_ceil(block)],
-                )?;
+                let st = get(src, &scale_name)?;
+                let n_scales = rows.div_ceil(block) * cols.div_ceil(block);
+                check_shape(&st, &[rows.div_ceil(block), cols.div_ceil(block)])?;
+                let scale = match st.dtype {
+                    DType::F32 => {
+                        check_bytes(&st, n_scales * 4)?;
+                        ScaleBytes::F32(st.data)
+                    }
+                    DType::BF16 => {
+                        check_bytes(&st, n_scales * 2)?;
+                        ScaleBytes::Bf16(st.data)
+                    }
+                    dtype => {
+                        return Err(ModelError::UnsupportedDtype {
+                            name: scale_name,
+                            dtype,
+                        })
+                    }
+                };
                 Storage::Fp8 {
                     data: t.data,
                     scale,
@@ -191,7 +224,23 @@ impl<'a> Linear<'a> {
                 convert::f16_bytes_to_f32(&d[rows.start * c * 2..rows.end * c * 2], out)
             }
             Storage::Fp8 { data, scale, block } => {
-                convert::dequant_fp8_block_rows(data, scale, c, *block, rows, out)
+                // One row of block scales at a time; `w = fp8 × scale[r / b][c / b]`.
+                let mut srow = vec![0.0f32; c.div_ceil(*block)];
+                let mut srow_at = usize::MAX;
+                for (i, r) in rows.enumerate() {
+                    if r / block != srow_at {
+                        srow_at = r / block;
+                        scale.row(srow_at, &mut srow);
+                    }
+                    convert::dequant_fp8_block_rows(
+                        &data[r * c..(r + 1) * c],
+                        &srow,
+                        c,
+                        *block,
+                        0..1,
+                        &mut out[i * c..(i + 1) * c],
+                    );
+                }
             }
         }
     }
@@ -276,5 +325,202 @@ fn scatter(part: &[f32], rows: Range<usize>, total: usize, y: &mut [f32]) {
     }
     for (ti, pr) in part.chunks_exact(n).enumerate() {
         y[ti * total + rows.start..ti * total + rows.end].copy_from_slice(pr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use half::{bf16, f16};
+
+    use super::*;
+
+    /// Tensors held in memory.
+    #[derive(Default)]
+    struct Mem(HashMap<String, (DType, Vec<usize>, Vec<u8>)>);
+
+    impl Mem {
+        fn put(&mut self, name: &str, dtype: DType, shape: &[usize], data: Vec<u8>) {
+            self.0.insert(name.into(), (dtype, shape.to_vec(), data));
+        }
+    }
+
+    impl TensorSource for Mem {
+        fn tensor_infos(&self) -> Vec<frugal_formats::TensorInfo> {
+            Vec::new()
+        }
+        fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
+            self.0.get_key_value(name).map(|(k, (d, s, b))| TensorView {
+                name: k,
+                dtype: *d,
+                shape: s.clone(),
+                data: b,
+            })
+        }
+    }
+
+    /// A deterministic pseudo-random weight in [-1, 1).
+    fn w(i: usize) -> f32 {
+        ((i.wrapping_mul(2_654_435_761) >> 7) % 2000) as f32 / 1000.0 - 1.0
+    }
+
+    fn naive(wts: &[f32], x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let t = x.len() / cols;
+        let mut y = vec![0.0; t * rows];
+        for ti in 0..t {
+            for r in 0..rows {
+                y[ti * rows + r] = matmul::dot(
+                    &wts[r * cols..(r + 1) * cols],
+                    &x[ti * cols..(ti + 1) * cols],
+                );
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn float_types_decode_exactly() {
+        let (rows, cols) = (5, 19);
+        // Values exact in every type, so all three must give the same product.
+        let vals: Vec<f32> = (0..rows * cols)
+            .map(|i| bf16::from_f32(w(i)).to_f32())
+            .collect();
+        let vals: Vec<f32> = vals.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+        let mut m = Mem::default();
+        m.put(
+            "f32",
+            DType::F32,
+            &[rows, cols],
+            vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        m.put(
+            "bf16",
+            DType::BF16,
+            &[rows, cols],
+            vals.iter()
+                .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+        );
+        m.put(
+            "f16",
+            DType::F16,
+            &[rows, cols],
+            vals.iter()
+                .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        );
+        let x: Vec<f32> = (0..3 * cols).map(|i| w(i + 7)).collect();
+        let want = naive(&vals, &x, rows, cols);
+        for name in ["f32", "bf16", "f16"] {
+            let lin = Linear::load(&m, name, rows, cols, 128).unwrap();
+            assert_eq!(lin.forward(&x, 1), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn fp8_partial_blocks() {
+        // 5 x 7 with 4 x 4 blocks: scale is 2 x 2, edge blocks partial.
+        let (rows, cols, b) = (5, 7, 4);
+        let bytes: Vec<u8> = (0..rows * cols).map(|i| (i * 37 % 120) as u8).collect();
+        let scales = [0.5f32, 2.0, -1.0, 0.25];
+        let mut m = Mem::default();
+        m.put("w", DType::F8E4M3, &[rows, cols], bytes.clone());
+        m.put(
+            "w_scale_inv",
+            DType::F32,
+            &[2, 2],
+            scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        m.put("v", DType::F8E4M3, &[rows, cols], bytes.clone());
+        m.put(
+            "v_scale_inv",
+            DType::BF16,
+            &[2, 2],
+            scales
+                .iter()
+                .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+        );
+        let want = |r: usize, c: usize| {
+            convert::f8e4m3_to_f32(bytes[r * cols + c]) * scales[(r / b) * 2 + c / b]
+        };
+        for name in ["w", "v"] {
+            let lin = Linear::load(&m, name, rows, cols, b).unwrap();
+            for range in [0..rows, 3..5, 4..5] {
+                let mut got = vec![0.0; range.len() * cols];
+                lin.decode_rows(range.clone(), &mut got);
+                for (i, r) in range.enumerate() {
+                    for c in 0..cols {
+                        assert_eq!(got[i * cols + c], want(r, c), "{name} ({r}, {c})");
+                    }
+                }
+            }
+        }
+        // A missing scale tensor is named.
+        let mut m2 = Mem::default();
+        m2.put("w", DType::F8E4M3, &[rows, cols], bytes);
+        let err = Linear::load(&m2, "w", rows, cols, b).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::MissingTensor { name } if name == "w_scale_inv"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn threads_split_rows_identically() {
+        let (rows, cols) = (301, 1024);
+        let vals: Vec<f32> = (0..rows * cols).map(w).collect();
+        let mut m = Mem::default();
+        m.put(
+            "w",
+            DType::F32,
+            &[rows, cols],
+            vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        let lin = Linear::load(&m, "w", rows, cols, 128).unwrap();
+        let x: Vec<f32> = (0..2 * cols).map(|i| w(i + 3)).collect();
+        assert!(2 * rows * cols >= PARALLEL_MIN_WORK);
+        let one = lin.forward(&x, 1);
+        assert_eq!(one, naive(&vals, &x, rows, cols));
+        for threads in [2, 5, 16, 1000] {
+            assert_eq!(lin.forward(&x, threads), one, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn bad_tensors_are_errors() {
+        let mut m = Mem::default();
+        m.put("short", DType::F32, &[2, 2], vec![0; 15]);
+        m.put("q4", DType::Q4_0, &[2, 32], vec![0; 36]);
+        m.put("shape", DType::F32, &[2, 3], vec![0; 24]);
+        let err = Linear::load(&m, "short", 2, 2, 128).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ModelError::WrongByteSize {
+                    expected: 16,
+                    found: 15,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = Linear::load(&m, "q4", 2, 32, 128).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ModelError::UnsupportedDtype {
+                    dtype: DType::Q4_0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = Linear::load(&m, "shape", 3, 2, 128).unwrap_err();
+        assert!(matches!(err, ModelError::WrongShape { .. }), "{err}");
+        assert!(err.to_string().contains("shape"), "{err}");
+        let err = Linear::load(&m, "nope", 3, 2, 128).unwrap_err();
+        assert!(err.to_string().contains("missing tensor nope"), "{err}");
     }
 }

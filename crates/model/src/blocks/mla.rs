@@ -24,11 +24,13 @@
 //!
 //! which equals the reference's expanded attention, only summed in another order.
 
+use std::ops::Range;
+
 use frugal_formats::config::MlaConfig;
 use frugal_formats::TensorSource;
 use frugal_kernels::{matmul, norm, rope, softmax};
 
-use super::linear::{load_f32_vec, Linear};
+use super::linear::{load_f32_vec, Linear, PARALLEL_MIN_WORK};
 use super::rope::RopeTable;
 use crate::ModelError;
 
@@ -130,12 +132,14 @@ impl<'a> MlaAttention<'a> {
 
     /// Attend for `t` tokens at positions `start_pos..start_pos + t`, appending their latents
     /// to `cache` (which must hold exactly `start_pos` positions). `x` is the normed input
-    /// `[t, hidden]`; returns `[t, hidden]`.
+    /// `[t, hidden]`; `rope` holds each token's cos/sin ([`RopeTable::cos_sin`]); returns
+    /// `[t, hidden]`.
     pub fn forward(
         &self,
         x: &[f32],
         start_pos: usize,
         rope_table: &RopeTable,
+        rope_cs: &[(Vec<f32>, Vec<f32>)],
         cache: &mut LatentCache,
         threads: usize,
     ) -> Vec<f32> {
@@ -159,54 +163,110 @@ impl<'a> MlaAttention<'a> {
         // Latent and shared rope key [t, r_kv + dr] → cache.
         let kv = self.kv_a.forward(x, threads);
         for (i, row) in kv.chunks_exact(r_kv + dr).enumerate() {
-            let (cos, sin) = rope_table.cos_sin(start_pos + i);
+            let (cos, sin) = &rope_cs[i];
             let mut c = row[..r_kv].to_vec();
             norm::rmsnorm_inplace(&mut c, &self.kv_norm, LATENT_NORM_EPS);
             let mut k = row[r_kv..].to_vec();
-            rope::rope_inplace(&mut k, &cos, &sin, interleaved);
+            rope::rope_inplace(&mut k, cos, sin, interleaved);
             cache.latent.extend_from_slice(&c);
             cache.rope_key.extend_from_slice(&k);
             for h in 0..n {
                 let qr = &mut q[(i * n + h) * qk + dn..(i * n + h + 1) * qk];
-                rope::rope_inplace(qr, &cos, &sin, interleaved);
+                rope::rope_inplace(qr, cos, sin, interleaved);
             }
         }
 
-        // Per head: absorb W_UK_h into the query, attend over latents, apply W_UV_h.
+        // Per head: absorb W_UK_h into the query, attend over latents, apply W_UV_h. Heads
+        // are independent: split them over threads when there is enough work.
+        let ctx_total = start_pos + t;
+        let work = n * t * ctx_total * (r_kv + dr);
+        let threads = if work < PARALLEL_MIN_WORK {
+            1
+        } else {
+            threads.clamp(1, n)
+        };
+        let per = n.div_ceil(threads);
+        let cache: &LatentCache = cache;
+        let q = &q;
+        let parts: Vec<(usize, Vec<f32>)> = if threads == 1 {
+            vec![(0, self.attend_heads(q, t, start_pos, 0..n, cache))]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|i| (i * per).min(n)..((i + 1) * per).min(n))
+                    .filter(|r| !r.is_empty())
+                    .map(|r| {
+                        s.spawn(move || (r.start, self.attend_heads(q, t, start_pos, r, cache)))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    // OK because a panic in a worker is a bug; re-raise it here.
+                    .map(|h| h.join().expect("attention worker panicked"))
+                    .collect()
+            })
+        };
+        // Each part is [t, heads in range, dv]; place it into [t, n, dv].
         let mut heads_out = vec![0.0f32; t * n * dv];
+        for (h0, part) in &parts {
+            let nh = part.len() / (t * dv).max(1);
+            for i in 0..t {
+                let dst = (i * n + h0) * dv;
+                heads_out[dst..dst + nh * dv]
+                    .copy_from_slice(&part[i * nh * dv..(i + 1) * nh * dv]);
+            }
+        }
+        self.o.forward(&heads_out, threads)
+    }
+
+    /// Attention outputs `[t, heads.len(), dv]` of a range of heads for `t` queries `q`
+    /// (`[t, n, dn + dr]`, rope applied) at positions `start_pos..`, over `cache`.
+    fn attend_heads(
+        &self,
+        q: &[f32],
+        t: usize,
+        start_pos: usize,
+        heads: Range<usize>,
+        cache: &LatentCache,
+    ) -> Vec<f32> {
+        let (n, dn, dr, dv, r_kv) = (self.n_heads, self.dn, self.dr, self.dv, self.r_kv);
+        let qk = dn + dr;
+        let nh = heads.len();
+        let mut out = vec![0.0f32; t * nh * dv];
         let mut w_uk = vec![0.0f32; dn * r_kv];
         let mut w_uv = vec![0.0f32; dv * r_kv];
         let mut q_lat = vec![0.0f32; r_kv];
         let mut o_lat = vec![0.0f32; r_kv];
-        for h in 0..n {
+        let mut scores = Vec::with_capacity(start_pos + t);
+        for (j, h) in heads.enumerate() {
             let base = h * (dn + dv);
             self.kv_b.decode_rows(base..base + dn, &mut w_uk);
             self.kv_b.decode_rows(base + dn..base + dn + dv, &mut w_uv);
             for i in 0..t {
                 let qh = &q[(i * n + h) * qk..(i * n + h + 1) * qk];
                 let (q_nope, q_rope) = qh.split_at(dn);
+                // q_lat = W_UK_h^T q_nope
                 q_lat.iter_mut().for_each(|v| *v = 0.0);
                 for (d, row) in w_uk.chunks_exact(r_kv).enumerate() {
                     matmul::axpy(q_nope[d], row, &mut q_lat);
                 }
                 // Causal: token i sees every cached position up to its own.
                 let ctx = start_pos + i + 1;
-                let mut scores: Vec<f32> = (0..ctx)
-                    .map(|s| {
-                        let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
-                        let k = &cache.rope_key[s * dr..(s + 1) * dr];
-                        (matmul::dot(&q_lat, c) + matmul::dot(q_rope, k)) * self.scale
-                    })
-                    .collect();
+                scores.clear();
+                scores.extend((0..ctx).map(|s| {
+                    let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
+                    let k = &cache.rope_key[s * dr..(s + 1) * dr];
+                    (matmul::dot(&q_lat, c) + matmul::dot(q_rope, k)) * self.scale
+                }));
                 softmax::softmax_inplace(&mut scores);
                 o_lat.iter_mut().for_each(|v| *v = 0.0);
                 for (s, &p) in scores.iter().enumerate() {
                     matmul::axpy(p, &cache.latent[s * r_kv..(s + 1) * r_kv], &mut o_lat);
                 }
-                let out = &mut heads_out[(i * n + h) * dv..(i * n + h + 1) * dv];
-                matmul::matvec(&w_uv, &o_lat, out);
+                let dst = &mut out[(i * nh + j) * dv..(i * nh + j + 1) * dv];
+                matmul::matvec(&w_uv, &o_lat, dst);
             }
         }
-        self.o.forward(&heads_out, threads)
+        out
     }
 }
