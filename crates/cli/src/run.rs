@@ -168,7 +168,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         model.set_threads(t);
     }
-    let vocab = model.vocab_size();
     let mut cache = KvCache::new(&model);
 
     let mut stop = match files.hf_folder().and_then(|f| f.generation_config()) {
@@ -183,11 +182,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     stop.stop_strings = args.stop.clone();
 
     let sampler = Sampler::new(sampling(args, &files)?)?;
-    // The loop hands over the whole prompt first, then one token at a time; the model wants
-    // the logits of the last position only.
+    // The loop hands over the whole prompt first, then one token at a time, and samples from
+    // the last position's logits only.
     let forward = |tokens: &[u32]| -> anyhow::Result<Vec<f32>> {
-        let logits = model.forward(tokens, cache.len(), &mut cache)?;
-        Ok(logits[logits.len() - vocab..].to_vec())
+        Ok(model.forward_last(tokens, cache.len(), &mut cache)?)
     };
     let generation = Generation::new(
         forward,

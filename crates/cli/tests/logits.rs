@@ -9,9 +9,7 @@ use frugal_formats::TensorSource;
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/models")
-        .join(name)
+    frugal_testdata::fixtures_dir().join("models").join(name)
 }
 
 fn frugal(args: &[&str]) -> Output {

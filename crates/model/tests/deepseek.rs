@@ -11,9 +11,7 @@ use frugal_model::{DeepSeek, KvCache, ModelError, Trace};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/models")
-        .join(name)
+    frugal_testdata::fixtures_dir().join("models").join(name)
 }
 
 struct Reference {
