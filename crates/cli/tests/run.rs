@@ -135,3 +135,38 @@ fn bad_requests_fail_with_one_line() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// The text path end to end: the user message goes through the model's chat template and
+/// tokenizer, the answer is streamed, and what reaches stdout is transformers' decode of its own
+/// greedy continuation (`greedy_new_text`), for the R1 template (deepseek-v3) and the
+/// V2-Lite-Chat template (deepseek-v2-lite).
+#[test]
+fn streamed_text_equals_transformers_decode() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    for name in ["deepseek-v3", "deepseek-v2-lite"] {
+        let r = reference(name);
+        let model = frugal_testdata::fixtures_dir().join("models").join(name);
+        let question = r["messages"][0]["content"].as_str().expect("user message");
+        let max = r["max_new_tokens"].to_string();
+        let out = frugal(
+            &[
+                "run",
+                "--model",
+                model.to_str().expect("UTF-8"),
+                question,
+                "--temperature",
+                "0",
+                "--max-tokens",
+                &max,
+            ],
+            cache.path(),
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = format!("{}\n", r["greedy_new_text"].as_str().expect("text"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{name}");
+    }
+}

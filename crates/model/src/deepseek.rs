@@ -78,6 +78,17 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Bytes of cached values: per position and layer, `kv_lora_rank + qk_rope_head_dim` f32s
+    /// (the latent and the shared rope key; no per-head keys or values are ever stored).
+    pub fn bytes(&self) -> usize {
+        let values: usize = self
+            .layers
+            .iter()
+            .map(|l| l.latent.len() + l.rope_key.len())
+            .sum();
+        values * std::mem::size_of::<f32>()
+    }
 }
 
 /// Intermediate values of a forward pass, for tests and debugging.

@@ -310,3 +310,31 @@ fn missing_tensor_is_named() {
         "{err}"
     );
 }
+
+/// The cache really holds only the MLA latent and the shared rope key: its size after T tokens
+/// is T × layers × (kv_lora_rank + qk_rope_head_dim) × 4 bytes, the figure `frugal inspect`
+/// reports (`params::kv_cache_bytes_per_token`), for a model with and without q_lora.
+#[test]
+fn kv_cache_holds_only_the_latent() {
+    for name in ["deepseek-v3", "deepseek-v2-lite"] {
+        let files = ModelFiles::open(fixture(name).to_str().unwrap()).unwrap();
+        let model = DeepSeek::load(&files).unwrap();
+        let prompt = Reference::open(name).ids("prompt_ids");
+        let mut cache = KvCache::new(&model);
+        model.forward(&prompt, 0, &mut cache).unwrap();
+        let per_token = frugal_model::params::kv_cache_bytes_per_token(model.config(), 4);
+        let frugal_formats::config::Attention::Mla(mla) = &model.config().attention else {
+            panic!("{name} is MLA");
+        };
+        let layers = model.config().num_hidden_layers as u64;
+        assert_eq!(
+            per_token,
+            layers * (mla.kv_lora_rank + mla.qk_rope_head_dim) as u64 * 4
+        );
+        assert_eq!(
+            cache.bytes() as u64,
+            prompt.len() as u64 * per_token,
+            "{name}"
+        );
+    }
+}
