@@ -4,7 +4,8 @@
 //! reference; SIMD variants (AVX-512, AVX2, NEON) are chosen at run time and tested against it.
 //!
 //! - [`convert`]: f16, bf16 and FP8 e4m3 (block-scaled) to f32.
-//! - [`quant`]: llama.cpp's quantized block formats (Q4_0…Q8_0, Q2_K…Q6_K, IQ4_NL, IQ4_XS):
+//! - [`quant`]: llama.cpp's quantized block formats (Q4_0…Q8_0, Q2_K…Q6_K, IQ4_NL, IQ4_XS,
+//!   MXFP4):
 //!   dequantization and fused dot products.
 //! - [`matmul`]: dot, axpy, matrix-vector and matrix-matrix products over f32.
 //! - [`norm`]: RMSNorm (root-mean-square normalisation).

@@ -13,7 +13,7 @@
 //! [`vec_dot_row`]) or on a block type ([`dequantize_row_as`], [`vec_dot_row_as`]).
 //!
 //! Supported: F32, F16, BF16; Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 ([`legacy`]); Q2_K…Q6_K ([`kquants`]);
-//! IQ4_NL, IQ4_XS ([`iquants`]). Other ggml types (IQ1_S…IQ3_S, MXFP4, TQ1_0, ...) are
+//! IQ4_NL, IQ4_XS ([`iquants`]); MXFP4 ([`fp4`]). Other ggml types (IQ1_S…IQ3_S, NVFP4, TQ1_0, ...) are
 //! [`QuantError::Unsupported`]; adding one is a new block struct plus a `QuantBlock` impl and a
 //! dispatch line.
 //!
@@ -24,11 +24,13 @@
 //! that against gguf-py (`fixtures/quant/`, `fixtures/gguf/`).
 
 pub mod float;
+pub mod fp4;
 pub mod iquants;
 pub mod kquants;
 pub mod legacy;
 
 pub use float::{BlockBF16, BlockF16, BlockF32};
+pub use fp4::BlockMXFP4;
 pub use iquants::{BlockIQ4NL, BlockIQ4XS};
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
@@ -172,6 +174,7 @@ impl QuantType {
                 | Q6K
                 | IQ4NL
                 | IQ4XS
+                | MXFP4
         )
     }
 
@@ -352,6 +355,7 @@ macro_rules! dispatch {
             QuantType::Q6K => $f::<BlockQ6K>($($arg),*),
             QuantType::IQ4NL => $f::<BlockIQ4NL>($($arg),*),
             QuantType::IQ4XS => $f::<BlockIQ4XS>($($arg),*),
+            QuantType::MXFP4 => $f::<BlockMXFP4>($($arg),*),
             other => Err(QuantError::Unsupported { ty: other.name() }),
         }
     };
@@ -411,8 +415,9 @@ mod tests {
         check::<BlockQ6K>();
         check::<BlockIQ4NL>();
         check::<BlockIQ4XS>();
+        check::<BlockMXFP4>();
         let supported: Vec<_> = QuantType::all().filter(|t| t.is_supported()).collect();
-        assert_eq!(supported.len(), 15);
+        assert_eq!(supported.len(), 16);
     }
 
     #[test]
