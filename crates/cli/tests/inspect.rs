@@ -178,6 +178,7 @@ fn planned_counts_equal_the_tensors_transformers_saved() {
         "deepseek-v2",
         "deepseek-v2-lite",
         "qwen2",
+        "qwen2-tied-swa",
         "llama",
         "qwen3-moe",
         "mixtral",
