@@ -236,3 +236,41 @@ fn qwen3_moe_matches_transformers() {
 fn mixtral_matches_transformers() {
     check_fixture("mixtral", F32_TOL);
 }
+
+/// Sliding-window attention: the qwen2 weights with `use_sliding_window` (window 3, layer 0
+/// full, layer 1 windowed: `max_window_layers` 1) and the mixtral weights with window 3 on every
+/// layer, against transformers on the same configs (`fixtures/models/make_sliding.py`; the
+/// window changes its logits by 6-11, so ignoring it fails). One pass, and through the cache in
+/// chunks of 1 and 3 (positions past the window are skipped, not evicted).
+#[test]
+fn sliding_window_matches_transformers() {
+    let st = SafetensorsFile::open(fixture("sliding").join("reference.safetensors"))
+        .expect("sliding/reference.safetensors");
+    for name in ["qwen2", "mixtral"] {
+        let text = std::fs::read_to_string(fixture("sliding").join(format!("{name}.config.json")))
+            .unwrap();
+        let config = frugal_formats::config::ModelConfig::from_hf_json(
+            &serde_json::from_str(&text).unwrap(),
+        )
+        .unwrap();
+        let frugal_formats::config::Attention::Gqa(g) = &config.attention else {
+            panic!("{name} is GQA");
+        };
+        let w = g.sliding_window.as_ref().expect("window configured");
+        assert_eq!(w.size, 3);
+        let files = ModelFiles::open(fixture(name).to_str().unwrap()).unwrap();
+        let model = Model::from_parts(config.clone(), files.tensors().unwrap()).unwrap();
+        let prompt = Reference::open(name).ids("prompt_ids");
+        let t = st.tensor(&format!("{name}_logits")).unwrap();
+        let want: Vec<f32> = t
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        for chunk in [prompt.len(), 1, 3] {
+            let d = max_abs_diff(&chunked(&model, &prompt, chunk), &want);
+            eprintln!("sliding {name}: chunk {chunk} max|Δlogits| {d:.3e}");
+            assert!(d <= F32_TOL, "sliding {name}: chunk {chunk} differs by {d}");
+        }
+    }
+}
