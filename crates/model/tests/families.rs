@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use frugal_formats::safetensors::SafetensorsFile;
 use frugal_formats::{DType, ModelFiles, TensorSource};
-use frugal_model::{KvCache, Model, Trace};
+use frugal_model::{KvCache, Model, ModelError, Trace};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -163,13 +163,19 @@ fn check_fixture(name: &str, tol: f32) -> f32 {
         "{name}: routed weights differ by {d_weights}"
     );
 
-    // The cache holds 2 · kv_heads · head_dim f32s per position and layer.
+    // The cache holds 2 · kv_heads · head_dim f32s per position and layer, the figure
+    // `frugal inspect` reports.
     let frugal_formats::config::Attention::Gqa(g) = &model.config().attention else {
         panic!("{name} is GQA");
     };
+    let layers = model.config().num_hidden_layers;
     assert_eq!(
         cache.bytes(),
-        prompt.len() * model.config().num_hidden_layers * 2 * g.num_kv_heads * g.head_dim * 4
+        prompt.len() * layers * 2 * g.num_kv_heads * g.head_dim * 4
+    );
+    assert_eq!(
+        cache.bytes() as u64,
+        prompt.len() as u64 * frugal_model::params::kv_cache_bytes_per_token(model.config(), 4)
     );
 
     // Greedy continuation through the cache.
@@ -271,6 +277,79 @@ fn sliding_window_matches_transformers() {
             let d = max_abs_diff(&chunked(&model, &prompt, chunk), &want);
             eprintln!("sliding {name}: chunk {chunk} max|Δlogits| {d:.3e}");
             assert!(d <= F32_TOL, "sliding {name}: chunk {chunk} differs by {d}");
+        }
+    }
+}
+
+/// A cache made for another kind of attention is an error, not a panic, both ways.
+#[test]
+fn cache_of_another_model_is_refused() {
+    let qwen_files = ModelFiles::open(fixture("qwen2").to_str().unwrap()).unwrap();
+    let qwen = Model::load(&qwen_files).unwrap();
+    let ds_files = ModelFiles::open(fixture("deepseek-v3").to_str().unwrap()).unwrap();
+    let ds = Model::load(&ds_files).unwrap();
+    let llama_files = ModelFiles::open(fixture("llama").to_str().unwrap()).unwrap();
+    let llama = Model::load(&llama_files).unwrap();
+    for (model, other) in [(&qwen, &ds), (&ds, &qwen), (&qwen, &llama)] {
+        let mut cache = KvCache::new(other);
+        let err = model.forward(&[1], 0, &mut cache);
+        if std::ptr::eq(model, &qwen) && std::ptr::eq(other, &llama) {
+            // Same shape (2 layers, 2 kv heads of 16): a Llama cache fits a Qwen2 model.
+            assert!(err.is_ok());
+        } else {
+            let err = err.unwrap_err();
+            assert!(matches!(err, ModelError::CacheMismatch { .. }), "{err}");
+        }
+    }
+}
+
+#[test]
+fn missing_bias_and_norm_are_named() {
+    struct Without<'a>(&'a dyn TensorSource, &'static str);
+    impl TensorSource for Without<'_> {
+        fn tensor_infos(&self) -> Vec<frugal_formats::TensorInfo> {
+            self.0.tensor_infos()
+        }
+        fn tensor(&self, name: &str) -> Option<frugal_formats::TensorView<'_>> {
+            (name != self.1).then(|| self.0.tensor(name)).flatten()
+        }
+    }
+    for (fixture_name, name) in [
+        ("qwen2", "model.layers.1.self_attn.k_proj.bias"),
+        ("qwen3-moe", "model.layers.0.self_attn.q_norm.weight"),
+        (
+            "mixtral",
+            "model.layers.1.block_sparse_moe.experts.7.w3.weight",
+        ),
+        ("llama", "lm_head.weight"),
+    ] {
+        let files = ModelFiles::open(fixture(fixture_name).to_str().unwrap()).unwrap();
+        let src = Without(files.tensors().unwrap(), name);
+        let err = Model::from_parts(files.config().unwrap(), &src).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::MissingTensor { name: n } if n == name),
+            "{fixture_name}: {err}"
+        );
+    }
+}
+
+/// Threads split matrix rows and attention heads; each value is computed the same way whatever
+/// the split, so the logits are bit-identical (prompt repeated to pass the parallel threshold).
+#[test]
+fn more_threads_same_logits() {
+    for name in ["qwen3-moe", "qwen2"] {
+        let files = ModelFiles::open(fixture(name).to_str().unwrap()).unwrap();
+        let mut model = Model::load(&files).unwrap();
+        let prompt = Reference::open(name).ids("prompt_ids").repeat(8);
+        model.set_threads(1);
+        let one = chunked(&model, &prompt, prompt.len());
+        for threads in [2, 3] {
+            model.set_threads(threads);
+            assert_eq!(
+                one,
+                chunked(&model, &prompt, prompt.len()),
+                "{name}: {threads}"
+            );
         }
     }
 }
