@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Which block each layer uses and what its tensors are called is the family's business
-//! ([`crate::families`]); this file only runs them. Reference: transformers 5.24's modeling files
+//! (`families/`); this file only runs them. Reference: transformers 5.24's modeling files
 //! of each family; the fixtures in `fixtures/models/` hold its outputs. DeepSeek MTP layers are
 //! not run.
 
