@@ -244,15 +244,16 @@ fn mixtral_matches_transformers() {
 }
 
 /// Sliding-window attention: the qwen2 weights with `use_sliding_window` (window 3, layer 0
-/// full, layer 1 windowed: `max_window_layers` 1) and the mixtral weights with window 3 on every
-/// layer, against transformers on the same configs (`fixtures/models/make_sliding.py`; the
+/// full, layer 1 windowed: `max_window_layers` 1), the mixtral weights with window 3 on every
+/// layer and the qwen3-moe weights with window 3 and `max_window_layers` 1 (which Qwen3-MoE
+/// ignores: every layer windowed), against transformers on the same configs (`fixtures/models/make_sliding.py`; the
 /// window changes its logits by 6-11, so ignoring it fails). One pass, and through the cache in
 /// chunks of 1 and 3 (positions past the window are skipped, not evicted).
 #[test]
 fn sliding_window_matches_transformers() {
     let st = SafetensorsFile::open(fixture("sliding").join("reference.safetensors"))
         .expect("sliding/reference.safetensors");
-    for name in ["qwen2", "mixtral"] {
+    for name in ["qwen2", "mixtral", "qwen3-moe"] {
         let text = std::fs::read_to_string(fixture("sliding").join(format!("{name}.config.json")))
             .unwrap();
         let config = frugal_formats::config::ModelConfig::from_hf_json(
