@@ -1,4 +1,4 @@
-//! `frugal logits`: run a DeepSeek model on token ids and print the logits of every position
+//! `frugal logits`: run a model on token ids and print the logits of every position
 //! as JSON, `{"logits": [[...], ...]}` (one row of `vocab_size` values per input token).
 //!
 //! `--chunk N` feeds N tokens at a time through the KV cache (the output is the same up to
@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use anyhow::{bail, Context};
-use frugal_model::{DeepSeek, KvCache};
+use frugal_model::{KvCache, Model};
 
 use crate::load::open_model;
 
@@ -42,7 +42,7 @@ pub fn run(
         bail!("--threads must be at least 1");
     }
     let files = open_model(model)?;
-    let mut m = DeepSeek::load(&files).with_context(|| format!("loading {model}"))?;
+    let mut m = Model::load(&files).with_context(|| format!("loading {model}"))?;
     if let Some(t) = threads {
         m.set_threads(t);
     }

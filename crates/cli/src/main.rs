@@ -31,7 +31,7 @@ enum Command {
     },
     /// Generate text from a prompt and stream it (default model: the embedded one).
     Run(run::RunArgs),
-    /// Run a DeepSeek model on token ids and print every position's logits as JSON.
+    /// Run a model on token ids and print every position's logits as JSON.
     Logits {
         /// A model folder, a GGUF file, or ORG/NAME in the local Hugging Face cache.
         #[arg(long)]

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use frugal_engine::assets::{load_chat_template, load_tokenizer};
 use frugal_engine::generation::{FinishReason, Generation, GenerationEvent, StopCriteria};
 use frugal_engine::sampling::{Sampler, SamplingParams};
-use frugal_model::{DeepSeek, KvCache};
+use frugal_model::{KvCache, Model};
 use serde::Serialize;
 
 use crate::load::open_model;
@@ -164,7 +164,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         },
     };
 
-    let mut model = DeepSeek::load(&files).with_context(|| format!("loading {spec}"))?;
+    let mut model = Model::load(&files).with_context(|| format!("loading {spec}"))?;
     if let Some(t) = args.threads {
         model.set_threads(t);
     }

@@ -1,5 +1,5 @@
-//! `frugal logits` against transformers' reference logits (`fixtures/models/deepseek-v3`),
-//! fed one token at a time through the cache, and its one-line errors.
+//! `frugal logits` against transformers' reference logits (`fixtures/models/{deepseek-v3,qwen2,
+//! mixtral}`), fed one token at a time through the cache, and its one-line errors.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -33,7 +33,13 @@ fn prompt(dir: &std::path::Path) -> Vec<u64> {
 
 #[test]
 fn logits_chunk_1_match_transformers() {
-    let dir = fixture("deepseek-v3");
+    for name in ["deepseek-v3", "qwen2", "mixtral"] {
+        logits_chunk_1_match(name);
+    }
+}
+
+fn logits_chunk_1_match(name: &str) {
+    let dir = fixture(name);
     let ids = prompt(&dir);
     let tokens: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
     let out = frugal(&[
@@ -72,7 +78,7 @@ fn logits_chunk_1_match_transformers() {
             max = max.max((v.as_f64().unwrap() as f32 - want[i * vocab + j]).abs());
         }
     }
-    assert!(max <= 1e-4, "max |Δlogits| {max}");
+    assert!(max <= 1e-4, "{name}: max |Δlogits| {max}");
 }
 
 fn fails_with(args: &[&str], needle: &str) {
@@ -104,15 +110,12 @@ fn bad_input_one_line_errors() {
         &["logits", "--model", d, "--tokens", &long],
         "max_position_embeddings",
     );
-    // DeepSeek GGUF files are recognised but their tensor layout is not mapped yet.
-    let gguf = fixture("../gguf/deepseek-v3/deepseek-v3-F32.gguf");
-    fails_with(
-        &["logits", "--model", gguf.to_str().unwrap(), "--tokens", "1"],
-        "GGUF",
-    );
-    let qwen = fixture("qwen2");
-    fails_with(
-        &["logits", "--model", qwen.to_str().unwrap(), "--tokens", "1"],
-        "not supported",
-    );
+    // GGUF files are recognised but their tensor layout is not mapped yet.
+    for gguf in ["deepseek-v3/deepseek-v3-F32.gguf", "qwen2/qwen2-F32.gguf"] {
+        let gguf = fixture(&format!("../gguf/{gguf}"));
+        fails_with(
+            &["logits", "--model", gguf.to_str().unwrap(), "--tokens", "1"],
+            "GGUF are not supported yet",
+        );
+    }
 }

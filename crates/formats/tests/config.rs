@@ -828,3 +828,37 @@ fn gguf_errors_name_the_key() {
         ModelConfig::from_gguf(&r1_gguf().u("deepseek2.nextn_predict_layers", 99)).unwrap_err();
     assert!(err.to_string().contains("nextn_predict_layers"), "{err}");
 }
+
+/// Which layers slide, as transformers 5.24 decides: Qwen2 from `max_window_layers` on, only
+/// with `use_sliding_window`; Qwen3-MoE every layer (it has no `max_window_layers`); Mixtral
+/// every layer when `sliding_window` is set; Llama never (its classes have no window).
+#[test]
+fn sliding_window_layers_follow_transformers() {
+    let window = |fixture: &str, keys: Value| {
+        let path = frugal_testdata::fixtures_dir()
+            .join("models")
+            .join(fixture)
+            .join("config.json");
+        let mut json: Value = serde_json::from_str(&read(path)).unwrap();
+        for (k, v) in keys.as_object().unwrap() {
+            json[k] = v.clone();
+        }
+        let cfg = ModelConfig::from_hf_json(&json).unwrap();
+        let Attention::Gqa(g) = cfg.attention else {
+            panic!("{fixture} is GQA")
+        };
+        g.sliding_window.map(|w| (w.size, w.first_layer))
+    };
+    let on = serde_json::json!({"use_sliding_window": true, "sliding_window": 8, "max_window_layers": 48});
+    assert_eq!(window("qwen2", on.clone()), Some((8, 48)));
+    assert_eq!(window("qwen3-moe", on.clone()), Some((8, 0)));
+    assert_eq!(
+        window("qwen2", serde_json::json!({"sliding_window": 8})),
+        None
+    );
+    assert_eq!(
+        window("mixtral", serde_json::json!({"sliding_window": 8})),
+        Some((8, 0))
+    );
+    assert_eq!(window("llama", on), None);
+}

@@ -80,10 +80,12 @@ pub enum ModelError {
     },
     /// The cache was built for another model shape.
     #[error(
-        "KV cache shape (layers, latent, rope key) {found:?} does not fit the model's {expected:?}"
+        "KV cache shape {found:?} does not fit the model's {expected:?} (layers, then per \
+         position latent and rope key dims for MLA, kv heads and head dim for GQA)"
     )]
     CacheMismatch {
-        /// The model's `[layers, kv_lora_rank, qk_rope_head_dim]`.
+        /// The model's `[layers, kv_lora_rank, qk_rope_head_dim]` (MLA) or
+        /// `[layers, num_kv_heads, head_dim]` (GQA).
         expected: [usize; 3],
         /// The cache's.
         found: [usize; 3],

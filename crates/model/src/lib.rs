@@ -5,14 +5,17 @@
 //!
 //! - [`params`]: each architecture's tensor plan, from which parameter counts and KV cache sizes
 //!   follow.
-//! - [`blocks`]: linear layers over mapped weights, rope tables, MLA, MLP/MoE.
-//! - [`deepseek`]: the DeepSeek V2/V3 forward pass in f32.
+//! - [`blocks`]: linear layers over mapped weights, rope tables, MLA, GQA, MLP/MoE.
+//! - [`transformer`]: the one decoder forward pass in f32, with [`Model`] and [`KvCache`].
+//! - `families`: per family (DeepSeek V2/V3, Qwen2, Llama, Qwen3-MoE, Mixtral) which blocks
+//!   each layer uses and the checkpoint's tensor names.
 #![deny(missing_docs)]
 
 pub mod blocks;
-pub mod deepseek;
 mod error;
+mod families;
 pub mod params;
+pub mod transformer;
 
-pub use deepseek::{DeepSeek, KvCache, Trace};
 pub use error::ModelError;
+pub use transformer::{DeepSeek, KvCache, Model, Trace};

@@ -229,12 +229,19 @@ fn parse_sliding_window(
 ) -> Result<Option<SlidingWindow>, ConfigError> {
     use Architecture as A;
     Ok(match arch {
-        // Qwen's classes ignore `sliding_window` unless `use_sliding_window`.
+        // Qwen's classes ignore `sliding_window` unless `use_sliding_window`. Qwen2 windows
+        // the layers from `max_window_layers` on (its `layer_types`); Qwen3-MoE windows every
+        // layer and has no `max_window_layers` (transformers 5.24).
         A::Qwen2 | A::Qwen3Moe if o.bool_or("use_sliding_window", false)? => Some(SlidingWindow {
             size: o.usize_or("sliding_window", 4096)?,
-            first_layer: o.usize_or("max_window_layers", if arch == A::Qwen2 { 28 } else { 0 })?,
+            first_layer: if arch == A::Qwen2 {
+                o.usize_or("max_window_layers", 28)?
+            } else {
+                0
+            },
         }),
-        A::Mixtral | A::Llama => o.opt_usize("sliding_window")?.map(|size| SlidingWindow {
+        // Llama's classes have no sliding window at all, whatever the file says.
+        A::Mixtral => o.opt_usize("sliding_window")?.map(|size| SlidingWindow {
             size,
             first_layer: 0,
         }),

@@ -1,7 +1,11 @@
-//! Feed-forward blocks: the SwiGLU MLP `down(silu(gate(x)) * up(x))`, DeepSeekMoE routers and
-//! the MoE block (routed experts plus shared experts).
+//! Feed-forward blocks: the SwiGLU MLP `down(silu(gate(x)) * up(x))`, the MoE routers and the
+//! MoE block (routed experts plus shared experts).
 //!
 //! Routers (logits `W_g x` in f32, `E` experts, `k` chosen):
+//! - Mixtral and Qwen3-MoE: `softmax` over all `E` logits, `greedy` top-k, weights divided by
+//!   their sum (Mixtral always, Qwen3-MoE when `norm_topk_prob`), scaling 1 — the rule below
+//!   with those settings (transformers 5.24 `MixtralTopKRouter`, `Qwen3MoeTopKRouter`: softmax,
+//!   topk, then `/= sum`).
 //! - scores: `softmax(logits)` (V2) or `sigmoid(logits)` (V3); choice values = scores, plus
 //!   `e_score_correction_bias` when the checkpoint has it (V3; the bias only steers the choice).
 //! - `greedy`: top-k of the choice values.
@@ -32,11 +36,49 @@ pub struct Mlp<'a> {
     down: Linear<'a>,
 }
 
+/// Checkpoint names of an MLP's three projections.
+#[derive(Clone, Copy, Debug)]
+pub struct MlpNames {
+    /// The gate (`silu` input).
+    pub gate: &'static str,
+    /// The up projection.
+    pub up: &'static str,
+    /// The down projection.
+    pub down: &'static str,
+}
+
+impl MlpNames {
+    /// `gate_proj`, `up_proj`, `down_proj` (Llama, Qwen, DeepSeek).
+    pub const PROJ: MlpNames = MlpNames {
+        gate: "gate_proj",
+        up: "up_proj",
+        down: "down_proj",
+    };
+    /// Mixtral's experts: `w1` (gate), `w3` (up), `w2` (down).
+    pub const W123: MlpNames = MlpNames {
+        gate: "w1",
+        up: "w3",
+        down: "w2",
+    };
+}
+
 impl<'a> Mlp<'a> {
     /// Load `prefix.{gate,up,down}_proj.weight` of width `inter`.
     pub fn load(
         src: &'a dyn TensorSource,
         prefix: &str,
+        hidden: usize,
+        inter: usize,
+        fp8_block: usize,
+    ) -> Result<Self, ModelError> {
+        Self::load_named(src, prefix, MlpNames::PROJ, hidden, inter, fp8_block)
+    }
+
+    /// Load `prefix.{names}.weight` of width `inter`.
+    pub fn load_named(
+        src: &'a dyn TensorSource,
+        prefix: &str,
+        names: MlpNames,
         hidden: usize,
         inter: usize,
         fp8_block: usize,
@@ -51,9 +93,9 @@ impl<'a> Mlp<'a> {
             )
         };
         Ok(Mlp {
-            gate: lin("gate_proj", inter, hidden)?,
-            up: lin("up_proj", inter, hidden)?,
-            down: lin("down_proj", hidden, inter)?,
+            gate: lin(names.gate, inter, hidden)?,
+            up: lin(names.up, inter, hidden)?,
+            down: lin(names.down, hidden, inter)?,
         })
     }
 
@@ -220,11 +262,25 @@ impl<'a> Moe<'a> {
         moe: &MoeConfig,
         fp8_block: usize,
     ) -> Result<Self, ModelError> {
+        Self::load_named(src, prefix, MlpNames::PROJ, hidden, moe, fp8_block)
+    }
+
+    /// [`Moe::load`] with the experts' projections named `expert_names` (Mixtral:
+    /// `prefix` = `model.layers.L.block_sparse_moe`, [`MlpNames::W123`]).
+    pub fn load_named(
+        src: &'a dyn TensorSource,
+        prefix: &str,
+        expert_names: MlpNames,
+        hidden: usize,
+        moe: &MoeConfig,
+        fp8_block: usize,
+    ) -> Result<Self, ModelError> {
         let experts = (0..moe.num_experts)
             .map(|e| {
-                Mlp::load(
+                Mlp::load_named(
                     src,
                     &format!("{prefix}.experts.{e}"),
+                    expert_names,
                     hidden,
                     moe.expert_intermediate_size,
                     fp8_block,

@@ -2,10 +2,12 @@
 //!
 //! - [`linear`]: `y = W x` over F32/BF16/F16/FP8 block-scaled weights, decoded row by row.
 //! - [`rope`]: rotary tables with YaRN, and the MLA softmax scale.
+//! - [`gqa`]: grouped-query attention with its K/V cache (bias, q/k norm, sliding window).
 //! - [`mla`]: multi-head latent attention over a compressed cache.
-//! - [`ffn`]: SwiGLU MLP, DeepSeekMoE routers, the MoE block.
+//! - [`ffn`]: SwiGLU MLP, the MoE routers (DeepSeek, Mixtral, Qwen3-MoE), the MoE block.
 
 pub mod ffn;
+pub mod gqa;
 pub mod linear;
 pub mod mla;
 pub mod rope;

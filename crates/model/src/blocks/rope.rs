@@ -1,4 +1,4 @@
-//! Rotary tables for DeepSeek's rope dims, with YaRN (Peng et al. 2023) as DeepSeek V2/V3 use
+//! Rotary tables: plain, linear, Llama 3.1 (`llama3`, see `llama3_inv_freq`) and YaRN (Peng et al. 2023) as DeepSeek V2/V3 use
 //! it, following transformers' `_compute_yarn_parameters`:
 //!
 //! - `inv_freq_extra_i = base^(-2i/d)` (pre-training frequencies), `inv_freq_inter_i =
@@ -88,9 +88,32 @@ impl RopeTable {
                     .collect();
                 (inv, af as f32)
             }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                if *high_freq_factor <= *low_freq_factor || *factor <= 0.0 {
+                    return Err(ModelError::UnsupportedConfig {
+                        what: format!(
+                            "llama3 rope scaling with factor {factor}, low_freq_factor \
+                             {low_freq_factor}, high_freq_factor {high_freq_factor}"
+                        ),
+                    });
+                }
+                let inv = llama3_inv_freq(
+                    &extra,
+                    *factor as f32,
+                    *low_freq_factor as f32,
+                    *high_freq_factor as f32,
+                    *original_max_position_embeddings as f32,
+                );
+                (inv, 1.0)
+            }
             other => {
                 return Err(ModelError::UnsupportedConfig {
-                    what: format!("rope scaling {other:?} for MLA"),
+                    what: format!("rope scaling {other:?}"),
                 })
             }
         };
@@ -120,6 +143,28 @@ impl RopeTable {
             })
             .unzip()
     }
+}
+
+/// Llama 3.1 scaling of the inverse frequencies, in f32 as transformers computes it:
+/// wavelength `λ = 2π / f`; `λ > L / low` (low frequencies) → `f / factor`; `λ < L / high`
+/// (high) → `f`; between → `(1 - s) f / factor + s f` with `s = (L / λ - low) / (high - low)`.
+fn llama3_inv_freq(inv_freq: &[f32], factor: f32, low: f32, high: f32, old_len: f32) -> Vec<f32> {
+    let low_wavelen = old_len / low;
+    let high_wavelen = old_len / high;
+    inv_freq
+        .iter()
+        .map(|&f| {
+            let wavelen = 2.0 * std::f32::consts::PI / f;
+            if wavelen > low_wavelen {
+                f / factor
+            } else if wavelen < high_wavelen {
+                f
+            } else {
+                let s = (old_len / wavelen - low) / (high - low);
+                (1.0 - s) * f / factor + s * f
+            }
+        })
+        .collect()
 }
 
 /// The attention softmax scale: `qk_head_dim^-0.5`, times `get_mscale(factor, mscale_all_dim)^2`

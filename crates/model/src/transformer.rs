@@ -1,45 +1,56 @@
-//! DeepSeek V2 / V2-Lite / V3 / R1 (`DeepseekV2ForCausalLM`, `DeepseekV3ForCausalLM`), in f32.
+//! The decoder-only transformer every family shares, in f32:
 //!
 //! ```text
 //! x = embed_tokens[token]                                   [T, H]
 //! for each layer L:
-//!     x = x + mla(rmsnorm(x))          (compressed cache)   [T, H]
-//!     x = x + ffn(rmsnorm(x))          dense SwiGLU for L < first_k_dense_replace,
-//!                                      else MoE (router + routed + shared experts)
-//! logits = lm_head(rmsnorm(x))                              [T, vocab]
+//!     x = x + attn(rmsnorm(x))      MLA (DeepSeek, compressed cache) or GQA (K/V cache)
+//!     x = x + ffn(rmsnorm(x))       dense SwiGLU or MoE (router + routed + shared experts)
+//! logits = lm_head(rmsnorm(x))      lm_head = embed_tokens when tied       [T, vocab]
 //! ```
 //!
-//! Reference: transformers 5.24 `modeling_deepseek_v2.py` / `modeling_deepseek_v3.py`; the
-//! fixtures in `fixtures/models/deepseek-*` hold its outputs. MTP layers are not run.
+//! Which block each layer uses and what its tensors are called is the family's business
+//! (`families/`); this file only runs them. Reference: transformers 5.24's modeling files
+//! of each family; the fixtures in `fixtures/models/` hold its outputs. DeepSeek MTP layers are
+//! not run.
 
-use frugal_formats::config::{Architecture, Attention, ModelConfig, WeightQuantization};
+use frugal_formats::config::{Attention, ModelConfig, WeightQuantization};
 use frugal_formats::{ModelFiles, TensorSource};
 use frugal_kernels::norm;
 
 use crate::blocks::ffn::{Mlp, Moe, Routing};
+use crate::blocks::gqa::{GqaAttention, KvHeads};
 use crate::blocks::linear::{load_f32_vec, Linear};
 use crate::blocks::mla::{LatentCache, MlaAttention};
-use crate::blocks::rope::{softmax_scale, RopeTable};
+use crate::blocks::rope::RopeTable;
+use crate::families;
 use crate::ModelError;
+
+/// The attention block of one layer.
+#[derive(Debug)]
+pub(crate) enum Attn<'a> {
+    Mla(MlaAttention<'a>),
+    Gqa(GqaAttention<'a>),
+}
 
 /// The feed-forward block of one layer.
 #[derive(Debug)]
-enum Ffn<'a> {
+pub(crate) enum Ffn<'a> {
     Dense(Mlp<'a>),
     Moe(Moe<'a>),
 }
 
+/// One decoder layer: pre-norm attention, then pre-norm feed-forward.
 #[derive(Debug)]
-struct Layer<'a> {
-    input_norm: Vec<f32>,
-    attn: MlaAttention<'a>,
-    post_attn_norm: Vec<f32>,
-    ffn: Ffn<'a>,
+pub(crate) struct Layer<'a> {
+    pub(crate) input_norm: Vec<f32>,
+    pub(crate) attn: Attn<'a>,
+    pub(crate) post_attn_norm: Vec<f32>,
+    pub(crate) ffn: Ffn<'a>,
 }
 
-/// A loaded DeepSeek model; weights stay in the mapped files of `ModelFiles`.
+/// A loaded model of any supported family; weights stay in the mapped files of `ModelFiles`.
 #[derive(Debug)]
-pub struct DeepSeek<'a> {
+pub struct Model<'a> {
     config: ModelConfig,
     embed: Linear<'a>,
     layers: Vec<Layer<'a>>,
@@ -50,20 +61,39 @@ pub struct DeepSeek<'a> {
     threads: usize,
 }
 
-/// The MLA cache of every layer: per position, the normed latent and the roped shared key.
+/// The former name of [`Model`], when only DeepSeek ran.
+pub type DeepSeek<'a> = Model<'a>;
+
+/// One layer's cache.
+#[derive(Clone, Debug)]
+enum LayerCache {
+    /// MLA: per position the normed latent and the roped shared key.
+    Latent(LatentCache),
+    /// GQA: per position the roped keys and the values of every kv head.
+    Kv(KvHeads),
+}
+
+/// The cache of every layer: MLA latents or GQA keys and values.
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
-    layers: Vec<LatentCache>,
+    layers: Vec<LayerCache>,
     len: usize,
-    /// `[layers, kv_lora_rank, qk_rope_head_dim]` of the model it was made for.
+    /// [`Model::cache_shape`] of the model it was made for.
     shape: [usize; 3],
 }
 
 impl KvCache {
     /// An empty cache for `model`.
-    pub fn new(model: &DeepSeek<'_>) -> Self {
+    pub fn new(model: &Model<'_>) -> Self {
         KvCache {
-            layers: vec![LatentCache::default(); model.layers.len()],
+            layers: model
+                .layers
+                .iter()
+                .map(|l| match l.attn {
+                    Attn::Mla(_) => LayerCache::Latent(LatentCache::default()),
+                    Attn::Gqa(_) => LayerCache::Kv(KvHeads::default()),
+                })
+                .collect(),
             len: 0,
             shape: model.cache_shape(),
         }
@@ -79,13 +109,17 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Bytes of cached values: per position and layer, `kv_lora_rank + qk_rope_head_dim` f32s
-    /// (the latent and the shared rope key; no per-head keys or values are ever stored).
+    /// Bytes of cached values. MLA: per position and layer, `kv_lora_rank + qk_rope_head_dim`
+    /// f32s (the latent and the shared rope key; no per-head keys or values are ever stored).
+    /// GQA: `2 · num_kv_heads · head_dim` f32s.
     pub fn bytes(&self) -> usize {
         let values: usize = self
             .layers
             .iter()
-            .map(|l| l.latent.len() + l.rope_key.len())
+            .map(|l| match l {
+                LayerCache::Latent(c) => c.latent.len() + c.rope_key.len(),
+                LayerCache::Kv(c) => c.k.len() + c.v.len(),
+            })
             .sum();
         values * std::mem::size_of::<f32>()
     }
@@ -100,15 +134,20 @@ pub struct Trace {
     pub routed: Vec<(usize, Vec<Routing>)>,
 }
 
-impl<'a> DeepSeek<'a> {
-    /// Load a DeepSeek V2/V3 checkpoint (hub tensor names), checking every tensor's shape and
-    /// type. Nothing is decoded but norms, biases and FP8 scales.
+impl<'a> Model<'a> {
+    /// Load a checkpoint with Hugging Face tensor names (DeepSeek V2/V3, Qwen2, Llama,
+    /// Qwen3-MoE, Mixtral), checking every tensor's shape and type. Nothing is decoded but
+    /// norms, biases and FP8 scales.
     pub fn load(files: &'a ModelFiles) -> Result<Self, ModelError> {
         let config = files.config().map_err(|e| ModelError::Open(Box::new(e)))?;
         if files.gguf_metadata().is_some() {
             // GGUF renames and stacks the tensors (`blk.L.ffn_gate_exps`); not mapped yet.
             return Err(ModelError::UnsupportedConfig {
-                what: "DeepSeek weights from GGUF (use the Hugging Face safetensors folder)".into(),
+                what: format!(
+                    "{} weights from GGUF are not supported yet (use the Hugging Face \
+                     safetensors folder)",
+                    config.architecture
+                ),
             });
         }
         let src = files.tensors().ok_or(ModelError::NoWeights)?;
@@ -117,19 +156,6 @@ impl<'a> DeepSeek<'a> {
 
     /// Load from a config and a tensor source.
     pub fn from_parts(config: ModelConfig, src: &'a dyn TensorSource) -> Result<Self, ModelError> {
-        let arch = config.architecture;
-        let Attention::Mla(mla) = &config.attention else {
-            return Err(ModelError::UnsupportedArchitecture {
-                architecture: arch.to_string(),
-                loader: "DeepSeek",
-            });
-        };
-        if !matches!(arch, Architecture::DeepseekV2 | Architecture::DeepseekV3) {
-            return Err(ModelError::UnsupportedArchitecture {
-                architecture: arch.to_string(),
-                loader: "DeepSeek",
-            });
-        }
         let fp8_block = match &config.weight_quantization {
             None => 128,
             Some(WeightQuantization::Fp8 {
@@ -144,45 +170,21 @@ impl<'a> DeepSeek<'a> {
         };
         let (h, vocab) = (config.hidden_size, config.vocab_size);
         let rope = RopeTable::new(&config.rope)?;
-        let scale = softmax_scale(mla.qk_head_dim(), &config.rope);
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for l in 0..config.num_hidden_layers {
-            let pre = format!("model.layers.{l}");
-            let ffn = match config.ffn.moe.as_ref().filter(|m| m.is_moe_layer(l)) {
-                Some(moe) => Ffn::Moe(Moe::load(src, &format!("{pre}.mlp"), h, moe, fp8_block)?),
-                None => Ffn::Dense(Mlp::load(
-                    src,
-                    &format!("{pre}.mlp"),
-                    h,
-                    config.ffn.intermediate_size,
-                    fp8_block,
-                )?),
-            };
-            layers.push(Layer {
-                input_norm: load_f32_vec(src, &format!("{pre}.input_layernorm.weight"), &[h])?,
-                attn: MlaAttention::load(
-                    src,
-                    &format!("{pre}.self_attn"),
-                    h,
-                    mla,
-                    scale,
-                    fp8_block,
-                )?,
-                post_attn_norm: load_f32_vec(
-                    src,
-                    &format!("{pre}.post_attention_layernorm.weight"),
-                    &[h],
-                )?,
-                ffn,
-            });
-        }
+        let cx = families::Ctx {
+            src,
+            config: &config,
+            fp8_block,
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|l| families::layer(&cx, l))
+            .collect::<Result<Vec<_>, _>>()?;
         let embed = Linear::load(src, "model.embed_tokens.weight", vocab, h, fp8_block)?;
         let lm_head = if config.tie_word_embeddings {
             Linear::load(src, "model.embed_tokens.weight", vocab, h, fp8_block)?
         } else {
             Linear::load(src, "lm_head.weight", vocab, h, fp8_block)?
         };
-        Ok(DeepSeek {
+        Ok(Model {
             final_norm: load_f32_vec(src, "model.norm.weight", &[h])?,
             eps: config.rms_norm_eps as f32,
             config,
@@ -194,12 +196,12 @@ impl<'a> DeepSeek<'a> {
         })
     }
 
-    /// `[layers, kv_lora_rank, qk_rope_head_dim]`: what a cache for this model holds.
+    /// What a cache for this model holds: `[layers, kv_lora_rank, qk_rope_head_dim]` (MLA) or
+    /// `[layers, num_kv_heads, head_dim]` (GQA).
     fn cache_shape(&self) -> [usize; 3] {
         match &self.config.attention {
             Attention::Mla(m) => [self.layers.len(), m.kv_lora_rank, m.qk_rope_head_dim],
-            // `from_parts` accepts only MLA configs.
-            Attention::Gqa(_) => [self.layers.len(), 0, 0],
+            Attention::Gqa(g) => [self.layers.len(), g.num_kv_heads, g.head_dim],
         }
     }
 
@@ -229,7 +231,7 @@ impl<'a> DeepSeek<'a> {
         self.forward_traced(tokens, start_pos, cache, None)
     }
 
-    /// [`DeepSeek::forward`], but only the last position's logits `[vocab]` (what decoding
+    /// [`Model::forward`], but only the last position's logits `[vocab]` (what decoding
     /// needs; skips the LM head for the other positions).
     pub fn forward_last(
         &self,
@@ -240,7 +242,7 @@ impl<'a> DeepSeek<'a> {
         self.run(tokens, start_pos, cache, None, true)
     }
 
-    /// [`DeepSeek::forward`], recording hidden states and routing into `trace`.
+    /// [`Model::forward`], recording hidden states and routing into `trace`.
     pub fn forward_traced(
         &self,
         tokens: &[u32],
@@ -278,14 +280,16 @@ impl<'a> DeepSeek<'a> {
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention sub-block.
             let xn = rms_rows(&x, &layer.input_norm, self.eps);
-            let a = layer.attn.forward(
-                &xn,
-                start_pos,
-                &self.rope,
-                &rope_cs,
-                &mut cache.layers[l],
-                threads,
-            );
+            let a = match (&layer.attn, &mut cache.layers[l]) {
+                (Attn::Mla(attn), LayerCache::Latent(c)) => {
+                    attn.forward(&xn, start_pos, &self.rope, &rope_cs, c, threads)
+                }
+                (Attn::Gqa(attn), LayerCache::Kv(c)) => {
+                    attn.forward(&xn, start_pos, &rope_cs, c, threads)
+                }
+                // OK because `check_input` compared every layer's kind.
+                _ => unreachable!("cache layer kind checked against the model"),
+            };
             x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
 
             // Feed-forward sub-block.
@@ -322,7 +326,14 @@ impl<'a> DeepSeek<'a> {
         start_pos: usize,
         cache: &KvCache,
     ) -> Result<(), ModelError> {
-        if cache.shape != self.cache_shape() || cache.layers.len() != self.layers.len() {
+        let kinds_match = cache.layers.len() == self.layers.len()
+            && cache.layers.iter().zip(&self.layers).all(|(c, l)| {
+                matches!(
+                    (c, &l.attn),
+                    (LayerCache::Latent(_), Attn::Mla(_)) | (LayerCache::Kv(_), Attn::Gqa(_))
+                )
+            });
+        if cache.shape != self.cache_shape() || !kinds_match {
             return Err(ModelError::CacheMismatch {
                 expected: self.cache_shape(),
                 found: cache.shape,

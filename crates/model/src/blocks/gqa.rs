@@ -1,0 +1,284 @@
+//! Grouped-query attention (Ainslie et al. 2023) as Llama, Qwen2, Qwen3-MoE and Mixtral use it,
+//! with its own cache of per-kv-head keys and values.
+//!
+//! Per token (`n` query heads, `n_kv` key/value heads, `d` = `head_dim`, `g = n / n_kv`):
+//!
+//! ```text
+//! q = q_proj(x) (+ bias)                 [n, d]      Qwen2: bias on q, k, v
+//! k = k_proj(x) (+ bias)                 [n_kv, d]
+//! v = v_proj(x) (+ bias)                 [n_kv, d]   (cached with k)
+//! q, k = rmsnorm per head (Qwen3-MoE q_norm / k_norm), then rope on the first rotary dims
+//!        (half-split pairs, `rotate_half`)
+//! o_h = Σ_s softmax_s(d^-0.5 · q_h · k_{h/g, s}) v_{h/g, s}   s ≤ pos (and s > pos - window)
+//! out = o_proj([o_1 … o_n]) (+ bias)     [H]
+//! ```
+//!
+//! The sliding window follows transformers' `sliding_window_causal` mask: a query at `pos` sees
+//! keys at `pos - window < s ≤ pos`. Reference: transformers 5.24 `modeling_llama.py`,
+//! `modeling_qwen2.py`, `modeling_qwen3_moe.py`, `modeling_mixtral.py`.
+
+use std::ops::Range;
+
+use frugal_formats::config::GqaConfig;
+use frugal_formats::TensorSource;
+use frugal_kernels::{matmul, norm, rope, softmax};
+
+use super::linear::{load_f32_vec, Linear, PARALLEL_MIN_WORK};
+use crate::ModelError;
+
+/// One layer's cache: keys (roped) and values of every position.
+#[derive(Clone, Debug, Default)]
+pub struct KvHeads {
+    /// `[positions, n_kv, head_dim]`.
+    pub k: Vec<f32>,
+    /// `[positions, n_kv, head_dim]`.
+    pub v: Vec<f32>,
+}
+
+/// A projection with an optional bias.
+#[derive(Debug)]
+struct Proj<'a> {
+    w: Linear<'a>,
+    b: Option<Vec<f32>>,
+}
+
+impl<'a> Proj<'a> {
+    fn load(
+        src: &'a dyn TensorSource,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        bias: bool,
+        fp8_block: usize,
+    ) -> Result<Self, ModelError> {
+        Ok(Proj {
+            w: Linear::load(src, &format!("{name}.weight"), rows, cols, fp8_block)?,
+            b: if bias {
+                Some(load_f32_vec(src, &format!("{name}.bias"), &[rows])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, x: &[f32], threads: usize) -> Vec<f32> {
+        let mut y = self.w.forward(x, threads);
+        if let Some(b) = &self.b {
+            for row in y.chunks_exact_mut(b.len()) {
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+        }
+        y
+    }
+}
+
+/// The attention block of one decoder layer.
+#[derive(Debug)]
+pub struct GqaAttention<'a> {
+    q: Proj<'a>,
+    k: Proj<'a>,
+    v: Proj<'a>,
+    o: Proj<'a>,
+    /// Qwen3-MoE per-head RMSNorm weights `[head_dim]` of queries and keys.
+    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    n_heads: usize,
+    n_kv: usize,
+    head_dim: usize,
+    rotary_dim: usize,
+    /// Keys visible to a query: this many positions ending at its own (`None`: all).
+    window: Option<usize>,
+    eps: f32,
+    scale: f32,
+}
+
+/// Shape and settings of one layer's GQA, beyond the config's.
+#[derive(Clone, Copy, Debug)]
+pub struct GqaLayout {
+    /// Model width.
+    pub hidden: usize,
+    /// Dims of each head that rope rotates.
+    pub rotary_dim: usize,
+    /// Whether this layer uses the config's sliding window.
+    pub sliding: bool,
+    /// Epsilon of the q/k norms.
+    pub eps: f32,
+}
+
+impl<'a> GqaAttention<'a> {
+    /// Load `prefix.{q,k,v,o}_proj` (and `q_norm`/`k_norm`) (`prefix` =
+    /// `model.layers.L.self_attn`).
+    pub fn load(
+        src: &'a dyn TensorSource,
+        prefix: &str,
+        g: &GqaConfig,
+        layout: GqaLayout,
+        fp8_block: usize,
+    ) -> Result<Self, ModelError> {
+        let (n, n_kv, d, h) = (g.num_heads, g.num_kv_heads, g.head_dim, layout.hidden);
+        if n == 0 || n_kv == 0 || n % n_kv != 0 || d == 0 {
+            return Err(ModelError::UnsupportedConfig {
+                what: format!("{n} query heads over {n_kv} key/value heads of dim {d}"),
+            });
+        }
+        if layout.rotary_dim > d || layout.rotary_dim % 2 == 1 {
+            return Err(ModelError::UnsupportedConfig {
+                what: format!("rope over {} of {d} head dims", layout.rotary_dim),
+            });
+        }
+        let proj = |name: &str, rows, cols, bias| {
+            Proj::load(
+                src,
+                &format!("{prefix}.{name}"),
+                rows,
+                cols,
+                bias,
+                fp8_block,
+            )
+        };
+        let qk_norm = if g.qk_norm {
+            Some((
+                load_f32_vec(src, &format!("{prefix}.q_norm.weight"), &[d])?,
+                load_f32_vec(src, &format!("{prefix}.k_norm.weight"), &[d])?,
+            ))
+        } else {
+            None
+        };
+        let window = match &g.sliding_window {
+            Some(w) if layout.sliding => {
+                if w.size == 0 {
+                    return Err(ModelError::UnsupportedConfig {
+                        what: "sliding window of 0 positions".into(),
+                    });
+                }
+                Some(w.size)
+            }
+            _ => None,
+        };
+        Ok(GqaAttention {
+            q: proj("q_proj", n * d, h, g.qkv_bias)?,
+            k: proj("k_proj", n_kv * d, h, g.qkv_bias)?,
+            v: proj("v_proj", n_kv * d, h, g.qkv_bias)?,
+            o: proj("o_proj", h, n * d, g.o_bias)?,
+            qk_norm,
+            n_heads: n,
+            n_kv,
+            head_dim: d,
+            rotary_dim: layout.rotary_dim,
+            window,
+            eps: layout.eps,
+            scale: (d as f64).powf(-0.5) as f32,
+        })
+    }
+
+    /// `[n_kv, head_dim]`: what one position of this layer's cache holds.
+    pub fn cache_shape(&self) -> [usize; 2] {
+        [self.n_kv, self.head_dim]
+    }
+
+    /// Attend for `t` tokens at positions `start_pos..start_pos + t`, appending their keys and
+    /// values to `cache` (which must hold exactly `start_pos` positions). `x` is the normed
+    /// input `[t, hidden]`; `rope_cs` holds each token's cos/sin (half-split pairs); returns
+    /// `[t, hidden]`.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        start_pos: usize,
+        rope_cs: &[(Vec<f32>, Vec<f32>)],
+        cache: &mut KvHeads,
+        threads: usize,
+    ) -> Vec<f32> {
+        let (n, n_kv, d, rot) = (self.n_heads, self.n_kv, self.head_dim, self.rotary_dim);
+        let t = rope_cs.len();
+        let mut q = self.q.forward(x, threads);
+        let mut k = self.k.forward(x, threads);
+        let v = self.v.forward(x, threads);
+        for (i, (cos, sin)) in rope_cs.iter().enumerate() {
+            for (heads, count, which) in [(&mut q, n, 0), (&mut k, n_kv, 1)] {
+                for head in heads[i * count * d..(i + 1) * count * d].chunks_exact_mut(d) {
+                    if let Some(w) = &self.qk_norm {
+                        let w = if which == 0 { &w.0 } else { &w.1 };
+                        norm::rmsnorm_inplace(head, w, self.eps);
+                    }
+                    rope::rope_inplace(&mut head[..rot], cos, sin, false);
+                }
+            }
+        }
+        cache.k.extend_from_slice(&k);
+        cache.v.extend_from_slice(&v);
+
+        // Heads are independent: split them over threads when there is enough work.
+        let work = n * t * (start_pos + t) * d;
+        let threads = if work < PARALLEL_MIN_WORK {
+            1
+        } else {
+            threads.clamp(1, n)
+        };
+        let per = n.div_ceil(threads);
+        let (cache, q) = (&*cache, &q);
+        let parts: Vec<(usize, Vec<f32>)> = if threads == 1 {
+            vec![(0, self.attend_heads(q, t, start_pos, 0..n, cache))]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|i| (i * per).min(n)..((i + 1) * per).min(n))
+                    .filter(|r| !r.is_empty())
+                    .map(|r| {
+                        s.spawn(move || (r.start, self.attend_heads(q, t, start_pos, r, cache)))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    // OK because a panic in a worker is a bug; re-raise it here.
+                    .map(|h| h.join().expect("attention worker panicked"))
+                    .collect()
+            })
+        };
+        // Each part is [t, heads in range, d]; place it into [t, n, d].
+        let mut heads_out = vec![0.0f32; t * n * d];
+        for (h0, part) in &parts {
+            let nh = part.len() / (t * d).max(1);
+            for i in 0..t {
+                let dst = (i * n + h0) * d;
+                heads_out[dst..dst + nh * d].copy_from_slice(&part[i * nh * d..(i + 1) * nh * d]);
+            }
+        }
+        self.o.forward(&heads_out, threads)
+    }
+
+    /// Outputs `[t, heads.len(), d]` of a range of query heads for `t` queries `q` (`[t, n, d]`,
+    /// normed and roped) at positions `start_pos..`, over `cache`.
+    fn attend_heads(
+        &self,
+        q: &[f32],
+        t: usize,
+        start_pos: usize,
+        heads: Range<usize>,
+        cache: &KvHeads,
+    ) -> Vec<f32> {
+        let (n, n_kv, d) = (self.n_heads, self.n_kv, self.head_dim);
+        let group = n / n_kv;
+        let nh = heads.len();
+        let mut out = vec![0.0f32; t * nh * d];
+        let mut scores = Vec::with_capacity(start_pos + t);
+        for (j, h) in heads.enumerate() {
+            let kv = h / group;
+            for i in 0..t {
+                let pos = start_pos + i;
+                let first = match self.window {
+                    Some(w) => (pos + 1).saturating_sub(w),
+                    None => 0,
+                };
+                let qh = &q[(i * n + h) * d..(i * n + h + 1) * d];
+                let at = |s: usize| (s * n_kv + kv) * d..(s * n_kv + kv + 1) * d;
+                scores.clear();
+                scores.extend((first..=pos).map(|s| matmul::dot(qh, &cache.k[at(s)]) * self.scale));
+                softmax::softmax_inplace(&mut scores);
+                let dst = &mut out[(i * nh + j) * d..(i * nh + j + 1) * d];
+                for (s, &p) in (first..=pos).zip(&scores) {
+                    matmul::axpy(p, &cache.v[at(s)], dst);
+                }
+            }
+        }
+        out
+    }
+}
