@@ -42,6 +42,7 @@ fn greedy_run_equals_transformers_generate() {
         "deepseek-v3-bf16",
         "deepseek-v3-fp8",
         "qwen2",
+        "qwen2-tied-swa",
         "llama",
         "qwen3-moe",
         "mixtral",

@@ -225,6 +225,13 @@ fn qwen2_matches_transformers() {
     check_fixture("qwen2", F32_TOL);
 }
 
+/// Tied LM head (no `lm_head.weight` in the file) and a sliding window of 8 on layer 1, with
+/// the greedy continuation running past the window through the cache.
+#[test]
+fn qwen2_tied_sliding_window_matches_transformers() {
+    check_fixture("qwen2-tied-swa", F32_TOL);
+}
+
 /// GQA, llama3 rope scaling (all three frequency bands).
 #[test]
 fn llama_matches_transformers() {
