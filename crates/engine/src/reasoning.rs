@@ -342,9 +342,8 @@ fn emit(out: &mut Vec<Delta>, kind: fn(String) -> Delta, text: &str) {
         return;
     }
     match (out.last_mut(), kind(String::new())) {
-        (Some(Delta::Reasoning(s)), Delta::Reasoning(_)) | (Some(Delta::Content(s)), Delta::Content(_)) => {
-            s.push_str(text)
-        }
+        (Some(Delta::Reasoning(s)), Delta::Reasoning(_))
+        | (Some(Delta::Content(s)), Delta::Content(_)) => s.push_str(text),
         _ => out.push(kind(text.to_owned())),
     }
 }
@@ -355,7 +354,9 @@ fn tag_prefix_len(text: &str, tag: &str) -> usize {
     let max = text.len().min(tag.len() - 1);
     (1..=max)
         .rev()
-        .find(|&n| text.is_char_boundary(text.len() - n) && tag.starts_with(&text[text.len() - n..]))
+        .find(|&n| {
+            text.is_char_boundary(text.len() - n) && tag.starts_with(&text[text.len() - n..])
+        })
         .unwrap_or(0)
 }
 
