@@ -2,11 +2,13 @@
 //!
 //! Everything between a loaded model and a user: tokenizers, streaming detokenization, chat
 //! templates, generation settings, sampling and the model-independent generation loop. Later:
-//! sessions, KV cache, the batching scheduler, the reasoning parser and expert residency.
+//! sessions, KV cache, the batching scheduler and expert residency. The reasoning parser
+//! ([`reasoning`]) splits `<think>` blocks from answers.
 #![deny(missing_docs)]
 
 pub mod assets;
 pub mod chat_template;
 pub mod generation;
+pub mod reasoning;
 pub mod sampling;
 pub mod tokenizer;
