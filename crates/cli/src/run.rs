@@ -6,11 +6,12 @@
 //! the flags. `--prompt-tokens` skips templating and tokenization; `--format json` prints one
 //! object at the end instead of streaming.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use frugal_engine::assets::{load_chat_template, load_tokenizer};
 use frugal_engine::generation::{FinishReason, Generation, GenerationEvent, StopCriteria};
+use frugal_engine::reasoning::{prompt_opens_think, Delta, ReasoningParser, ReasoningStyle};
 use frugal_engine::sampling::{Sampler, SamplingParams};
 use frugal_model::{KvCache, Model};
 use serde::Serialize;
@@ -62,6 +63,9 @@ pub struct RunArgs {
     /// Threads for the large matrix products (default: available parallelism).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Do not show the model's `<think>` reasoning, only its answer.
+    #[arg(long)]
+    pub hide_thinking: bool,
 }
 
 /// Output format.
@@ -75,8 +79,16 @@ pub enum Format {
 
 #[derive(Serialize)]
 struct JsonOutput {
+    /// Generated ids, the prompt excluded.
     tokens: Vec<u32>,
+    /// The generated text as decoded.
     text: String,
+    /// The `<think>` part, for reasoning models (null otherwise).
+    reasoning: Option<String>,
+    /// The answer: the text after the reasoning.
+    content: String,
+    /// Whether a reasoning block was still open when generation stopped.
+    reasoning_unclosed: bool,
     finish_reason: String,
     usage: Usage,
 }
@@ -149,20 +161,35 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         format!("{spec}: the model has no tokenizer (tokenizer.json or GGUF vocabulary)")
     })?;
 
-    let prompt_ids = match (&args.prompt_tokens, &args.prompt) {
-        (Some(ids), _) => parse_tokens(ids)?,
+    // The prompt as ids, and as text for the reasoning parser (does it open a `<think>`?).
+    let template = load_chat_template(&files, Some(&tokenizer))?;
+    let (prompt_ids, prompt_text) = match (&args.prompt_tokens, &args.prompt) {
+        (Some(ids), _) => {
+            let ids = parse_tokens(ids)?;
+            let text = tokenizer.decode(&ids, false)?;
+            (ids, text)
+        }
         (None, None) => bail!("give a prompt, or --prompt-tokens"),
-        (None, Some(text)) => match (args.raw, load_chat_template(&files, Some(&tokenizer))?) {
-            (false, Some(template)) => {
+        (None, Some(text)) => match (&template, args.raw) {
+            (Some(template), false) => {
                 let messages = [serde_json::json!({"role": "user", "content": text})];
                 let rendered =
                     template.render_json(&messages, true, None, &serde_json::Map::new())?;
                 // The template writes BOS and the role markers itself.
-                tokenizer.encode(&rendered, false)?
+                (tokenizer.encode(&rendered, false)?, rendered)
             }
-            _ => tokenizer.encode(text, true)?,
+            _ => (tokenizer.encode(text, true)?, text.clone()),
         },
     };
+    // A model reasons in `<think>` blocks when its vocabulary or template knows the tag.
+    let style = if tokenizer.token_to_id("<think>").is_some()
+        || files.chat_template().is_some_and(|t| t.contains("<think>"))
+    {
+        ReasoningStyle::Think
+    } else {
+        ReasoningStyle::None
+    };
+    let mut reasoning = ReasoningParser::new(style, prompt_opens_think(&prompt_text));
 
     let mut model = Model::load(&files).with_context(|| format!("loading {spec}"))?;
     if let Some(t) = args.threads {
@@ -201,6 +228,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let prompt_tokens = prompt_ids.len();
     if args.format == Format::Json {
         let out = generation.run()?;
+        let mut deltas = reasoning.push(&out.text);
+        let finish = reasoning.finish();
+        deltas.extend(finish.deltas);
+        let (mut thought, mut content) = (String::new(), String::new());
+        for d in deltas {
+            match d {
+                Delta::Reasoning(r) => thought.push_str(&r),
+                Delta::Content(c) => content.push_str(&c),
+            }
+        }
         let json = JsonOutput {
             usage: Usage {
                 prompt_tokens,
@@ -209,19 +246,44 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             finish_reason: finish_name(&out.finish).into(),
             tokens: out.tokens,
             text: out.text,
+            reasoning: (style == ReasoningStyle::Think).then_some(thought),
+            content,
+            reasoning_unclosed: finish.unclosed,
         };
         println!("{}", serde_json::to_string(&json)?);
         return Ok(());
     }
+
+    // On a terminal the reasoning is dimmed; in a pipe the text is printed exactly as generated
+    // (or, with --hide-thinking, only the answer).
+    let terminal = std::io::stdout().is_terminal();
     let mut stdout = std::io::stdout().lock();
+    let show = |deltas: Vec<Delta>, out: &mut std::io::StdoutLock| -> std::io::Result<()> {
+        for d in deltas {
+            match d {
+                Delta::Reasoning(r) if !args.hide_thinking => write!(out, "\x1b[2m{r}\x1b[0m")?,
+                Delta::Reasoning(_) => {}
+                Delta::Content(c) => out.write_all(c.as_bytes())?,
+            }
+        }
+        out.flush()
+    };
     for event in generation {
         match event? {
+            GenerationEvent::Text(piece) if terminal || args.hide_thinking => {
+                show(reasoning.push(&piece), &mut stdout)?;
+            }
             GenerationEvent::Text(piece) => {
                 stdout.write_all(piece.as_bytes())?;
                 stdout.flush()?;
             }
             GenerationEvent::Token(_) => {}
-            GenerationEvent::Finished(_) => writeln!(stdout)?,
+            GenerationEvent::Finished(_) => {
+                if terminal || args.hide_thinking {
+                    show(reasoning.finish().deltas, &mut stdout)?;
+                }
+                writeln!(stdout)?;
+            }
         }
     }
     Ok(())

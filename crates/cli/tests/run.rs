@@ -184,3 +184,47 @@ fn streamed_text_equals_transformers_decode() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{name}");
     }
 }
+
+/// The reasoning split: the R1 and R1-Distill templates open `<think>` inside the prompt, so a
+/// continuation with no `</think>` is all reasoning, left unclosed at the token limit; the JSON
+/// carries it apart from the (empty) answer, and `--hide-thinking` prints only the answer.
+#[test]
+fn reasoning_is_reported_apart_from_the_answer() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    for name in ["deepseek-v3", "qwen2"] {
+        let r = reference(name);
+        let model = frugal_testdata::fixtures_dir().join("models").join(name);
+        let model = model.to_str().expect("UTF-8");
+        let question = r["messages"][0]["content"].as_str().expect("user message");
+        let max = r["max_new_tokens"].to_string();
+        let base = [
+            "run",
+            "--model",
+            model,
+            question,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            &max,
+        ];
+        let out = frugal(&[&base[..], &["--format", "json"]].concat(), cache.path());
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        let text = r["greedy_new_text"].as_str().expect("text");
+        assert!(
+            !text.contains("</think>"),
+            "{name}: the fixture continuation closes the block"
+        );
+        assert_eq!(got["reasoning"], text.trim(), "{name}");
+        assert_eq!(got["content"], "", "{name}");
+        assert_eq!(got["reasoning_unclosed"], true, "{name}");
+
+        let hidden = frugal(&[&base[..], &["--hide-thinking"]].concat(), cache.path());
+        assert!(hidden.status.success());
+        assert_eq!(String::from_utf8_lossy(&hidden.stdout), "\n", "{name}");
+    }
+}
