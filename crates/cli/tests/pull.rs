@@ -8,6 +8,8 @@
 //! `ETag` for small files and 302 + `X-Linked-Etag`/`X-Linked-Size` to a CDN path for LFS
 //! files, `X-Error-Code` on errors.
 
+#![cfg(feature = "pull")]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
