@@ -4,6 +4,8 @@ mod default_model;
 mod inspect;
 mod load;
 mod logits;
+#[cfg(feature = "pull")]
+mod pull;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +48,9 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Download a model from the Hugging Face hub into the local hub cache.
+    #[cfg(feature = "pull")]
+    Pull(pull::PullArgs),
 }
 
 fn main() {
@@ -59,6 +64,8 @@ fn main() {
             chunk,
             threads,
         } => logits::run(&model, &tokens, chunk, threads),
+        #[cfg(feature = "pull")]
+        Command::Pull(args) => pull::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {}", one_line(&e));
