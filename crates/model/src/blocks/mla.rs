@@ -27,10 +27,9 @@
 use std::ops::Range;
 
 use frugal_formats::config::MlaConfig;
-use frugal_formats::TensorSource;
 use frugal_kernels::{matmul, norm, rope, softmax};
 
-use super::linear::{load_f32_vec, Linear, PARALLEL_MIN_WORK};
+use super::linear::{load_f32_vec, Linear, Weights, PARALLEL_MIN_WORK};
 use super::rope::RopeTable;
 use crate::ModelError;
 
@@ -79,7 +78,7 @@ pub struct MlaAttention<'a> {
 impl<'a> MlaAttention<'a> {
     /// Load `prefix.{q_a_proj,…}` (`prefix` = `model.layers.L.self_attn`).
     pub fn load(
-        src: &'a dyn TensorSource,
+        src: &dyn Weights<'a>,
         prefix: &str,
         hidden: usize,
         m: &MlaConfig,
