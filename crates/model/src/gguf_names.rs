@@ -13,8 +13,10 @@
 //!   the GQA block ropes adjacent pairs for them ([`crate::blocks::gqa::GqaLayout`]).
 //! - Llama 3 rope scaling is the tensor `rope_freqs.weight` (frequency divisors), applied by
 //!   [`crate::Model::load`].
-//! - DeepSeek's `kv_b_proj` is stored split (`attn_k_b` transposed, `attn_v_b`): not mapped
-//!   yet, so DeepSeek GGUFs fail to load naming the missing `kv_b_proj`.
+//! - DeepSeek's `kv_b_proj` is stored split: `attn_k_b` (`[n_head, kv_lora_rank, qk_nope]`,
+//!   each head's `W_UK` transposed) and `attn_v_b` (`[n_head, v_head_dim, kv_lora_rank]`).
+//!   They are offered, flattened to 2-D, as `self_attn.k_b_proj` / `self_attn.v_b_proj`
+//!   (names of ours, not Hugging Face's), which the MLA block uses when `kv_b_proj` is absent.
 //!
 //! The mapping (`fixtures/gguf/make_gguf.py`'s `state_dict_from_gguf` is its inverse):
 //!
@@ -26,6 +28,7 @@
 //! | `self_attn.{q,k}_norm` | `attn_{q,k}_norm` |
 //! | `self_attn.q_a_proj` / `q_a_layernorm` / `q_b_proj` | `attn_q_a` / `attn_q_a_norm` / `attn_q_b` |
 //! | `self_attn.kv_a_proj_with_mqa` / `kv_a_layernorm` | `attn_kv_a_mqa` / `attn_kv_a_norm` |
+//! | `self_attn.{k,v}_b_proj` (ours, 2-D) | `attn_{k,v}_b` (3-D) |
 //! | `mlp.{gate,up,down}_proj` | `ffn_{gate,up,down}` |
 //! | `mlp.gate`, `block_sparse_moe.gate` (router) | `ffn_gate_inp` |
 //! | `mlp.gate.e_score_correction_bias` | `exp_probs_b.bias` |
@@ -81,6 +84,8 @@ pub(crate) fn gguf_location(hf: &str) -> Option<GgufLocation> {
         "self_attn.q_b_proj" => "attn_q_b",
         "self_attn.kv_a_proj_with_mqa" => "attn_kv_a_mqa",
         "self_attn.kv_a_layernorm" => "attn_kv_a_norm",
+        "self_attn.k_b_proj" => "attn_k_b",
+        "self_attn.v_b_proj" => "attn_v_b",
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
@@ -112,8 +117,14 @@ pub(crate) fn gguf_location(hf: &str) -> Option<GgufLocation> {
 impl<'a> Weights<'a> for GgufNames<'a> {
     fn tensor(&self, name: &str) -> Option<TensorView<'a>> {
         let loc = gguf_location(name)?;
-        let t = self.inner.tensor(&loc.name)?;
+        let mut t = self.inner.tensor(&loc.name)?;
         let Some(e) = loc.expert else {
+            if loc.name.ends_with("attn_k_b.weight") || loc.name.ends_with("attn_v_b.weight") {
+                // `[n_head, a, b]` → `[n_head · a, b]`: the same bytes.
+                if let [n, a, b] = t.shape[..] {
+                    t.shape = vec![n.checked_mul(a)?, b];
+                }
+            }
             return Some(t);
         };
         // `[E, rows, cols]`: expert `e` is bytes `e·n/E ..`, `[rows, cols]`. A stacked tensor
