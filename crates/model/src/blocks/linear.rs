@@ -201,8 +201,9 @@ impl<'a> Linear<'a> {
                 }
             }
             dtype => {
+                // The file's own name (a GGUF's differs from the Hugging Face one asked for).
                 let unsupported = || ModelError::UnsupportedDtype {
-                    name: name.to_string(),
+                    name: t.name.to_string(),
                     dtype,
                 };
                 let ty = dtype
