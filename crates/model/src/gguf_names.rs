@@ -16,7 +16,8 @@
 //! - DeepSeek's `kv_b_proj` is stored split: `attn_k_b` (`[n_head, kv_lora_rank, qk_nope]`,
 //!   each head's `W_UK` transposed) and `attn_v_b` (`[n_head, v_head_dim, kv_lora_rank]`).
 //!   They are offered, flattened to 2-D, as `self_attn.k_b_proj` / `self_attn.v_b_proj`
-//!   (names of ours, not Hugging Face's), which the MLA block uses when `kv_b_proj` is absent.
+//!   (names of ours, not Hugging Face's), which the MLA block uses when `kv_b_proj` (older
+//!   converters' whole `attn_kv_b`) is absent.
 //!
 //! The mapping (`fixtures/gguf/make_gguf.py`'s `state_dict_from_gguf` is its inverse):
 //!
@@ -28,6 +29,7 @@
 //! | `self_attn.{q,k}_norm` | `attn_{q,k}_norm` |
 //! | `self_attn.q_a_proj` / `q_a_layernorm` / `q_b_proj` | `attn_q_a` / `attn_q_a_norm` / `attn_q_b` |
 //! | `self_attn.kv_a_proj_with_mqa` / `kv_a_layernorm` | `attn_kv_a_mqa` / `attn_kv_a_norm` |
+//! | `self_attn.kv_b_proj` | `attn_kv_b` (older converters) |
 //! | `self_attn.{k,v}_b_proj` (ours, 2-D) | `attn_{k,v}_b` (3-D) |
 //! | `mlp.{gate,up,down}_proj` | `ffn_{gate,up,down}` |
 //! | `mlp.gate`, `block_sparse_moe.gate` (router) | `ffn_gate_inp` |
@@ -84,6 +86,8 @@ pub(crate) fn gguf_location(hf: &str) -> Option<GgufLocation> {
         "self_attn.q_b_proj" => "attn_q_b",
         "self_attn.kv_a_proj_with_mqa" => "attn_kv_a_mqa",
         "self_attn.kv_a_layernorm" => "attn_kv_a_norm",
+        // Older converters wrote `kv_b_proj` whole; the MLA block prefers it when present.
+        "self_attn.kv_b_proj" => "attn_kv_b",
         "self_attn.k_b_proj" => "attn_k_b",
         "self_attn.v_b_proj" => "attn_v_b",
         "mlp.gate_proj" => "ffn_gate",
@@ -174,7 +178,14 @@ mod tests {
             loc("model.layers.1.mlp.experts.2.down_proj.weight"),
             Some(("blk.1.ffn_down_exps.weight".into(), Some(2)))
         );
-        assert_eq!(loc("model.layers.1.self_attn.kv_b_proj.weight"), None);
+        assert_eq!(
+            loc("model.layers.1.self_attn.kv_b_proj.weight"),
+            p("blk.1.attn_kv_b.weight")
+        );
+        assert_eq!(
+            loc("model.layers.1.self_attn.k_b_proj.weight"),
+            p("blk.1.attn_k_b.weight")
+        );
         assert_eq!(loc("model.layers.x.mlp.gate.weight"), None);
         assert_eq!(loc("model.layers.1.mlp.experts.2.w9.weight"), None);
     }
