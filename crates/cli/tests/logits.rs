@@ -1,5 +1,6 @@
 //! `frugal logits` against transformers' reference logits (`fixtures/models/{deepseek-v3,qwen2,
-//! mixtral}`), fed one token at a time through the cache, and its one-line errors.
+//! mixtral}`), fed one token at a time through the cache; on GGUF files against llama.cpp's
+//! logits (`fixtures/gguf/`); and its one-line errors.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -38,14 +39,13 @@ fn logits_chunk_1_match_transformers() {
     }
 }
 
-fn logits_chunk_1_match(name: &str) {
-    let dir = fixture(name);
-    let ids = prompt(&dir);
+/// `frugal logits --chunk 1 --threads 2` on `model` for `ids`: `[ids.len(), vocab]` rows.
+fn cli_logits(model: &std::path::Path, ids: &[u64]) -> Vec<Vec<f32>> {
     let tokens: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
     let out = frugal(&[
         "logits",
         "--model",
-        dir.to_str().unwrap(),
+        model.to_str().unwrap(),
         "--tokens",
         &tokens.join(","),
         "--chunk",
@@ -61,23 +61,44 @@ fn logits_chunk_1_match(name: &str) {
     let got: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     let rows = got["logits"].as_array().unwrap();
     assert_eq!(rows.len(), ids.len());
+    rows.iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
+}
 
-    let st = SafetensorsFile::open(dir.join("reference.safetensors")).unwrap();
-    let t = st.tensor("logits_stepwise").unwrap();
+/// Largest |a - b| between CLI rows and a row-major `[rows, vocab]` f32 tensor of `st`.
+fn max_diff_vs(rows: &[Vec<f32>], st: &SafetensorsFile, name: &str) -> f32 {
+    let t = st.tensor(name).unwrap();
     let want: Vec<f32> = t
         .data
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     let vocab = t.shape[1];
+    assert_eq!(rows.len(), t.shape[0]);
     let mut max = 0.0f32;
     for (i, row) in rows.iter().enumerate() {
-        let row = row.as_array().unwrap();
         assert_eq!(row.len(), vocab);
         for (j, v) in row.iter().enumerate() {
-            max = max.max((v.as_f64().unwrap() as f32 - want[i * vocab + j]).abs());
+            max = max.max((v - want[i * vocab + j]).abs());
         }
     }
+    max
+}
+
+fn logits_chunk_1_match(name: &str) {
+    let dir = fixture(name);
+    let ids = prompt(&dir);
+    let rows = cli_logits(&dir, &ids);
+
+    let st = SafetensorsFile::open(dir.join("reference.safetensors")).unwrap();
+    let max = max_diff_vs(&rows, &st, "logits_stepwise");
     assert!(max <= 1e-4, "{name}: max |Δlogits| {max}");
 }
 
@@ -110,12 +131,57 @@ fn bad_input_one_line_errors() {
         &["logits", "--model", d, "--tokens", &long],
         "max_position_embeddings",
     );
-    // GGUF files are recognised but their tensor layout is not mapped yet.
-    for gguf in ["deepseek-v3/deepseek-v3-F32.gguf", "qwen2/qwen2-F32.gguf"] {
-        let gguf = fixture(&format!("../gguf/{gguf}"));
-        fails_with(
-            &["logits", "--model", gguf.to_str().unwrap(), "--tokens", "1"],
-            "GGUF are not supported yet",
-        );
+}
+
+/// GGUF files against llama.cpp: F32 vs its `logits`, Q4_K_M vs its logits on the same
+/// weights dequantized (`logits_dequantized_weights`, f32 activations as ours).
+#[test]
+fn gguf_logits_match_llama_cpp() {
+    for (name, ty, key) in [
+        ("llama", "F32", "logits"),
+        ("qwen3-moe", "Q4_K_M", "logits_dequantized_weights"),
+        ("deepseek-v3", "Q8_0", "logits_dequantized_weights"),
+    ] {
+        let dir = frugal_testdata::fixtures_dir().join("gguf").join(name);
+        let json: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{name}-{ty}.json"))).unwrap(),
+        )
+        .unwrap();
+        let ids: Vec<u64> = json["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let rows = cli_logits(&dir.join(format!("{name}-{ty}.gguf")), &ids);
+        let st =
+            SafetensorsFile::open(dir.join(format!("{name}-{ty}.logits.safetensors"))).unwrap();
+        let max = max_diff_vs(&rows, &st, key);
+        assert!(max <= 1e-4, "{name}-{ty} vs llama.cpp {key}: {max}");
     }
+}
+
+/// A GGUF whose `blk.0.attn_q.weight` claims Q8_1 (a type with no kernel) is refused, naming
+/// the tensor and the type.
+#[test]
+fn gguf_unsupported_type_is_refused() {
+    let src = frugal_testdata::fixtures_dir().join("gguf/qwen2/qwen2-F32.gguf");
+    let mut bytes = std::fs::read(src).unwrap();
+    // Tensor info: name (u64 length + bytes), n_dims u32, 2 × u64 dims, type u32, offset u64.
+    let name = b"blk.0.attn_q.weight";
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("tensor info of blk.0.attn_q.weight");
+    let ty = at + name.len() + 4 + 16;
+    assert_eq!(bytes[ty..ty + 4], 0u32.to_le_bytes(), "it was F32");
+    // Q8_1 (ggml id 9): 36 bytes per 32 weights, fewer bytes than F32, so still in the file.
+    bytes[ty..ty + 4].copy_from_slice(&9u32.to_le_bytes());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("q8_1.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    fails_with(
+        &["logits", "--model", path.to_str().unwrap(), "--tokens", "1"],
+        "blk.0.attn_q.weight has unsupported dtype Q8_1",
+    );
 }

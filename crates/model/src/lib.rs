@@ -9,11 +9,13 @@
 //! - [`transformer`]: the one decoder forward pass in f32, with [`Model`] and [`KvCache`].
 //! - `families`: per family (DeepSeek V2/V3, Qwen2, Llama, Qwen3-MoE, Mixtral) which blocks
 //!   each layer uses and the checkpoint's tensor names.
+//! - `gguf_names`: GGUF (llama.cpp) tensor names seen as Hugging Face names.
 #![deny(missing_docs)]
 
 pub mod blocks;
 mod error;
 mod families;
+mod gguf_names;
 pub mod params;
 pub mod transformer;
 

@@ -13,16 +13,17 @@
 //! of each family; the fixtures in `fixtures/models/` hold its outputs. DeepSeek MTP layers are
 //! not run.
 
-use frugal_formats::config::{Attention, ModelConfig, WeightQuantization};
+use frugal_formats::config::{Architecture, Attention, ModelConfig, WeightQuantization};
 use frugal_formats::{ModelFiles, TensorSource};
 use frugal_kernels::norm;
 
 use crate::blocks::ffn::{Mlp, Moe, Routing};
 use crate::blocks::gqa::{GqaAttention, KvHeads};
-use crate::blocks::linear::{load_f32_vec, Linear};
+use crate::blocks::linear::{load_f32_vec, Linear, Weights};
 use crate::blocks::mla::{LatentCache, MlaAttention};
 use crate::blocks::rope::RopeTable;
 use crate::families;
+use crate::gguf_names::GgufNames;
 use crate::ModelError;
 
 /// The attention block of one layer.
@@ -135,27 +136,42 @@ pub struct Trace {
 }
 
 impl<'a> Model<'a> {
-    /// Load a checkpoint with Hugging Face tensor names (DeepSeek V2/V3, Qwen2, Llama,
-    /// Qwen3-MoE, Mixtral), checking every tensor's shape and type. Nothing is decoded but
+    /// Load a checkpoint (DeepSeek V2/V3, Qwen2, Llama, Qwen3-MoE, Mixtral) from a Hugging
+    /// Face folder or a GGUF file (llama.cpp's names, mapped by `crate::gguf_names`; quantized
+    /// weights stay quantized), checking every tensor's shape and type. Nothing is decoded but
     /// norms, biases and FP8 scales.
     pub fn load(files: &'a ModelFiles) -> Result<Self, ModelError> {
         let config = files.config().map_err(|e| ModelError::Open(Box::new(e)))?;
-        if files.gguf_metadata().is_some() {
-            // GGUF renames and stacks the tensors (`blk.L.ffn_gate_exps`); not mapped yet.
-            return Err(ModelError::UnsupportedConfig {
-                what: format!(
-                    "{} weights from GGUF are not supported yet (use the Hugging Face \
-                     safetensors folder)",
-                    config.architecture
-                ),
-            });
-        }
         let src = files.tensors().ok_or(ModelError::NoWeights)?;
-        Self::from_parts(config, src)
+        if files.gguf_metadata().is_none() {
+            return Self::from_parts(config, src);
+        }
+        // llama.cpp's converter permutes Llama/Mixtral q/k rows for its interleaved rope.
+        let qk_interleaved = matches!(
+            config.architecture,
+            Architecture::Llama | Architecture::Mixtral
+        );
+        let mut rope = RopeTable::new(&config.rope)?;
+        if src.tensor("rope_freqs.weight").is_some() {
+            let divisors = load_f32_vec(&src, "rope_freqs.weight", &[config.rope.rotary_dim / 2])?;
+            rope.divide_frequencies(&divisors)?;
+        }
+        let names = GgufNames { inner: src };
+        Self::build(config, &names, rope, qk_interleaved)
     }
 
-    /// Load from a config and a tensor source.
+    /// Load from a config and a tensor source with Hugging Face names.
     pub fn from_parts(config: ModelConfig, src: &'a dyn TensorSource) -> Result<Self, ModelError> {
+        let rope = RopeTable::new(&config.rope)?;
+        Self::build(config, &src, rope, false)
+    }
+
+    fn build(
+        config: ModelConfig,
+        src: &dyn Weights<'a>,
+        rope: RopeTable,
+        qk_interleaved: bool,
+    ) -> Result<Self, ModelError> {
         let fp8_block = match &config.weight_quantization {
             None => 128,
             Some(WeightQuantization::Fp8 {
@@ -169,11 +185,11 @@ impl<'a> Model<'a> {
             }
         };
         let (h, vocab) = (config.hidden_size, config.vocab_size);
-        let rope = RopeTable::new(&config.rope)?;
         let cx = families::Ctx {
             src,
             config: &config,
             fp8_block,
+            qk_interleaved,
         };
         let layers = (0..config.num_hidden_layers)
             .map(|l| families::layer(&cx, l))

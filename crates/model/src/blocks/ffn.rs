@@ -19,10 +19,9 @@
 //! then `+ shared_experts(x)`. Only the chosen experts' weights are read.
 
 use frugal_formats::config::{MoeConfig, ScoringFunc, TopkMethod};
-use frugal_formats::TensorSource;
 use frugal_kernels::{activation, softmax};
 
-use super::linear::{load_f32_vec, Linear};
+use super::linear::{load_f32_vec, Linear, Weights};
 use crate::ModelError;
 
 /// One token's routing: `(expert, weight)` pairs sorted by expert id.
@@ -65,7 +64,7 @@ impl MlpNames {
 impl<'a> Mlp<'a> {
     /// Load `prefix.{gate,up,down}_proj.weight` of width `inter`.
     pub fn load(
-        src: &'a dyn TensorSource,
+        src: &dyn Weights<'a>,
         prefix: &str,
         hidden: usize,
         inter: usize,
@@ -76,7 +75,7 @@ impl<'a> Mlp<'a> {
 
     /// Load `prefix.{names}.weight` of width `inter`.
     pub fn load_named(
-        src: &'a dyn TensorSource,
+        src: &dyn Weights<'a>,
         prefix: &str,
         names: MlpNames,
         hidden: usize,
@@ -140,7 +139,7 @@ impl<'a> Router<'a> {
     /// Load `prefix.gate.weight` (and `prefix.gate.e_score_correction_bias` when the config
     /// says so).
     pub fn load(
-        src: &'a dyn TensorSource,
+        src: &dyn Weights<'a>,
         prefix: &str,
         hidden: usize,
         moe: &MoeConfig,
@@ -256,7 +255,7 @@ pub struct Moe<'a> {
 impl<'a> Moe<'a> {
     /// Load `prefix.{gate,experts.E,shared_experts}` (`prefix` = `model.layers.L.mlp`).
     pub fn load(
-        src: &'a dyn TensorSource,
+        src: &dyn Weights<'a>,
         prefix: &str,
         hidden: usize,
         moe: &MoeConfig,
@@ -268,7 +267,7 @@ impl<'a> Moe<'a> {
     /// [`Moe::load`] with the experts' projections named `expert_names` (Mixtral:
     /// `prefix` = `model.layers.L.block_sparse_moe`, [`MlpNames::W123`]).
     pub fn load_named(
-        src: &'a dyn TensorSource,
+        src: &dyn Weights<'a>,
         prefix: &str,
         expert_names: MlpNames,
         hidden: usize,

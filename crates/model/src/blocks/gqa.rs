@@ -20,10 +20,9 @@
 use std::ops::Range;
 
 use frugal_formats::config::GqaConfig;
-use frugal_formats::TensorSource;
 use frugal_kernels::{matmul, norm, rope, softmax};
 
-use super::linear::{load_f32_vec, Linear, PARALLEL_MIN_WORK};
+use super::linear::{load_f32_vec, Linear, Weights, PARALLEL_MIN_WORK};
 use crate::ModelError;
 
 /// One layer's cache: keys (roped) and values of every position.
@@ -44,7 +43,7 @@ struct Proj<'a> {
 
 impl<'a> Proj<'a> {
     fn load(
-        src: &'a dyn TensorSource,
+        src: &dyn Weights<'a>,
         name: &str,
         rows: usize,
         cols: usize,
@@ -85,6 +84,7 @@ pub struct GqaAttention<'a> {
     n_kv: usize,
     head_dim: usize,
     rotary_dim: usize,
+    interleaved: bool,
     /// Keys visible to a query: this many positions ending at its own (`None`: all).
     window: Option<usize>,
     eps: f32,
@@ -102,13 +102,17 @@ pub struct GqaLayout {
     pub sliding: bool,
     /// Epsilon of the q/k norms.
     pub eps: f32,
+    /// Rope rotates adjacent pairs `(2i, 2i+1)` instead of halves `(i, i + rot/2)`: for q/k
+    /// weights whose rows llama.cpp's converter interleaved per head (Llama, Mixtral GGUFs).
+    /// Scores are unchanged, as q and k share the same per-head permutation.
+    pub interleaved: bool,
 }
 
 impl<'a> GqaAttention<'a> {
     /// Load `prefix.{q,k,v,o}_proj` (and `q_norm`/`k_norm`) (`prefix` =
     /// `model.layers.L.self_attn`).
     pub fn load(
-        src: &'a dyn TensorSource,
+        src: &dyn Weights<'a>,
         prefix: &str,
         g: &GqaConfig,
         layout: GqaLayout,
@@ -120,7 +124,12 @@ impl<'a> GqaAttention<'a> {
                 what: format!("{n} query heads over {n_kv} key/value heads of dim {d}"),
             });
         }
-        if layout.rotary_dim > d || layout.rotary_dim % 2 == 1 {
+        // Interleaved pairs stand for halves of the whole head (the converter permutes all d
+        // rows), so they need rope over the whole head.
+        if layout.rotary_dim > d
+            || layout.rotary_dim % 2 == 1
+            || (layout.interleaved && layout.rotary_dim != d)
+        {
             return Err(ModelError::UnsupportedConfig {
                 what: format!("rope over {} of {d} head dims", layout.rotary_dim),
             });
@@ -164,6 +173,7 @@ impl<'a> GqaAttention<'a> {
             n_kv,
             head_dim: d,
             rotary_dim: layout.rotary_dim,
+            interleaved: layout.interleaved,
             window,
             eps: layout.eps,
             scale: (d as f64).powf(-0.5) as f32,
@@ -199,7 +209,7 @@ impl<'a> GqaAttention<'a> {
                         let w = if which == 0 { &w.0 } else { &w.1 };
                         norm::rmsnorm_inplace(head, w, self.eps);
                     }
-                    rope::rope_inplace(&mut head[..rot], cos, sin, false);
+                    rope::rope_inplace(&mut head[..rot], cos, sin, self.interleaved);
                 }
             }
         }

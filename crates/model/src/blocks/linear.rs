@@ -5,12 +5,17 @@
 //! dequantised `w = fp8 × scale` of its `b × b` block). Rows are decoded to f32 on the fly with
 //! [`frugal_kernels::convert`], a few at a time, so the model is never materialised in f32.
 //!
+//! GGUF's quantized block types (Q8_0, Q4_K, ... see [`frugal_kernels::quant`]) are kept as
+//! stored: each output value is `vec_dot_row(row bytes, x)`, the fused dot product of one
+//! quantized row with f32 activations (weights dequantized exactly, activations never rounded).
+//!
 //! Large products are split over threads by ranges of rows (`std::thread::scope`); each output
 //! value is one row's dot product, so the result does not depend on the thread count.
 
 use std::ops::Range;
 
 use frugal_formats::{DType, TensorSource, TensorView};
+use frugal_kernels::quant::{self, QuantType};
 use frugal_kernels::{convert, matmul};
 
 use crate::ModelError;
@@ -24,6 +29,12 @@ enum Storage<'a> {
     F32(&'a [u8]),
     Bf16(&'a [u8]),
     F16(&'a [u8]),
+    /// A ggml block type: each row is `row_bytes` bytes of whole blocks.
+    Quant {
+        ty: QuantType,
+        data: &'a [u8],
+        row_bytes: usize,
+    },
     Fp8 {
         data: &'a [u8],
         /// `[ceil(rows/block), ceil(cols/block)]` multipliers, still in the file (f32 or bf16
@@ -60,8 +71,23 @@ pub struct Linear<'a> {
     storage: Storage<'a>,
 }
 
+/// Where blocks find their weights by checkpoint (Hugging Face) name: any [`TensorSource`]
+/// (through `&source`), or a renaming view such as a GGUF file's (`crate::gguf_names`). The
+/// views live as long as `'a`, not as long as the borrow of `self`, so an adapter made while
+/// loading need not outlive the model.
+pub trait Weights<'a> {
+    /// The tensor called `name`, if any.
+    fn tensor(&self, name: &str) -> Option<TensorView<'a>>;
+}
+
+impl<'a, T: TensorSource + ?Sized> Weights<'a> for &'a T {
+    fn tensor(&self, name: &str) -> Option<TensorView<'a>> {
+        (**self).tensor(name)
+    }
+}
+
 /// Fetch a tensor or say which one is missing.
-pub(crate) fn get<'a>(src: &'a dyn TensorSource, name: &str) -> Result<TensorView<'a>, ModelError> {
+pub(crate) fn get<'a>(src: &dyn Weights<'a>, name: &str) -> Result<TensorView<'a>, ModelError> {
     src.tensor(name).ok_or_else(|| ModelError::MissingTensor {
         name: name.to_string(),
     })
@@ -81,7 +107,7 @@ pub(crate) fn check_shape(t: &TensorView<'_>, expected: &[usize]) -> Result<(), 
 
 /// Decode a small tensor (norm weights, biases, scales) of shape `shape` into f32.
 pub(crate) fn load_f32_vec(
-    src: &dyn TensorSource,
+    src: &dyn Weights<'_>,
     name: &str,
     shape: &[usize],
 ) -> Result<Vec<f32>, ModelError> {
@@ -123,7 +149,7 @@ impl<'a> Linear<'a> {
     /// Load `name` from `src`, checking it is `[rows, cols]`. FP8 weights need
     /// `<name>_scale_inv`; `fp8_block` is the scale block edge (128 for DeepSeek).
     pub fn load(
-        src: &'a dyn TensorSource,
+        src: &dyn Weights<'a>,
         name: &str,
         rows: usize,
         cols: usize,
@@ -175,10 +201,25 @@ impl<'a> Linear<'a> {
                 }
             }
             dtype => {
-                return Err(ModelError::UnsupportedDtype {
-                    name: name.to_string(),
+                // The file's own name (a GGUF's differs from the Hugging Face one asked for).
+                let unsupported = || ModelError::UnsupportedDtype {
+                    name: t.name.to_string(),
                     dtype,
-                })
+                };
+                let ty = dtype
+                    .ggml_id()
+                    .and_then(QuantType::from_ggml_id)
+                    .filter(|q| q.is_supported())
+                    .ok_or_else(unsupported)?;
+                // A row must be whole blocks: `row_bytes` refuses `cols` not a multiple.
+                let row_bytes = ty.row_bytes(cols).map_err(|_| unsupported())?;
+                let total = row_bytes.checked_mul(rows).ok_or_else(unsupported)?;
+                check_bytes(&t, total)?;
+                Storage::Quant {
+                    ty,
+                    data: t.data,
+                    row_bytes,
+                }
             }
         };
         Ok(Linear {
@@ -222,6 +263,17 @@ impl<'a> Linear<'a> {
             }
             Storage::F16(d) => {
                 convert::f16_bytes_to_f32(&d[rows.start * c * 2..rows.end * c * 2], out)
+            }
+            Storage::Quant {
+                ty,
+                data,
+                row_bytes,
+            } => {
+                for (r, o) in rows.zip(out.chunks_exact_mut(c)) {
+                    quant::dequantize_row(*ty, &data[r * row_bytes..(r + 1) * row_bytes], o)
+                        // OK because `load` checked the type is supported and the row length.
+                        .expect("quantized row checked at load");
+                }
             }
             Storage::Fp8 { data, scale, block } => {
                 // One row of block scales at a time; `w = fp8 × scale[r / b][c / b]`.
@@ -299,6 +351,23 @@ impl<'a> Linear<'a> {
         let c = self.cols;
         let n = rows.len();
         let mut out = vec![0.0f32; t * n];
+        if let Storage::Quant {
+            ty,
+            data,
+            row_bytes,
+        } = &self.storage
+        {
+            // Fused: each quantized row is dotted with the activations, never written as f32.
+            for (col, r) in rows.enumerate() {
+                let wr = &data[r * row_bytes..(r + 1) * row_bytes];
+                for (ti, xr) in x.chunks_exact(c).enumerate() {
+                    out[ti * n + col] = quant::vec_dot_row(*ty, wr, xr)
+                        // OK because `load` checked the type is supported and the row length.
+                        .expect("quantized row checked at load");
+                }
+            }
+            return out;
+        }
         let mut buf = vec![0.0f32; ROWS_AT_ONCE * c];
         let mut r0 = rows.start;
         while r0 < rows.end {
@@ -413,7 +482,7 @@ mod tests {
         let x: Vec<f32> = (0..3 * cols).map(|i| w(i + 7)).collect();
         let want = naive(&vals, &x, rows, cols);
         for name in ["f32", "bf16", "f16"] {
-            let lin = Linear::load(&m, name, rows, cols, 128).unwrap();
+            let lin = Linear::load(&&m, name, rows, cols, 128).unwrap();
             assert_eq!(lin.forward(&x, 1), want, "{name}");
         }
     }
@@ -446,7 +515,7 @@ mod tests {
             convert::f8e4m3_to_f32(bytes[r * cols + c]) * scales[(r / b) * 2 + c / b]
         };
         for name in ["w", "v"] {
-            let lin = Linear::load(&m, name, rows, cols, b).unwrap();
+            let lin = Linear::load(&&m, name, rows, cols, b).unwrap();
             for range in [0..rows, 3..5, 4..5] {
                 let mut got = vec![0.0; range.len() * cols];
                 lin.decode_rows(range.clone(), &mut got);
@@ -460,7 +529,7 @@ mod tests {
         // A missing scale tensor is named.
         let mut m2 = Mem::default();
         m2.put("w", DType::F8E4M3, &[rows, cols], bytes);
-        let err = Linear::load(&m2, "w", rows, cols, b).unwrap_err();
+        let err = Linear::load(&&m2, "w", rows, cols, b).unwrap_err();
         assert!(
             matches!(&err, ModelError::MissingTensor { name } if name == "w_scale_inv"),
             "{err}"
@@ -478,7 +547,7 @@ mod tests {
             &[rows, cols],
             vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
         );
-        let lin = Linear::load(&m, "w", rows, cols, 128).unwrap();
+        let lin = Linear::load(&&m, "w", rows, cols, 128).unwrap();
         let x: Vec<f32> = (0..2 * cols).map(|i| w(i + 3)).collect();
         assert!(2 * rows * cols >= PARALLEL_MIN_WORK);
         let one = lin.forward(&x, 1);
@@ -492,9 +561,9 @@ mod tests {
     fn bad_tensors_are_errors() {
         let mut m = Mem::default();
         m.put("short", DType::F32, &[2, 2], vec![0; 15]);
-        m.put("q4", DType::Q4_0, &[2, 32], vec![0; 36]);
+        m.put("iq2", DType::IQ2XXS, &[2, 256], vec![0; 132]);
         m.put("shape", DType::F32, &[2, 3], vec![0; 24]);
-        let err = Linear::load(&m, "short", 2, 2, 128).unwrap_err();
+        let err = Linear::load(&&m, "short", 2, 2, 128).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -506,21 +575,53 @@ mod tests {
             ),
             "{err}"
         );
-        let err = Linear::load(&m, "q4", 2, 32, 128).unwrap_err();
+        let err = Linear::load(&&m, "iq2", 2, 256, 128).unwrap_err();
+        assert!(err.to_string().contains("iq2"), "{err}");
         assert!(
             matches!(
                 err,
                 ModelError::UnsupportedDtype {
-                    dtype: DType::Q4_0,
+                    dtype: DType::IQ2XXS,
                     ..
                 }
             ),
             "{err}"
         );
-        let err = Linear::load(&m, "shape", 3, 2, 128).unwrap_err();
+        let err = Linear::load(&&m, "shape", 3, 2, 128).unwrap_err();
         assert!(matches!(err, ModelError::WrongShape { .. }), "{err}");
         assert!(err.to_string().contains("shape"), "{err}");
-        let err = Linear::load(&m, "nope", 3, 2, 128).unwrap_err();
+        let err = Linear::load(&&m, "nope", 3, 2, 128).unwrap_err();
         assert!(err.to_string().contains("missing tensor nope"), "{err}");
+    }
+
+    #[test]
+    fn quantized_rows_match_dequantized_product() {
+        // Q8_0 blocks: f16 scale then 32 int8 weights.
+        let (rows, cols) = (5, 64);
+        let mut bytes = Vec::new();
+        for b in 0..rows * cols / 32 {
+            bytes.extend_from_slice(&f16::from_f32(0.01 * (b + 1) as f32).to_le_bytes());
+            bytes.extend((0..32).map(|i| ((i * 7 + b * 3) % 255) as u8));
+        }
+        let mut wf = vec![0.0f32; rows * cols];
+        for (r, o) in wf.chunks_exact_mut(cols).enumerate() {
+            let rb = 34 * cols / 32;
+            quant::dequantize_row(QuantType::Q8_0, &bytes[r * rb..(r + 1) * rb], o).unwrap();
+        }
+        let mut m = Mem::default();
+        m.put("q8", DType::Q8_0, &[rows, cols], bytes.clone());
+        m.put("q8short", DType::Q8_0, &[rows, cols], bytes[1..].to_vec());
+        let lin = Linear::load(&&m, "q8", rows, cols, 128).unwrap();
+        let x: Vec<f32> = (0..3 * cols).map(w).collect();
+        let want = naive(&wf, &x, rows, cols);
+        let got = lin.forward(&x, 2);
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        let mut dec = vec![0.0f32; 2 * cols];
+        lin.decode_rows(2..4, &mut dec);
+        assert_eq!(dec, wf[2 * cols..4 * cols]);
+        let err = Linear::load(&&m, "q8short", rows, cols, 128).unwrap_err();
+        assert!(matches!(err, ModelError::WrongByteSize { .. }), "{err}");
     }
 }

@@ -27,10 +27,9 @@
 use std::ops::Range;
 
 use frugal_formats::config::MlaConfig;
-use frugal_formats::TensorSource;
 use frugal_kernels::{matmul, norm, rope, softmax};
 
-use super::linear::{load_f32_vec, Linear, PARALLEL_MIN_WORK};
+use super::linear::{load_f32_vec, Linear, Weights, PARALLEL_MIN_WORK};
 use super::rope::RopeTable;
 use crate::ModelError;
 
@@ -60,13 +59,23 @@ pub struct LatentCache {
     pub rope_key: Vec<f32>,
 }
 
+/// The up-projections `W_UK`, `W_UV` of the latent, as stored.
+#[derive(Debug)]
+enum KvB<'a> {
+    /// `kv_b_proj` `[n (dn + dv), r_kv]`: per head `W_UK_h` then `W_UV_h` (Hugging Face).
+    Joint(Linear<'a>),
+    /// llama.cpp's split: `k_b` `[n r_kv, dn]` (per head `W_UK_h^T`) and `v_b` `[n dv, r_kv]`
+    /// (per head `W_UV_h`), GGUF's `attn_k_b` / `attn_v_b`.
+    Split { k_b: Linear<'a>, v_b: Linear<'a> },
+}
+
 /// The attention block of one decoder layer.
 #[derive(Debug)]
 pub struct MlaAttention<'a> {
     q: QProj<'a>,
     kv_a: Linear<'a>,
     kv_norm: Vec<f32>,
-    kv_b: Linear<'a>,
+    kv_b: KvB<'a>,
     o: Linear<'a>,
     n_heads: usize,
     dn: usize,
@@ -79,7 +88,7 @@ pub struct MlaAttention<'a> {
 impl<'a> MlaAttention<'a> {
     /// Load `prefix.{q_a_proj,…}` (`prefix` = `model.layers.L.self_attn`).
     pub fn load(
-        src: &'a dyn TensorSource,
+        src: &dyn Weights<'a>,
         prefix: &str,
         hidden: usize,
         m: &MlaConfig,
@@ -119,7 +128,16 @@ impl<'a> MlaAttention<'a> {
             q,
             kv_a: lin("kv_a_proj_with_mqa", r_kv + dr, hidden)?,
             kv_norm: load_f32_vec(src, &format!("{prefix}.kv_a_layernorm.weight"), &[r_kv])?,
-            kv_b: lin("kv_b_proj", n * (dn + dv), r_kv)?,
+            kv_b: if src.tensor(&format!("{prefix}.kv_b_proj.weight")).is_none()
+                && src.tensor(&format!("{prefix}.k_b_proj.weight")).is_some()
+            {
+                KvB::Split {
+                    k_b: lin("k_b_proj", n * r_kv, dn)?,
+                    v_b: lin("v_b_proj", n * dv, r_kv)?,
+                }
+            } else {
+                KvB::Joint(lin("kv_b_proj", n * (dn + dv), r_kv)?)
+            },
             o: lin("o_proj", hidden, n * dv)?,
             n_heads: n,
             dn,
@@ -237,11 +255,28 @@ impl<'a> MlaAttention<'a> {
         let mut w_uv = vec![0.0f32; dv * r_kv];
         let mut q_lat = vec![0.0f32; r_kv];
         let mut o_lat = vec![0.0f32; r_kv];
+        let mut w_uk_t = match self.kv_b {
+            KvB::Joint(_) => Vec::new(),
+            KvB::Split { .. } => vec![0.0f32; r_kv * dn],
+        };
         let mut scores = Vec::with_capacity(start_pos + t);
         for (j, h) in heads.enumerate() {
-            let base = h * (dn + dv);
-            self.kv_b.decode_rows(base..base + dn, &mut w_uk);
-            self.kv_b.decode_rows(base + dn..base + dn + dv, &mut w_uv);
+            match &self.kv_b {
+                KvB::Joint(kv_b) => {
+                    let base = h * (dn + dv);
+                    kv_b.decode_rows(base..base + dn, &mut w_uk);
+                    kv_b.decode_rows(base + dn..base + dn + dv, &mut w_uv);
+                }
+                KvB::Split { k_b, v_b } => {
+                    k_b.decode_rows(h * r_kv..(h + 1) * r_kv, &mut w_uk_t);
+                    for (c, row) in w_uk_t.chunks_exact(dn).enumerate() {
+                        for (d, &v) in row.iter().enumerate() {
+                            w_uk[d * r_kv + c] = v;
+                        }
+                    }
+                    v_b.decode_rows(h * dv..(h + 1) * dv, &mut w_uv);
+                }
+            }
             for i in 0..t {
                 let qh = &q[(i * n + h) * qk..(i * n + h + 1) * qk];
                 let (q_nope, q_rope) = qh.split_at(dn);

@@ -1,6 +1,7 @@
 //! Building blocks of decoder layers, each reading its weights from a mapped checkpoint.
 //!
-//! - [`linear`]: `y = W x` over F32/BF16/F16/FP8 block-scaled weights, decoded row by row.
+//! - [`linear`]: `y = W x` over F32/BF16/F16/FP8 block-scaled or GGUF-quantized weights, read
+//!   row by row; [`linear::Weights`], where blocks find tensors by Hugging Face name.
 //! - [`rope`]: rotary tables with YaRN, and the MLA softmax scale.
 //! - [`gqa`]: grouped-query attention with its K/V cache (bias, q/k norm, sliding window).
 //! - [`mla`]: multi-head latent attention over a compressed cache.

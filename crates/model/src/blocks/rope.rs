@@ -124,7 +124,26 @@ impl RopeTable {
         })
     }
 
-    /// Whether pairs are adjacent dims (DeepSeek) rather than halves.
+    /// Divide inverse frequency `i` by `divisors[i]`: llama.cpp's `rope_freqs.weight` (GGUF
+    /// Llama 3 stores its rope scaling as these per-frequency factors, not in the config).
+    pub fn divide_frequencies(&mut self, divisors: &[f32]) -> Result<(), ModelError> {
+        if divisors.len() != self.inv_freq.len() {
+            return Err(ModelError::UnsupportedConfig {
+                what: format!(
+                    "{} rope frequency divisors for {} frequencies",
+                    divisors.len(),
+                    self.inv_freq.len()
+                ),
+            });
+        }
+        self.inv_freq
+            .iter_mut()
+            .zip(divisors)
+            .for_each(|(f, d)| *f /= d);
+        Ok(())
+    }
+
+    /// Whether pairs are adjacent dims (DeepSeek MLA) rather than halves.
     pub fn interleaved(&self) -> bool {
         self.interleaved
     }

@@ -18,11 +18,10 @@ mod qwen2;
 mod qwen3_moe;
 
 use frugal_formats::config::{Architecture, Attention, ModelConfig};
-use frugal_formats::TensorSource;
 
 use crate::blocks::ffn::{Mlp, MlpNames, Moe};
 use crate::blocks::gqa::{GqaAttention, GqaLayout};
-use crate::blocks::linear::load_f32_vec;
+use crate::blocks::linear::{load_f32_vec, Weights};
 use crate::blocks::mla::MlaAttention;
 use crate::blocks::rope::softmax_scale;
 use crate::transformer::{Attn, Ffn, Layer};
@@ -30,9 +29,11 @@ use crate::ModelError;
 
 /// What every family's loader needs.
 pub(crate) struct Ctx<'a, 'c> {
-    pub(crate) src: &'a dyn TensorSource,
+    pub(crate) src: &'c dyn Weights<'a>,
     pub(crate) config: &'c ModelConfig,
     pub(crate) fp8_block: usize,
+    /// q/k rows interleaved per head for llama.cpp's rope (GGUF Llama/Mixtral).
+    pub(crate) qk_interleaved: bool,
 }
 
 /// Decoder layer `l` of the model `cx` describes.
@@ -109,6 +110,7 @@ impl<'a> Ctx<'a, '_> {
                 .as_ref()
                 .is_some_and(|w| l >= w.first_layer),
             eps: self.config.rms_norm_eps as f32,
+            interleaved: self.qk_interleaved,
         };
         Ok(Attn::Gqa(GqaAttention::load(
             self.src,

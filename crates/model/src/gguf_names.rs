@@ -1,0 +1,192 @@
+//! GGUF weights under Hugging Face names, so every family loads a GGUF file with the same code
+//! as a safetensors folder.
+//!
+//! llama.cpp's converter (`convert_hf_to_gguf.py`, names from gguf-py's `tensor_mapping.py`)
+//! renames every tensor (`model.layers.L.self_attn.q_proj.weight` → `blk.L.attn_q.weight`) and
+//! stacks each layer's routed experts into one 3-D tensor `blk.L.ffn_{gate,up,down}_exps`
+//! (`[E, rows, cols]` row-major). [`GgufNames`] answers an HF name with the GGUF tensor it
+//! became; one expert of a stacked tensor is its contiguous `1/E` byte slice (each expert is
+//! whole rows of whole blocks, whatever the type), so nothing is copied.
+//!
+//! Re-layouts that are not renames, handled elsewhere:
+//! - Llama/Mixtral `attn_q`/`attn_k` rows are permuted per head (rope pairs interleaved):
+//!   the GQA block ropes adjacent pairs for them ([`crate::blocks::gqa::GqaLayout`]).
+//! - Llama 3 rope scaling is the tensor `rope_freqs.weight` (frequency divisors), applied by
+//!   [`crate::Model::load`].
+//! - DeepSeek's `kv_b_proj` is stored split: `attn_k_b` (`[n_head, kv_lora_rank, qk_nope]`,
+//!   each head's `W_UK` transposed) and `attn_v_b` (`[n_head, v_head_dim, kv_lora_rank]`).
+//!   They are offered, flattened to 2-D, as `self_attn.k_b_proj` / `self_attn.v_b_proj`
+//!   (names of ours, not Hugging Face's), which the MLA block uses when `kv_b_proj` (older
+//!   converters' whole `attn_kv_b`) is absent.
+//!
+//! The mapping (`fixtures/gguf/make_gguf.py`'s `state_dict_from_gguf` is its inverse):
+//!
+//! | Hugging Face | GGUF |
+//! |---|---|
+//! | `model.embed_tokens` / `model.norm` / `lm_head` | `token_embd` / `output_norm` / `output` |
+//! | `input_layernorm` / `post_attention_layernorm` | `attn_norm` / `ffn_norm` |
+//! | `self_attn.{q,k,v,o}_proj` | `attn_{q,k,v,output}` |
+//! | `self_attn.{q,k}_norm` | `attn_{q,k}_norm` |
+//! | `self_attn.q_a_proj` / `q_a_layernorm` / `q_b_proj` | `attn_q_a` / `attn_q_a_norm` / `attn_q_b` |
+//! | `self_attn.kv_a_proj_with_mqa` / `kv_a_layernorm` | `attn_kv_a_mqa` / `attn_kv_a_norm` |
+//! | `self_attn.kv_b_proj` | `attn_kv_b` (older converters) |
+//! | `self_attn.{k,v}_b_proj` (ours, 2-D) | `attn_{k,v}_b` (3-D) |
+//! | `mlp.{gate,up,down}_proj` | `ffn_{gate,up,down}` |
+//! | `mlp.gate`, `block_sparse_moe.gate` (router) | `ffn_gate_inp` |
+//! | `mlp.gate.e_score_correction_bias` | `exp_probs_b.bias` |
+//! | `mlp.shared_experts.{gate,up,down}_proj` | `ffn_{gate,up,down}_shexp` |
+//! | `mlp.experts.E.{gate,up,down}_proj`, `block_sparse_moe.experts.E.{w1,w3,w2}` | `ffn_{gate,up,down}_exps`\[E\] |
+
+use frugal_formats::{TensorSource, TensorView};
+
+use crate::blocks::linear::Weights;
+
+/// A GGUF tensor source seen through Hugging Face names.
+pub(crate) struct GgufNames<'a> {
+    pub(crate) inner: &'a dyn TensorSource,
+}
+
+/// Where an HF name lives in a GGUF file: a tensor, or expert `E` of a stacked one.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct GgufLocation {
+    pub(crate) name: String,
+    pub(crate) expert: Option<usize>,
+}
+
+/// The GGUF location of the Hugging Face tensor `hf`, if it has one.
+pub(crate) fn gguf_location(hf: &str) -> Option<GgufLocation> {
+    let plain = |name: String| Some(GgufLocation { name, expert: None });
+    match hf {
+        "model.embed_tokens.weight" => return plain("token_embd.weight".into()),
+        "model.norm.weight" => return plain("output_norm.weight".into()),
+        "lm_head.weight" => return plain("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    if rest == "mlp.gate.e_score_correction_bias" {
+        return plain(format!("blk.{layer}.exp_probs_b.bias"));
+    }
+    let (path, suffix) = rest.rsplit_once('.')?;
+    if suffix != "weight" && suffix != "bias" {
+        return None;
+    }
+    let kind = match path {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "self_attn.q_a_proj" => "attn_q_a",
+        "self_attn.q_a_layernorm" => "attn_q_a_norm",
+        "self_attn.q_b_proj" => "attn_q_b",
+        "self_attn.kv_a_proj_with_mqa" => "attn_kv_a_mqa",
+        "self_attn.kv_a_layernorm" => "attn_kv_a_norm",
+        // Older converters wrote `kv_b_proj` whole; the MLA block prefers it when present.
+        "self_attn.kv_b_proj" => "attn_kv_b",
+        "self_attn.k_b_proj" => "attn_k_b",
+        "self_attn.v_b_proj" => "attn_v_b",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        "mlp.gate" | "block_sparse_moe.gate" => "ffn_gate_inp",
+        "mlp.shared_experts.gate_proj" => "ffn_gate_shexp",
+        "mlp.shared_experts.up_proj" => "ffn_up_shexp",
+        "mlp.shared_experts.down_proj" => "ffn_down_shexp",
+        _ => {
+            // Routed experts: `{mlp,block_sparse_moe}.experts.E.<proj>`.
+            let experts = path
+                .strip_prefix("mlp.experts.")
+                .or_else(|| path.strip_prefix("block_sparse_moe.experts."))?;
+            let (e, proj) = experts.split_once('.')?;
+            let kind = match proj {
+                "gate_proj" | "w1" => "ffn_gate_exps",
+                "up_proj" | "w3" => "ffn_up_exps",
+                "down_proj" | "w2" => "ffn_down_exps",
+                _ => return None,
+            };
+            return Some(GgufLocation {
+                name: format!("blk.{layer}.{kind}.{suffix}"),
+                expert: Some(e.parse().ok()?),
+            });
+        }
+    };
+    plain(format!("blk.{layer}.{kind}.{suffix}"))
+}
+
+impl<'a> Weights<'a> for GgufNames<'a> {
+    fn tensor(&self, name: &str) -> Option<TensorView<'a>> {
+        let loc = gguf_location(name)?;
+        let mut t = self.inner.tensor(&loc.name)?;
+        let Some(e) = loc.expert else {
+            if loc.name.ends_with("attn_k_b.weight") || loc.name.ends_with("attn_v_b.weight") {
+                // `[n_head, a, b]` → `[n_head · a, b]`: the same bytes.
+                if let [n, a, b] = t.shape[..] {
+                    t.shape = vec![n.checked_mul(a)?, b];
+                }
+            }
+            return Some(t);
+        };
+        // `[E, rows, cols]`: expert `e` is bytes `e·n/E ..`, `[rows, cols]`. A stacked tensor
+        // of another shape, or bytes not split evenly, has no such expert: missing.
+        let [n_exp, rows, cols] = t.shape[..] else {
+            return None;
+        };
+        if e >= n_exp || t.data.len() % n_exp != 0 {
+            return None;
+        }
+        let per = t.data.len() / n_exp;
+        Some(TensorView {
+            name: t.name,
+            dtype: t.dtype,
+            shape: vec![rows, cols],
+            data: &t.data[e * per..(e + 1) * per],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(hf: &str) -> Option<(String, Option<usize>)> {
+        gguf_location(hf).map(|l| (l.name, l.expert))
+    }
+
+    #[test]
+    fn names_map_as_the_converter_renames() {
+        let p = |s: &str| Some((s.to_string(), None));
+        assert_eq!(loc("model.embed_tokens.weight"), p("token_embd.weight"));
+        assert_eq!(loc("lm_head.weight"), p("output.weight"));
+        assert_eq!(
+            loc("model.layers.3.self_attn.q_proj.bias"),
+            p("blk.3.attn_q.bias")
+        );
+        assert_eq!(
+            loc("model.layers.0.mlp.gate.e_score_correction_bias"),
+            p("blk.0.exp_probs_b.bias")
+        );
+        assert_eq!(
+            loc("model.layers.1.block_sparse_moe.experts.7.w3.weight"),
+            Some(("blk.1.ffn_up_exps.weight".into(), Some(7)))
+        );
+        assert_eq!(
+            loc("model.layers.1.mlp.experts.2.down_proj.weight"),
+            Some(("blk.1.ffn_down_exps.weight".into(), Some(2)))
+        );
+        assert_eq!(
+            loc("model.layers.1.self_attn.kv_b_proj.weight"),
+            p("blk.1.attn_kv_b.weight")
+        );
+        assert_eq!(
+            loc("model.layers.1.self_attn.k_b_proj.weight"),
+            p("blk.1.attn_k_b.weight")
+        );
+        assert_eq!(loc("model.layers.x.mlp.gate.weight"), None);
+        assert_eq!(loc("model.layers.1.mlp.experts.2.w9.weight"), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! GGUF files made by llama.cpp from the fixture models (`fixtures/gguf/`, written by
+//! `fixtures/gguf/make_gguf.py`) run through the same decoder as the safetensors folders:
+//!
+//! - F32 GGUFs: logits within 1e-4 of llama.cpp's (`<name>-F32.logits.safetensors` `logits`)
+//!   and of transformers' (`fixtures/models/<name>/reference.safetensors` `logits`).
+//! - Q8_0 / Q4_K_M GGUFs: logits vs `logits_dequantized_weights`, llama.cpp on the same
+//!   quantized weights dequantized to F32 (f32 activations; transformers agrees with it to
+//!   <= 5e-5). We dequantize exactly and keep activations in f32, so the only differences are
+//!   f32 summation order: the same 1e-4. The distance to llama.cpp's own `logits` (which round
+//!   activations to Q8_0/Q8_K) is printed, not asserted.
+//! - deepseek-v2 (group-limited routing, where llama.cpp differs) vs transformers only; the
+//!   wide DeepSeek-V3 Q4_K_M (real Q4_K/Q6_K), the BF16 file and a two-shard GGUF too.
+
+use std::path::PathBuf;
+
+use frugal_formats::safetensors::SafetensorsFile;
+use frugal_formats::{DType, ModelFiles, TensorSource};
+use frugal_model::{KvCache, Model};
+use serde_json::Value;
+
+fn gguf_dir(name: &str) -> PathBuf {
+    frugal_testdata::fixtures_dir().join("gguf").join(name)
+}
+
+fn f32_tensor(st: &SafetensorsFile, name: &str) -> Vec<f32> {
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|| panic!("reference has no {name}"));
+    assert_eq!(t.dtype, DType::F32);
+    t.data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Our logits for `<name>-<ty>.gguf` on its JSON's `tokens`, with the llama.cpp logits file.
+fn run(name: &str, ty: &str) -> (Vec<f32>, SafetensorsFile) {
+    let stem = format!("{name}-{ty}");
+    run_file(name, &stem, &format!("{stem}.gguf"))
+}
+
+/// Our logits for `fixtures/gguf/<dir>/<gguf>` on the `tokens` of `<stem>.json`, with the
+/// logits file `<stem>.logits.safetensors`.
+fn run_file(dir: &str, stem: &str, gguf: &str) -> (Vec<f32>, SafetensorsFile) {
+    let dir = gguf_dir(dir);
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{stem}.json"))).unwrap())
+            .unwrap();
+    let tokens: Vec<u32> = json["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let path = dir.join(gguf);
+    let files = ModelFiles::open(path.to_str().unwrap()).unwrap();
+    let model = Model::load(&files).unwrap_or_else(|e| panic!("{gguf}: {e}"));
+    let mut cache = KvCache::new(&model);
+    let logits = model.forward(&tokens, 0, &mut cache).unwrap();
+    let st = SafetensorsFile::open(dir.join(format!("{stem}.logits.safetensors"))).unwrap();
+    (logits, st)
+}
+
+/// transformers' logits of the fixture model `name`.
+fn transformers_logits(name: &str) -> Vec<f32> {
+    let tf_ref = SafetensorsFile::open(
+        frugal_testdata::fixtures_dir()
+            .join("models")
+            .join(name)
+            .join("reference.safetensors"),
+    )
+    .unwrap();
+    f32_tensor(&tf_ref, "logits")
+}
+
+/// F32 GGUF vs llama.cpp and vs transformers.
+fn check_f32(name: &str) {
+    let (ours, st) = run(name, "F32");
+    let lcpp = max_abs_diff(&ours, &f32_tensor(&st, "logits"));
+    let tf = max_abs_diff(&ours, &transformers_logits(name));
+    eprintln!("{name}-F32: vs llama.cpp {lcpp:.3e}, vs transformers {tf:.3e}");
+    assert!(lcpp <= 1e-4, "{name}-F32 vs llama.cpp: {lcpp}");
+    assert!(tf <= 1e-4, "{name}-F32 vs transformers: {tf}");
+}
+
+/// Quantized GGUF vs llama.cpp on the same weights dequantized (f32 activations).
+fn check_quant(name: &str, ty: &str) {
+    let (ours, st) = run(name, ty);
+    let deq = max_abs_diff(&ours, &f32_tensor(&st, "logits_dequantized_weights"));
+    let act = max_abs_diff(&ours, &f32_tensor(&st, "logits"));
+    eprintln!(
+        "{name}-{ty}: vs dequantized-weights {deq:.3e}, vs llama.cpp (activation rounding) {act:.3e}"
+    );
+    assert!(deq <= 1e-4, "{name}-{ty} vs dequantized weights: {deq}");
+}
+
+#[test]
+fn qwen2_f32() {
+    check_f32("qwen2");
+}
+
+#[test]
+fn qwen2_q8_0() {
+    check_quant("qwen2", "Q8_0");
+}
+
+#[test]
+fn qwen2_q4_k_m() {
+    check_quant("qwen2", "Q4_K_M");
+}
+
+#[test]
+fn llama_f32() {
+    check_f32("llama");
+}
+
+#[test]
+fn llama_q8_0() {
+    check_quant("llama", "Q8_0");
+}
+
+#[test]
+fn llama_q4_k_m() {
+    check_quant("llama", "Q4_K_M");
+}
+
+#[test]
+fn qwen3_moe_f32() {
+    check_f32("qwen3-moe");
+}
+
+#[test]
+fn qwen3_moe_q8_0() {
+    check_quant("qwen3-moe", "Q8_0");
+}
+
+#[test]
+fn qwen3_moe_q4_k_m() {
+    check_quant("qwen3-moe", "Q4_K_M");
+}
+
+#[test]
+fn mixtral_f32() {
+    check_f32("mixtral");
+}
+
+#[test]
+fn mixtral_q8_0() {
+    check_quant("mixtral", "Q8_0");
+}
+
+#[test]
+fn mixtral_q4_k_m() {
+    check_quant("mixtral", "Q4_K_M");
+}
+
+#[test]
+fn deepseek_v3_f32() {
+    check_f32("deepseek-v3");
+}
+
+#[test]
+fn deepseek_v3_q8_0() {
+    check_quant("deepseek-v3", "Q8_0");
+}
+
+#[test]
+fn deepseek_v3_q4_k_m() {
+    check_quant("deepseek-v3", "Q4_K_M");
+}
+
+#[test]
+fn deepseek_v2_lite_f32() {
+    check_f32("deepseek-v2-lite");
+}
+
+#[test]
+fn deepseek_v2_lite_q8_0() {
+    check_quant("deepseek-v2-lite", "Q8_0");
+}
+
+#[test]
+fn deepseek_v2_lite_q4_k_m() {
+    check_quant("deepseek-v2-lite", "Q4_K_M");
+}
+
+/// deepseek-v2 routes by DeepSeek-V2's group rule (best expert per group); llama.cpp uses the
+/// top-2 sum (its JSON's `known_divergence`), so only transformers is the reference here.
+#[test]
+fn deepseek_v2_f32_matches_transformers() {
+    let (ours, st) = run("deepseek-v2", "F32");
+    let tf = max_abs_diff(&ours, &transformers_logits("deepseek-v2"));
+    let lcpp = max_abs_diff(&ours, &f32_tensor(&st, "logits"));
+    eprintln!("deepseek-v2-F32: vs transformers {tf:.3e}, vs llama.cpp (other routing) {lcpp:.3e}");
+    assert!(tf <= 1e-4, "deepseek-v2-F32 vs transformers: {tf}");
+}
+
+/// Real Q4_K and Q6_K tensors (hidden 256).
+#[test]
+fn deepseek_v3_wide_q4_k_m() {
+    check_quant("deepseek-v3-wide", "Q4_K_M");
+}
+
+/// BF16 weights: llama.cpp's `logits_dequantized_weights` are the exact bf16 values in f32.
+#[test]
+fn deepseek_v3_bf16() {
+    check_quant("deepseek-v3-bf16", "BF16");
+}
+
+/// A GGUF written as two shards, opened by its first.
+#[test]
+fn split_llama_f32() {
+    let (ours, st) = run_file("split", "llama-F32", "llama-F32-00001-of-00002.gguf");
+    let lcpp = max_abs_diff(&ours, &f32_tensor(&st, "logits"));
+    eprintln!("split llama-F32: vs llama.cpp {lcpp:.3e}");
+    assert!(lcpp <= 1e-4, "split llama-F32 vs llama.cpp: {lcpp}");
+}
