@@ -228,3 +228,49 @@ fn reasoning_is_reported_apart_from_the_answer() {
         assert_eq!(String::from_utf8_lossy(&hidden.stdout), "\n", "{name}");
     }
 }
+
+/// The same greedy continuations from llama.cpp's F32 GGUF conversions (names mapped, llama.cpp's
+/// q/k permutation and split `kv_b` handled, GGUF vocabulary): equal to transformers' `generate`.
+#[test]
+fn greedy_run_on_gguf_equals_transformers_generate() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    for name in [
+        "deepseek-v3",
+        "deepseek-v2-lite",
+        "deepseek-v2",
+        "qwen2",
+        "llama",
+        "qwen3-moe",
+        "mixtral",
+    ] {
+        let r = reference(name);
+        let gguf = frugal_testdata::fixtures_dir()
+            .join("gguf")
+            .join(name)
+            .join(format!("{name}-F32.gguf"));
+        let max = r["max_new_tokens"].to_string();
+        let out = frugal(
+            &[
+                "run",
+                "--model",
+                gguf.to_str().expect("UTF-8"),
+                "--prompt-tokens",
+                &csv(&r["prompt_ids"]),
+                "--temperature",
+                "0",
+                "--max-tokens",
+                &max,
+                "--format",
+                "json",
+            ],
+            cache.path(),
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(got["tokens"], r["greedy_new_ids"], "{name}");
+    }
+}
