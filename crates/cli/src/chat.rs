@@ -7,7 +7,8 @@
 //! change). The answer's content (its `<think>` reasoning left out) joins the history.
 //!
 //! On a terminal (stdin a tty) there is a prompt, reasoning is dimmed and each answer ends with
-//! a dimmed `[N tokens, X tok/s]`. In a pipe, answers are printed as plain text, one per turn,
+//! a dimmed `[N tokens, X tok/s]` (with how many prompt tokens the cache
+//! spared re-feeding). In a pipe, answers are printed as plain text, one per turn,
 //! and the speed line goes to stderr. Ctrl-C during an answer stops that answer; at the prompt
 //! it ends the session (as EOF and `/exit` do).
 
@@ -35,6 +36,9 @@ pub struct ChatArgs {
     /// The system prompt to start with (also settable with `/system TEXT`).
     #[arg(long)]
     pub system: Option<String>,
+    /// Prefill the whole conversation every turn (for testing the cache reuse against).
+    #[arg(long, hide = true)]
+    pub no_cache_reuse: bool,
     /// Sampling, limits, threads and reasoning display.
     #[command(flatten)]
     pub flags: GenFlags,
@@ -171,12 +175,14 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
         let prompt = tokenizer.encode(&rendered, false)?;
         // Reuse the cache when the new prompt extends what it holds; the generation is handed
         // the whole prompt and the forward pass skips the cached part.
-        let mut skip = if prompt.len() > cached.len() && prompt.starts_with(&cached) {
+        let extends = prompt.len() > cached.len() && prompt.starts_with(&cached);
+        let mut skip = if extends && !args.no_cache_reuse {
             cached.len()
         } else {
             (cache, cached) = (KvCache::new(&model), Vec::new());
             0
         };
+        let reused = skip;
         let mut sampling = params.clone();
         // A fixed seed gives each turn its own stream, reproducibly.
         sampling.seed = params.seed.map(|s| s.wrapping_add(turn));
@@ -258,8 +264,13 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
         } else {
             ""
         };
+        let reused = if reused > 0 {
+            format!(", {reused} prompt tokens reused")
+        } else {
+            String::new()
+        };
         let stats = format!(
-            "[{generated} tokens, {:.1} tok/s{stopped}]",
+            "[{generated} tokens, {:.1} tok/s{reused}{stopped}]",
             generated as f64 / seconds.max(1e-9)
         );
         if color {

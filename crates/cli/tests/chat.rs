@@ -36,9 +36,12 @@ fn run_prompt(prompt: &str, cache: &std::path::Path) -> String {
 }
 
 fn chat_pipe(input: &str, cache: &std::path::Path) -> Output {
-    let model = model();
-    let mut args = vec!["chat", "--model", &model];
-    args.extend_from_slice(FLAGS);
+    chat_pipe_with(&model(), FLAGS, input, cache)
+}
+
+fn chat_pipe_with(model: &str, flags: &[&str], input: &str, cache: &std::path::Path) -> Output {
+    let mut args = vec!["chat", "--model", model];
+    args.extend_from_slice(flags);
     let mut child = Command::new(env!("CARGO_BIN_EXE_frugal"))
         .args(&args)
         .env("XDG_CACHE_HOME", cache)
@@ -120,6 +123,40 @@ fn pipe_turns_match_run_and_reset() {
     // weights never close it, so all of the printed text is reasoning, none of it content.
     let content = saved[2]["content"].as_str().expect("content");
     assert!(String::from_utf8_lossy(&save.stdout).contains(content));
+}
+
+/// The second turn fed through the cached first turn must equal a full prefill of the whole
+/// conversation. The random fixture weights write byte noise that does not survive decoding
+/// and re-encoding, so answers are one token long: that token is never fed, the cache holds
+/// exactly the previous prompt, and the next prompt extends it (mixtral's template keeps the
+/// history as written).
+#[test]
+fn cache_reuse_equals_full_prefill() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let model = frugal_testdata::fixtures_dir()
+        .join("models")
+        .join("mixtral");
+    let model = model
+        .to_str()
+        .expect("OK because the fixture path is UTF-8");
+    let input = "hi\nthere\nand more\n";
+    let flags = ["--temperature", "0", "--max-tokens", "1"];
+    let reuse = chat_pipe_with(model, &flags, input, cache.path());
+    let mut no_reuse = flags.to_vec();
+    no_reuse.push("--no-cache-reuse");
+    let full = chat_pipe_with(model, &no_reuse, input, cache.path());
+    let stderr = String::from_utf8_lossy(&reuse.stderr);
+    assert!(
+        stderr.contains("prompt tokens reused"),
+        "the cache was never reused: {stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&full.stderr).contains("reused"));
+    assert_eq!(stderr.matches("reused").count(), 2, "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&reuse.stdout),
+        String::from_utf8_lossy(&full.stdout)
+    );
+    assert_eq!(String::from_utf8_lossy(&reuse.stdout).lines().count(), 3);
 }
 
 /// tmux, which the pseudo-terminal test drives; CI must install it.
