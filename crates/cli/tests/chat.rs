@@ -221,9 +221,17 @@ impl Drop for Session<'_> {
 fn terminal_chat_in_tmux() {
     let tmux = tmux();
     let dir = tempfile::tempdir().expect("temp dir");
-    // The answers as plain text, to find on the screen.
-    let first = run_prompt("hi", dir.path());
-    let first = first.trim();
+    // The answers as plain text, from a pipe with the same flags, to find on the screen.
+    let flags = ["--temperature", "0", "--max-tokens", "8"];
+    let one = chat_pipe_with(&model(), &flags, "hi\n", dir.path()).stdout;
+    let two = chat_pipe_with(&model(), &flags, "hi\nthere\n", dir.path()).stdout;
+    let one = String::from_utf8(one).expect("UTF-8");
+    let two = String::from_utf8(two).expect("UTF-8");
+    let second = two
+        .strip_prefix(&one)
+        .expect("the first answer comes first");
+    // The first few characters of each (8 tokens of noise fit in a 200-column line).
+    let head = |s: &str| -> String { s.trim().chars().take(6).collect() };
     let command = format!(
         "XDG_CACHE_HOME={} {} chat --model {} --temperature 0 --max-tokens 8",
         dir.path().display(),
@@ -255,16 +263,19 @@ fn terminal_chat_in_tmux() {
     session.wait_for("the banner", |s| s.contains("/help"));
     session.cmd(&["send-keys", "-t", session.name, "hi", "Enter"]);
     let screen = session.wait_for("the first answer", |s| s.matches("tok/s]").count() >= 1);
-    // The screen wraps nothing at 200 columns for 8 tokens of noise; compare the first
-    // few characters of the answer (run's 12 tokens start with chat's 8).
-    let head: String = first.chars().take(8).collect();
+    let first = head(&one);
     assert!(
-        screen.contains(&head),
-        "first answer {head:?} not on screen:\n{screen}"
+        screen.contains(&first),
+        "first answer {first:?} not on screen:\n{screen}"
     );
     session.cmd(&["send-keys", "-t", session.name, "there", "Enter"]);
     let screen = session.wait_for("the second answer", |s| s.matches("tok/s]").count() >= 2);
     assert!(screen.contains("> there"), "{screen}");
+    let second = head(second);
+    assert!(
+        screen.contains(&second),
+        "second answer {second:?} not on screen:\n{screen}"
+    );
     assert!(screen.contains(" tokens, "), "{screen}");
     session.cmd(&["send-keys", "-t", session.name, "/exit", "Enter"]);
     session.wait_for("the exit", |s| !s.contains("/help") || s.is_empty());
