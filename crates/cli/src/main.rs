@@ -1,5 +1,6 @@
 //! The `frugal` command line: a thin layer over the engine.
 
+mod chat;
 mod default_model;
 mod inspect;
 mod load;
@@ -7,6 +8,7 @@ mod logits;
 #[cfg(feature = "pull")]
 mod pull;
 mod run;
+mod session;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +35,8 @@ enum Command {
     },
     /// Generate text from a prompt and stream it (default model: the embedded one).
     Run(run::RunArgs),
+    /// Talk with a model, turn by turn, in the terminal (or a pipe: one answer per line read).
+    Chat(chat::ChatArgs),
     /// Run a model on token ids and print every position's logits as JSON.
     Logits {
         /// A model folder, a GGUF file, or ORG/NAME in the local Hugging Face cache.
@@ -58,6 +62,7 @@ fn main() {
     let result = match cli.command {
         Command::Inspect { path, json } => inspect::run(&path, json),
         Command::Run(args) => run::run(&args),
+        Command::Chat(args) => chat::run(&args),
         Command::Logits {
             model,
             tokens,
