@@ -22,7 +22,8 @@ use std::ops::Range;
 use frugal_formats::config::GqaConfig;
 use frugal_kernels::{matmul, norm, rope, softmax};
 
-use super::linear::{load_f32_vec, Linear, Weights, PARALLEL_MIN_WORK};
+use super::heads::for_head_ranges;
+use super::linear::{load_f32_vec, Linear, Weights};
 use crate::ModelError;
 
 /// One layer's cache: keys (roped) and values of every position.
@@ -218,40 +219,10 @@ impl<'a> GqaAttention<'a> {
 
         // Heads are independent: split them over threads when there is enough work.
         let work = n * t * (start_pos + t) * d;
-        let threads = if work < PARALLEL_MIN_WORK {
-            1
-        } else {
-            threads.clamp(1, n)
-        };
-        let per = n.div_ceil(threads);
-        let (cache, q) = (&*cache, &q);
-        let parts: Vec<(usize, Vec<f32>)> = if threads == 1 {
-            vec![(0, self.attend_heads(q, t, start_pos, 0..n, cache))]
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|i| (i * per).min(n)..((i + 1) * per).min(n))
-                    .filter(|r| !r.is_empty())
-                    .map(|r| {
-                        s.spawn(move || (r.start, self.attend_heads(q, t, start_pos, r, cache)))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    // OK because a panic in a worker is a bug; re-raise it here.
-                    .map(|h| h.join().expect("attention worker panicked"))
-                    .collect()
-            })
-        };
-        // Each part is [t, heads in range, d]; place it into [t, n, d].
-        let mut heads_out = vec![0.0f32; t * n * d];
-        for (h0, part) in &parts {
-            let nh = part.len() / (t * d).max(1);
-            for i in 0..t {
-                let dst = (i * n + h0) * d;
-                heads_out[dst..dst + nh * d].copy_from_slice(&part[i * nh * d..(i + 1) * nh * d]);
-            }
-        }
+        let cache = &*cache;
+        let heads_out = for_head_ranges(n, t, d, work, threads, |heads| {
+            self.attend_heads(&q, t, start_pos, heads, cache)
+        });
         self.o.forward(&heads_out, threads)
     }
 

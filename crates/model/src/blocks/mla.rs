@@ -29,7 +29,8 @@ use std::ops::Range;
 use frugal_formats::config::MlaConfig;
 use frugal_kernels::{matmul, norm, rope, softmax};
 
-use super::linear::{load_f32_vec, Linear, Weights, PARALLEL_MIN_WORK};
+use super::heads::for_head_ranges;
+use super::linear::{load_f32_vec, Linear, Weights};
 use super::rope::RopeTable;
 use crate::ModelError;
 
@@ -196,44 +197,11 @@ impl<'a> MlaAttention<'a> {
 
         // Per head: absorb W_UK_h into the query, attend over latents, apply W_UV_h. Heads
         // are independent: split them over threads when there is enough work.
-        let ctx_total = start_pos + t;
-        let work = n * t * ctx_total * (r_kv + dr);
-        let threads = if work < PARALLEL_MIN_WORK {
-            1
-        } else {
-            threads.clamp(1, n)
-        };
-        let per = n.div_ceil(threads);
+        let work = n * t * (start_pos + t) * (r_kv + dr);
         let cache: &LatentCache = cache;
-        let q = &q;
-        let parts: Vec<(usize, Vec<f32>)> = if threads == 1 {
-            vec![(0, self.attend_heads(q, t, start_pos, 0..n, cache))]
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|i| (i * per).min(n)..((i + 1) * per).min(n))
-                    .filter(|r| !r.is_empty())
-                    .map(|r| {
-                        s.spawn(move || (r.start, self.attend_heads(q, t, start_pos, r, cache)))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    // OK because a panic in a worker is a bug; re-raise it here.
-                    .map(|h| h.join().expect("attention worker panicked"))
-                    .collect()
-            })
-        };
-        // Each part is [t, heads in range, dv]; place it into [t, n, dv].
-        let mut heads_out = vec![0.0f32; t * n * dv];
-        for (h0, part) in &parts {
-            let nh = part.len() / (t * dv).max(1);
-            for i in 0..t {
-                let dst = (i * n + h0) * dv;
-                heads_out[dst..dst + nh * dv]
-                    .copy_from_slice(&part[i * nh * dv..(i + 1) * nh * dv]);
-            }
-        }
+        let heads_out = for_head_ranges(n, t, dv, work, threads, |heads| {
+            self.attend_heads(&q, t, start_pos, heads, cache)
+        });
         self.o.forward(&heads_out, threads)
     }
 

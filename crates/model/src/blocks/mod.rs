@@ -9,6 +9,7 @@
 
 pub mod ffn;
 pub mod gqa;
+mod heads;
 pub mod linear;
 pub mod mla;
 pub mod rope;

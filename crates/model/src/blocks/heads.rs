@@ -1,0 +1,54 @@
+//! Attention heads are independent: compute ranges of them on several threads and interleave
+//! the results back into `[t, n_heads, d]`. Shared by GQA and MLA.
+
+use std::ops::Range;
+
+use super::linear::PARALLEL_MIN_WORK;
+
+/// Runs `attend(heads)` (returning `[t, heads.len(), d]`) over all `n` heads, split into ranges
+/// over up to `threads` threads when `work` (multiply-adds) is large enough, and returns
+/// `[t, n, d]`. Each head's output does not depend on the split.
+pub(crate) fn for_head_ranges<F>(
+    n: usize,
+    t: usize,
+    d: usize,
+    work: usize,
+    threads: usize,
+    attend: F,
+) -> Vec<f32>
+where
+    F: Fn(Range<usize>) -> Vec<f32> + Sync,
+{
+    let threads = if work < PARALLEL_MIN_WORK {
+        1
+    } else {
+        threads.clamp(1, n.max(1))
+    };
+    if threads == 1 {
+        return attend(0..n);
+    }
+    let per = n.div_ceil(threads);
+    let attend = &attend;
+    let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| (i * per).min(n)..((i + 1) * per).min(n))
+            .filter(|r| !r.is_empty())
+            .map(|r| s.spawn(move || (r.start, attend(r))))
+            .collect();
+        handles
+            .into_iter()
+            // OK because a panic in a worker is a bug; re-raise it here.
+            .map(|h| h.join().expect("attention worker panicked"))
+            .collect()
+    });
+    // Each part is [t, heads in its range, d]; place it into [t, n, d].
+    let mut out = vec![0.0f32; t * n * d];
+    for (h0, part) in &parts {
+        let nh = part.len() / (t * d).max(1);
+        for i in 0..t {
+            let dst = (i * n + h0) * d;
+            out[dst..dst + nh * d].copy_from_slice(&part[i * nh * d..(i + 1) * nh * d]);
+        }
+    }
+    out
+}
