@@ -3,6 +3,7 @@
 //! Pure compute on slices, with no knowledge of files or models. Each kernel has a scalar
 //! reference; SIMD variants (AVX-512, AVX2, NEON) are chosen at run time and tested against it.
 //!
+//! - [`cpu`]: which instruction set (scalar, AVX2, AVX-512/VNNI, NEON) the kernels use.
 //! - [`convert`]: f16, bf16 and FP8 e4m3 (block-scaled) to f32.
 //! - [`quant`]: llama.cpp's quantized block formats (Q4_0…Q8_0, Q2_K…Q6_K, IQ4_NL, IQ4_XS,
 //!   MXFP4):
@@ -16,6 +17,7 @@
 
 pub mod activation;
 pub mod convert;
+pub mod cpu;
 pub mod matmul;
 pub mod norm;
 pub mod quant;

@@ -23,12 +23,15 @@
 //! both (e.g. Q4_K: `(d·sc)·q − dmin·m`), so it reproduces them bit for bit; the tests check
 //! that against gguf-py (`fixtures/quant/`, `fixtures/gguf/`).
 
+pub mod act;
+pub mod dot;
 pub mod float;
 pub mod fp4;
 pub mod iquants;
 pub mod kquants;
 pub mod legacy;
 
+pub use act::{ActFormat, BlockQ8K, BlockQ8_1, QuantizedActs};
 pub use float::{BlockBF16, BlockF16, BlockF32};
 pub use fp4::BlockMXFP4;
 pub use iquants::{BlockIQ4NL, BlockIQ4XS};
@@ -242,6 +245,16 @@ pub enum QuantError {
         expected: usize,
         /// Bytes given.
         got: usize,
+    },
+    /// Activations in another format than the weight type's dot product takes.
+    #[error("{ty}: dot product takes {expected:?} activations, got {got:?}")]
+    ActFormat {
+        /// The weight type.
+        ty: &'static str,
+        /// Its activation format.
+        expected: ActFormat,
+        /// The format given.
+        got: ActFormat,
     },
     /// A row so long its byte size overflows `usize`.
     #[error("{ty}: a row of {n} weights is too large")]
