@@ -8,6 +8,7 @@ mod logits;
 #[cfg(feature = "pull")]
 mod pull;
 mod run;
+mod serve;
 mod session;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,8 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Serve the OpenAI API (chat, completions, models) and a chat page over HTTP.
+    Serve(serve::ServeArgs),
     /// Download a model from the Hugging Face hub into the local hub cache.
     #[cfg(feature = "pull")]
     Pull(pull::PullArgs),
@@ -63,6 +66,7 @@ fn main() {
         Command::Inspect { path, json } => inspect::run(&path, json),
         Command::Run(args) => run::run(&args),
         Command::Chat(args) => chat::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Logits {
             model,
             tokens,
