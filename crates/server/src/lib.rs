@@ -187,6 +187,14 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
 }
 
 async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    // A declared length over the limit is refused before reading (the body extractor alone
+    // would wait for the bytes first).
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = declared.is_some_and(|n| n > state.options.body_limit as u64);
     let route = match req.uri().path() {
         p @ ("/"
         | "/health"
@@ -197,7 +205,11 @@ async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         p if p.starts_with("/v1/models/") => "/v1/models/{id}".to_owned(),
         _ => "other".to_owned(),
     };
-    let resp = next.run(req).await;
+    let resp = if too_large {
+        ApiError::too_large(state.options.body_limit).into_response()
+    } else {
+        next.run(req).await
+    };
     if let Ok(mut m) = state.responses.lock() {
         *m.entry((route, resp.status().as_u16())).or_default() += 1;
     }
