@@ -119,7 +119,10 @@ fn sixteen_streaming_clients_200_requests() {
         generated / passes.max(1.0)
     );
     match server.peak_rss_kib() {
-        Some(kib) => println!("  server peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
+        Some(kib) => println!(
+            "  server peak memory (VmHWM): {:.1} MiB",
+            kib as f64 / 1024.0
+        ),
         None => println!("  server peak memory: unavailable (no /proc)"),
     }
 }

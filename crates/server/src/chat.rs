@@ -171,9 +171,11 @@ pub(crate) async fn handle(
         ));
     }
     let logprobs = req.logprobs.unwrap_or(false).then_some(top_logprobs);
+    let mut json_object = false;
     if let Some(f) = &req.response_format {
         match f.kind.as_str() {
-            "text" | "json_object" => {}
+            "text" => {}
+            "json_object" => json_object = true,
             other => {
                 return Err(ApiError::bad_param(
                     "response_format",
@@ -200,7 +202,14 @@ pub(crate) async fn handle(
     let with_tools = tools.is_some();
     // DeepSeek's call markers are special tokens: keep special tokens in the text then.
     let skip_special = !(with_tools && state.model.tool_format == ToolFormat::DeepSeek);
-    let rx = output::submit(&state, &[prompt], &settings, logprobs, skip_special)?;
+    let rx = output::submit(
+        &state,
+        &[prompt],
+        &settings,
+        logprobs,
+        skip_special,
+        json_object,
+    )?;
 
     let id = state.response_id("chatcmpl");
     let choices: Vec<Choice> = (0..settings.n)

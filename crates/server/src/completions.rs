@@ -103,7 +103,7 @@ pub(crate) async fn handle(
     } else {
         vec![String::new(); prompts.len()]
     };
-    let rx = output::submit(&state, &prompts, &settings, top, true)?;
+    let rx = output::submit(&state, &prompts, &settings, top, true, false)?;
     let id = state.response_id("cmpl");
     let n = settings.n;
     let total = prompts.len() * n;

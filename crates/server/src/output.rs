@@ -122,6 +122,7 @@ pub(crate) fn submit(
     settings: &Settings,
     logprobs: Option<usize>,
     skip_special_tokens: bool,
+    json_object: bool,
 ) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
     if prompts.len() * settings.n > state.options.max_choices {
         return Err(ApiError::bad_request(format!(
@@ -142,6 +143,7 @@ pub(crate) fn submit(
                 stop: settings.stop.clone(),
                 logprobs,
                 skip_special_tokens,
+                json_object,
                 sink: Box::new(ChoiceSink {
                     index: p * settings.n + i,
                     tx: tx.clone(),

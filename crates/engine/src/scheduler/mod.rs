@@ -27,6 +27,7 @@
 //! its prompt (cut back with [`KvCache::truncate`]), and prefills only the rest: a chat's next
 //! turn re-runs only the new messages. At least one prompt token is always run, for logits.
 
+mod json_mode;
 mod prefix;
 mod sequence;
 
@@ -98,6 +99,9 @@ pub struct Request {
     pub logprobs: Option<usize>,
     /// Leave special tokens out of the text.
     pub skip_special_tokens: bool,
+    /// Constrain the output to one JSON object (OpenAI's `response_format: json_object`): only
+    /// tokens that keep it a valid prefix are sampled, and it ends when the object closes.
+    pub json_object: bool,
     /// Where the events go.
     pub sink: Box<dyn EventSink>,
 }
@@ -311,6 +315,8 @@ pub struct Scheduler<'m> {
     prefix: PrefixCache,
     /// Pages reserved by active sequences.
     reserved: usize,
+    /// Each token's bytes (`None` for special tokens), for JSON mode.
+    vocab_bytes: Vec<Option<Vec<u8>>>,
     next_id: u64,
 }
 
@@ -346,6 +352,13 @@ impl<'m> Scheduler<'m> {
             active: Vec::new(),
             prefix,
             reserved: 0,
+            vocab_bytes: (0..model.vocab_size() as u32)
+                .map(|id| {
+                    (!tokenizer.is_special(id))
+                        .then(|| tokenizer.token_bytes(id))
+                        .flatten()
+                })
+                .collect(),
             next_id: 0,
         };
         (s, handle)
@@ -446,7 +459,7 @@ impl<'m> Scheduler<'m> {
                 continue; // more prompt to run; these logits are not needed
             }
             self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
-            match seq.sample(&mut logits, self.config.ctx_size) {
+            match seq.sample(&mut logits, self.config.ctx_size, &self.vocab_bytes) {
                 Step::Continue => {}
                 Step::Finished => done.push((i, true)),
                 Step::Gone => done.push((i, false)),

@@ -2,6 +2,7 @@
 
 use frugal_model::{BatchItem, KvCache};
 
+use super::json_mode::JsonPrefix;
 use super::{sampler_for, Event, EventSink, Request, TokenLogprob};
 use crate::generation::{FinishReason, StopCriteria, StopStrings};
 use crate::sampling::Sampler;
@@ -33,6 +34,8 @@ pub(super) struct Sequence<'m> {
     stop_strings: StopStrings,
     decoder: DecodeStream<'m>,
     logprobs: Option<usize>,
+    /// `json_object` mode: the output so far as a JSON-object prefix.
+    json: Option<JsonPrefix>,
 }
 
 impl<'m> Sequence<'m> {
@@ -60,6 +63,7 @@ impl<'m> Sequence<'m> {
             stop: req.stop,
             decoder: tokenizer.decode_stream(req.skip_special_tokens),
             logprobs: req.logprobs,
+            json: req.json_object.then(JsonPrefix::new),
             sink: req.sink,
         })
     }
@@ -88,8 +92,24 @@ impl<'m> Sequence<'m> {
     }
 
     /// Samples the next token from `logits`, streams it, and decides whether to go on.
-    pub(super) fn sample(&mut self, logits: &mut [f32], ctx_size: usize) -> Step {
+    /// `vocab` holds each token's bytes (`None`: special), for JSON mode.
+    pub(super) fn sample(
+        &mut self,
+        logits: &mut [f32],
+        ctx_size: usize,
+        vocab: &[Option<Vec<u8>>],
+    ) -> Step {
         let logprob = self.logprobs.map(|top| log_probs(logits, top));
+        if let Some(json) = &self.json {
+            // Only tokens that keep the text a JSON-object prefix; the output ends as soon as
+            // the object closes, so EOS is never needed.
+            for (id, l) in logits.iter_mut().enumerate() {
+                let ok = matches!(vocab.get(id), Some(Some(b)) if !b.is_empty() && json.accepts(b));
+                if !ok {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
         let id = match self.sampler.sample(logits, &self.tokens) {
             Ok(id) => id,
             Err(e) => {
@@ -108,6 +128,11 @@ impl<'m> Sequence<'m> {
 
         let mut finish = None;
         let mut text = String::new();
+        if let (Some(json), Some(Some(bytes))) = (&mut self.json, vocab.get(id as usize)) {
+            bytes.iter().for_each(|&b| {
+                json.push(b);
+            });
+        }
         if self.stop.is_eos(id) {
             finish = Some(FinishReason::Eos);
         } else {
@@ -123,6 +148,9 @@ impl<'m> Sequence<'m> {
             text = scan.text;
             if let Some(i) = scan.matched {
                 finish = Some(FinishReason::StopString(self.stop.stop_strings[i].clone()));
+            } else if self.json.as_ref().is_some_and(JsonPrefix::done) {
+                // The object is complete: end as EOS would.
+                finish = Some(FinishReason::Eos);
             }
         }
         if finish.is_none()

@@ -40,6 +40,7 @@ fn greedy(prompt: Vec<u32>, max_new: usize, sink: Box<dyn EventSink>) -> Request
         },
         logprobs: None,
         skip_special_tokens: false,
+        json_object: false,
         sink,
     }
 }
@@ -225,4 +226,51 @@ fn refuses_what_cannot_run() {
         h.submit(greedy(vec![5; 3], 4, sink())),
         Err(SubmitError::Stopped)
     );
+}
+
+/// JSON mode: sampled outputs are JSON objects that serde_json parses (or, cut by the token
+/// limit, never contain a byte that breaks the grammar before it).
+#[test]
+fn json_object_mode_outputs_parse() {
+    let (files, tok, reference) = fixture();
+    let model = Model::load(&files).unwrap();
+    let prompt = ids(&reference["prompt_ids"]);
+    let (sched, handle) = Scheduler::new(&model, &tok, SchedulerConfig::new(4, 1024));
+    std::thread::scope(|s| {
+        s.spawn(|| sched.run());
+        let mut rxs = Vec::new();
+        for seed in 0..8u64 {
+            let (tx, rx) = channel();
+            let mut req = greedy(prompt.clone(), 300, Box::new(tx));
+            req.json_object = true;
+            req.sampling = SamplingParams {
+                do_sample: true,
+                temperature: 1.0,
+                seed: Some(seed),
+                ..SamplingParams::greedy()
+            };
+            req.skip_special_tokens = true;
+            handle.submit(req).unwrap();
+            rxs.push(rx);
+        }
+        let mut complete = 0;
+        for rx in rxs {
+            let (_, text, done) = collect(rx);
+            let Event::Done { finish, .. } = done else {
+                unreachable!()
+            };
+            if finish == FinishReason::Eos {
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{text:?} is not JSON: {e}"));
+                assert!(v.is_object(), "{text:?}");
+                complete += 1;
+            } else {
+                assert_eq!(finish, FinishReason::Length);
+                assert!(text.trim_start().starts_with('{'), "{text:?}");
+            }
+        }
+        eprintln!("{complete} of 8 JSON outputs closed within 300 tokens");
+        assert!(complete > 0, "no output closed its object");
+        drop(handle);
+    });
 }
