@@ -189,6 +189,19 @@ fn malformed_requests_get_openai_errors() {
     let v: Value = serde_json::from_str(&resp).unwrap();
     assert_eq!(v["usage"]["completion_tokens"], 3);
     assert_eq!(v["object"], "chat.completion");
+
+    // A tool conversation as OpenAI clients send it: tools, an assistant turn of only calls
+    // (content null), the tool's result. The template renders it; the answer comes back.
+    let tool_chat = r#"{"messages":[{"role":"user","content":"Weather in Paris?"},
+        {"role":"assistant","content":null,"tool_calls":[{"id":"call_0","type":"function",
+         "function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]},
+        {"role":"tool","tool_call_id":"call_0","content":"18C"}],
+        "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}],
+        "max_tokens":3}"#;
+    let (status, resp) = server.post(chat, tool_chat);
+    assert_eq!(status, 200, "{resp}");
+    let v: Value = serde_json::from_str(&resp).unwrap();
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 20, "{resp}");
 }
 
 #[test]

@@ -112,6 +112,11 @@ fn normalize_message(index: usize, m: &Value) -> Result<Value, ApiError> {
     }
     let mut map = map.clone();
     match map.get("content") {
+        // An assistant turn of only tool calls: clients send `null`, which template
+        // normalization drops; DeepSeek-R1's template then fails on the missing key.
+        None | Some(Value::Null) if map.contains_key("tool_calls") => {
+            map.insert("content".into(), Value::String(String::new()));
+        }
         None | Some(Value::Null) | Some(Value::String(_)) => {}
         Some(Value::Array(parts)) => {
             let mut text = String::new();
