@@ -231,7 +231,7 @@ fn api_key_is_required_when_set() {
 /// Opens a streamed chat request and returns the socket after its first event arrived.
 fn open_stream(server: &Server, max_tokens: usize) -> (BufReader<TcpStream>, u16) {
     let body = format!(
-        r#"{{"messages":[{{"role":"user","content":"hi"}}],"stream":true,"max_tokens":{max_tokens}}}"#
+        r#"{{"messages":[{{"role":"user","content":"hi"}}],"stream":true,"max_tokens":{max_tokens},"ignore_eos":true}}"#
     );
     let mut s = TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -265,6 +265,15 @@ fn disconnect_frees_the_slot_and_full_queue_is_429() {
     // A long answer holds the slot; a second waits in the queue; a third is refused.
     let (a, status) = open_stream(&server, 3000);
     assert_eq!(status, 200);
+    // The role chunk comes before admission: wait until it holds the slot.
+    let mut tries = 0;
+    while server.metric("frugal_requests_running") < 1.0
+        || server.metric("frugal_queue_depth") > 0.0
+    {
+        tries += 1;
+        assert!(tries < 500, "first request never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let body = r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#;
     let mut b = TcpStream::connect(server.addr).unwrap();
     b.set_read_timeout(Some(Duration::from_secs(60))).unwrap();

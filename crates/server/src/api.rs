@@ -70,6 +70,8 @@ pub struct Sampling {
     pub repetition_penalty: Option<f32>,
     /// Seed for reproducible sampling.
     pub seed: Option<i64>,
+    /// Keep generating past EOS up to the token limit (extension, as vLLM's; for benchmarks).
+    pub ignore_eos: Option<bool>,
 }
 
 /// `POST /v1/chat/completions`.

@@ -86,7 +86,11 @@ pub(crate) fn settings(state: &AppState, s: Sampling) -> Result<Settings, ApiErr
     Ok(Settings {
         sampling: p,
         stop: StopCriteria {
-            eos_token_ids: state.model.eos_token_ids.clone(),
+            eos_token_ids: if s.ignore_eos.unwrap_or(false) {
+                Vec::new()
+            } else {
+                state.model.eos_token_ids.clone()
+            },
             max_new_tokens: max_new.map(|m| m as usize),
             stop_strings: stops,
         },
