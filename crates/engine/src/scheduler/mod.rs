@@ -317,7 +317,6 @@ pub struct Scheduler<'m> {
     reserved: usize,
     /// Each token's bytes (`None` for special tokens), for JSON mode.
     vocab_bytes: Vec<Option<Vec<u8>>>,
-    next_id: u64,
 }
 
 impl<'m> Scheduler<'m> {
@@ -359,7 +358,6 @@ impl<'m> Scheduler<'m> {
                         .flatten()
                 })
                 .collect(),
-            next_id: 0,
         };
         (s, handle)
     }
@@ -516,15 +514,17 @@ impl<'m> Scheduler<'m> {
             while self.reserved + self.prefix.pages() + need > self.config.kv_pages
                 && self.prefix.evict_lru()
             {}
+            // Wait for a sequence to finish. (A request larger than the whole budget still runs
+            // alone rather than never.)
             if self.reserved + self.prefix.pages() + need > self.config.kv_pages
                 && !self.active.is_empty()
             {
-                return; // wait for a sequence to finish
+                return;
             }
             // OK because `front()` just returned it.
             let req = self.waiting.pop_front().expect("front exists");
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            let (cache, reused) = match self.prefix.take_longest(&req.prompt) {
+            let (cache, reused) = match self.prefix.copy_longest(&req.prompt) {
                 Some((mut cache, common)) => {
                     // At least one prompt token must run to give the first logits.
                     let keep = common.min(req.prompt.len() - 1);
@@ -537,7 +537,6 @@ impl<'m> Scheduler<'m> {
                 .cached_tokens
                 .fetch_add(reused as u64, Ordering::Relaxed);
             self.reserved += need;
-            self.next_id += 1;
             match Sequence::new(req, cache, reused, need, self.tokenizer) {
                 Ok(seq) => self.active.push(seq),
                 Err((mut sink, msg)) => {

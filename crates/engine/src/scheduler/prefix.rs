@@ -60,7 +60,7 @@ impl PrefixCache {
 
     /// A copy of the cache sharing the longest prefix with `prompt`, and that prefix's length
     /// (positions past it must be cut off by the caller). `None` when nothing is shared.
-    pub(super) fn take_longest(&mut self, prompt: &[u32]) -> Option<(KvCache, usize)> {
+    pub(super) fn copy_longest(&mut self, prompt: &[u32]) -> Option<(KvCache, usize)> {
         let (i, common) = self
             .entries
             .iter()
