@@ -152,7 +152,8 @@ fn order_tolerance(nb: usize, scale: f64) -> f64 {
 }
 
 fn act_format(ty: QuantType) -> ActFormat {
-    ty.act_format().expect("legacy types have an activation format")
+    ty.act_format()
+        .expect("legacy types have an activation format")
 }
 
 #[test]
@@ -176,7 +177,11 @@ fn integer_rows_are_exact_on_every_path() {
             let mut w = vec![0.0f32; nb * 32];
             dequantize_row(ty, &row, &mut w).unwrap();
             let exact: i64 = w.iter().zip(&x).map(|(&w, &x)| w as i64 * x as i64).sum();
-            let abs: i64 = w.iter().zip(&x).map(|(&w, &x)| (w as i64 * x as i64).abs()).sum();
+            let abs: i64 = w
+                .iter()
+                .zip(&x)
+                .map(|(&w, &x)| (w as i64 * x as i64).abs())
+                .sum();
             assert!(abs < 1 << 24, "{ty}: partial sums must stay exact in f32");
             let row = unaligned(&row);
             for &isa in &isas {
@@ -198,7 +203,13 @@ fn simd_paths_match_the_scalar_reference() {
                 let row = if ty == QuantType::MXFP4 {
                     // E8M0 exponents 2^-20..2^20 (beyond, products overflow or vanish in f32
                     // for llama.cpp as for us).
-                    blocks(&mut rng, ty, nb, &mut |r| 107 + (r.next() % 41) as u16, &mut |_| 0)
+                    blocks(
+                        &mut rng,
+                        ty,
+                        nb,
+                        &mut |r| 107 + (r.next() % 41) as u16,
+                        &mut |_| 0,
+                    )
                 } else {
                     blocks(&mut rng, ty, nb, &mut Rng::f16_bits, &mut Rng::f16_bits)
                 };

@@ -20,4 +20,4 @@ pub mod params;
 pub mod transformer;
 
 pub use error::ModelError;
-pub use transformer::{DeepSeek, KvCache, Model, Trace};
+pub use transformer::{DeepSeek, KvCache, LoadOptions, Model, Trace};

@@ -17,9 +17,9 @@
 //! Files: `scalar.rs` (the reference), `x86.rs` (AVX2, AVX-512 BW, AVX-512 VNNI), `neon.rs`
 //! (AArch64 with `sdot` when the CPU has it). An [`Isa`] this CPU lacks runs the scalar code.
 
-mod scalar;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -66,7 +66,12 @@ pub(super) fn mxfp4(isa: Isa, w: &[BlockMXFP4], a: &[BlockQ8_0]) -> f32 {
 /// `isa`, or on the scalar reference if this CPU cannot run `isa`.
 fn dot<B: Block32>(isa: Isa, w: &[B], a: &[B::Act]) -> f32 {
     // `vec_dot` checked the lengths; a mismatch here is a bug in this module's callers.
-    assert_eq!(w.len(), a.len(), "{}: weight and activation blocks", B::TYPE);
+    assert_eq!(
+        w.len(),
+        a.len(),
+        "{}: weight and activation blocks",
+        B::TYPE
+    );
     match available(isa) {
         // SAFETY (the three x86 arms): `available` returned this set, so the CPU has the
         // features the function's contract asks for.

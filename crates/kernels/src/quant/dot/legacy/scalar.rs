@@ -8,7 +8,11 @@ pub(super) fn dot<B: Block32>(w: &[B], a: &[B::Act]) -> f32 {
     let mut sum = 0.0f32;
     for (w, a) in w.iter().zip(a) {
         let c = codes(w);
-        let sumi: i32 = c.iter().zip(a.qs()).map(|(&c, &q)| c as i32 * q as i32).sum();
+        let sumi: i32 = c
+            .iter()
+            .zip(a.qs())
+            .map(|(&c, &q)| c as i32 * q as i32)
+            .sum();
         sum += term(w, a, sumi);
     }
     sum

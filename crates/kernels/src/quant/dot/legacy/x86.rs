@@ -87,9 +87,7 @@ fn fifth_bits(qh: u32) -> __m256i {
 fn codes<B: Block32>(w: &B) -> __m256i {
     match B::CODES {
         Codes::Bytes => load32(w.qs()),
-        Codes::Nibbles { offset } => {
-            _mm256_sub_epi8(nibbles(w.qs()), _mm256_set1_epi8(offset))
-        }
+        Codes::Nibbles { offset } => _mm256_sub_epi8(nibbles(w.qs()), _mm256_set1_epi8(offset)),
         Codes::Fives { offset } => {
             let c = _mm256_or_si256(nibbles(w.qs()), fifth_bits(w.qh()));
             _mm256_sub_epi8(c, _mm256_set1_epi8(offset))
@@ -181,10 +179,7 @@ fn pair_lanes_vnni<B: Block32>(w: &[B], a: &[B::Act]) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
 fn halves(v: __m512i) -> (__m256i, __m256i) {
-    (
-        _mm512_castsi512_si256(v),
-        _mm512_extracti64x4_epi64::<1>(v),
-    )
+    (_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
 }
 
 /// Four blocks' 8-lane sums reduced to `[Σ p0, Σ p1, Σ p2, Σ p3]`, exactly (i32).
@@ -194,10 +189,7 @@ fn reduce4(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128i {
     // hadd pairs neighbours within each 128-bit half; three rounds leave, per half, one
     // partial sum of each block; adding the halves completes them.
     let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
-    _mm_add_epi32(
-        _mm256_castsi256_si128(h),
-        _mm256_extracti128_si256::<1>(h),
-    )
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
 }
 
 /// Sum of 8 i32 lanes.
