@@ -7,10 +7,11 @@
 //!   (computed in i64 from `dequantize_row`): this checks the codes and the integer products
 //!   bit for bit, independently of float rounding.
 //! - SIMD vs scalar on random blocks (every code pattern, random finite f16 scales and offsets,
-//!   random E8M0 exponents) over rows of 1, 2, 3, 7 and 64 blocks, from unaligned addresses.
+//!   random E8M0 exponents) over rows of 1, 2, 3, 7, 13 and 64 blocks (every loop and tail of
+//!   every path), from unaligned addresses.
 //!   Per block both compute the same exact i32 and the same exact `d_w·d_a`, so block terms
 //!   agree to one rounding (the x86 paths fuse the Q4_1/Q5_1 offset product `m·s` into the
-//!   add); then the f32 additions are grouped differently (x86: four lanes, then the left-over
+//!   add); then the f32 additions are grouped differently (x86: four or eight lanes, then the left-over
 //!   blocks). Recursive summation of `n` terms errs by at most `(n−1)·u·Σ|t_b|` (`u = 2^-24`),
 //!   so two orders differ by at most `2(n + 4)·u·S` with `S = Σ_b (|t_b| + |m_b·s_b|)`
 //!   (`+4` covers the per-term roundings): that is [`order_tolerance`].
@@ -162,7 +163,7 @@ fn integer_rows_are_exact_on_every_path() {
     let isas = Isa::available();
     eprintln!("instruction sets: {isas:?}");
     for ty in LEGACY {
-        for nb in [1, 2, 3, 4, 5, 7, 8, 64] {
+        for nb in [1, 2, 3, 4, 5, 7, 8, 13, 64] {
             // d_w = 1 (f16 0x3c00; E8M0 128 → 2^0), m = 0: weights are their codes.
             let unit = if ty == QuantType::MXFP4 { 128 } else { 0x3c00 };
             let row = blocks(&mut rng, ty, nb, &mut |_| unit, &mut |_| 0);
@@ -198,7 +199,7 @@ fn simd_paths_match_the_scalar_reference() {
     let isas = Isa::available();
     for ty in LEGACY {
         let mut worst = vec![0.0f64; isas.len()];
-        for nb in [1, 2, 3, 7, 64] {
+        for nb in [1, 2, 3, 7, 13, 64] {
             for _ in 0..20 {
                 let row = if ty == QuantType::MXFP4 {
                     // E8M0 exponents 2^-20..2^20 (beyond, products overflow or vanish in f32

@@ -10,9 +10,10 @@
 //! (llama.cpp's `ggml_vec_dot_q4_0_q8_0` … `ggml_vec_dot_q5_1_q8_1`). `Σ c_i·q_i` is an exact
 //! i32 on every path (|c| ≤ 128, |q| ≤ 127: at most 2^19); `d_w·d_a` is exact in f32 (two
 //! 11-bit significands, or a power of two for MXFP4's E8M0 scale). So each block's term is
-//! one correctly rounded f32 product on every path, and paths differ only in how the f32
-//! terms are added up: the scalar reference adds them in block order, the SIMD paths four
-//! (x86) or two (NEON) blocks at a time in vector lanes.
+//! one correctly rounded f32 product on every path (plus `m_w·s_a`, which x86 fuses into the
+//! add), and paths differ only in how the f32 terms are added up: the scalar reference and
+//! NEON add them in block order (NEON's result is bit for bit the scalar one), x86 in 4 or 8
+//! vector lanes.
 //!
 //! Files: `scalar.rs` (the reference), `x86.rs` (AVX2, AVX-512 BW, AVX-512 VNNI), `neon.rs`
 //! (AArch64 with `sdot` when the CPU has it). An [`Isa`] this CPU lacks runs the scalar code.
