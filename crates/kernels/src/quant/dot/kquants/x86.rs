@@ -1,0 +1,494 @@
+//! x86-64 paths: AVX2 (`pmaddubsw` + `pmaddwd`), AVX-512 BW (the same on 512 bits) and
+//! AVX-512 VNNI (`vpdpbusd`, then the sub-block scales with `vpmulld`).
+//!
+//! All three share the AVX2 decoders, which turn one super-block's packed codes into eight
+//! 32-byte vectors of unsigned codes in weight order (vector `k` = weights `32k..32k+32`);
+//! the ISA-specific part is only the scaled integer dot product of those codes with the Q8_K
+//! codes. Loads are unaligned (`loadu`): blocks come from memory-mapped files at any address.
+
+use super::{
+    finish, finish_min, iq4xs_scales, k4_scales, q2k_scales, q3k_scales, q6k_scales, scaled_bsums,
+};
+use crate::quant::act::BlockQ8K;
+use crate::quant::iquants::KVALUES_IQ4NL;
+use crate::quant::{BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use std::arch::x86_64::*;
+
+/// One super-block's codes: vector `k` holds weights `32k..32k+32`.
+type Codes = [__m256i; 8];
+
+/// Loads 32 bytes from `p` (any alignment).
+///
+/// # Safety
+/// `p..p+32` must be readable; AVX2 must be available.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn load32(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// Q2_K: weight `128h + 32j + l` is bits `2j..2j+2` of `qs[32h + l]`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn codes_q2k(w: &BlockQ2K) -> Codes {
+    let m3 = _mm256_set1_epi8(3);
+    let mut out = [_mm256_setzero_si256(); 8];
+    for h in 0..2 {
+        // SAFETY: `qs` is 64 bytes; this reads bytes 32h..32h+32.
+        let x = unsafe { load32(w.qs.as_ptr().add(32 * h)) };
+        // 16-bit shifts move bits across byte boundaries; the mask keeps only each byte's own.
+        out[4 * h] = _mm256_and_si256(x, m3);
+        out[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16::<2>(x), m3);
+        out[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m3);
+        out[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16::<6>(x), m3);
+    }
+    out
+}
+
+/// Q3_K as unsigned `u = q + 4`: the 2 low bits as Q2_K, plus 4 where the hmask bit
+/// (`4h + j` of `hmask[l]`) is set.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn codes_q3k(w: &BlockQ3K) -> Codes {
+    let m3 = _mm256_set1_epi8(3);
+    let four = _mm256_set1_epi8(4);
+    // SAFETY: `hmask` is 32 bytes.
+    let hm = unsafe { load32(w.hmask.as_ptr()) };
+    let mut out = [_mm256_setzero_si256(); 8];
+    for h in 0..2 {
+        // SAFETY: `qs` is 64 bytes; this reads bytes 32h..32h+32.
+        let x = unsafe { load32(w.qs.as_ptr().add(32 * h)) };
+        let low = [
+            _mm256_and_si256(x, m3),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(x), m3),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(x), m3),
+            _mm256_and_si256(_mm256_srli_epi16::<6>(x), m3),
+        ];
+        for (j, low) in low.into_iter().enumerate() {
+            let bit = _mm256_set1_epi8((1u8 << (4 * h + j)) as i8);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit);
+            out[4 * h + j] = _mm256_or_si256(low, _mm256_and_si256(set, four));
+        }
+    }
+    out
+}
+
+/// Q4_K/Q5_K: weight `64c + l` is the low nibble of `qs[32c + l]`, `64c + 32 + l` the high
+/// one; with `qh`, bit `2c` (resp. `2c + 1`) of `qh[l]` adds 16.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn codes_k4(qs: &[u8; 128], qh: Option<&[u8; 32]>) -> Codes {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut out = [_mm256_setzero_si256(); 8];
+    for c in 0..4 {
+        // SAFETY: `qs` is 128 bytes; this reads bytes 32c..32c+32.
+        let x = unsafe { load32(qs.as_ptr().add(32 * c)) };
+        out[2 * c] = _mm256_and_si256(x, m4);
+        out[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
+    }
+    if let Some(qh) = qh {
+        // SAFETY: `qh` is 32 bytes.
+        let hb = unsafe { load32(qh.as_ptr()) };
+        let sixteen = _mm256_set1_epi8(16);
+        for (k, o) in out.iter_mut().enumerate() {
+            let bit = _mm256_set1_epi8((1u8 << k) as i8);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit);
+            *o = _mm256_or_si256(*o, _mm256_and_si256(set, sixteen));
+        }
+    }
+    out
+}
+
+/// Q6_K as unsigned `u = q + 32` (the stored form). Half `h`, quarter `t`: low nibble `t / 2`
+/// of `ql[64h + 32(t % 2) + l]`, high bits `2t..2t+2` of `qh[32h + l]` as bits 4..6.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn codes_q6k(w: &BlockQ6K) -> Codes {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut out = [_mm256_setzero_si256(); 8];
+    for h in 0..2 {
+        // SAFETY: `ql` is 128 and `qh` 64 bytes; these read ql[64h..64h+64], qh[32h..32h+32].
+        let (l0, l1, hb) = unsafe {
+            (
+                load32(w.ql.as_ptr().add(64 * h)),
+                load32(w.ql.as_ptr().add(64 * h + 32)),
+                load32(w.qh.as_ptr().add(32 * h)),
+            )
+        };
+        // Masking before each 16-bit shift keeps bits inside their byte.
+        let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)));
+        let h1 = _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0x0c)));
+        let h2 = _mm256_and_si256(hb, _mm256_set1_epi8(0x30));
+        let h3 = _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0xc0u8 as i8)));
+        out[4 * h] = _mm256_or_si256(_mm256_and_si256(l0, m4), h0);
+        out[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), h1);
+        out[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), h2);
+        out[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4), h3);
+    }
+    out
+}
+
+/// IQ4_XS: signed code-book values (`pshufb` table lookup). Sub-block `s`: byte `j` of
+/// `qs[16s..]` holds weight `j` (low nibble) and `j + 16` (high nibble).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn codes_iq4xs(w: &BlockIQ4XS) -> Codes {
+    // SAFETY: the table is 16 bytes.
+    let table = unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) };
+    let table = _mm256_broadcastsi128_si256(table);
+    let m4 = _mm_set1_epi8(0x0f);
+    let mut out = [_mm256_setzero_si256(); 8];
+    for (s, o) in out.iter_mut().enumerate() {
+        // SAFETY: `qs` is 128 bytes; this reads bytes 16s..16s+16.
+        let x = unsafe { _mm_loadu_si128(w.qs.as_ptr().add(16 * s).cast()) };
+        let lo = _mm_and_si128(x, m4);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(x), m4);
+        *o = _mm256_shuffle_epi8(table, _mm256_set_m128i(hi, lo));
+    }
+    out
+}
+
+/// `Σ` of the eight i32 lanes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn hsum256(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Reads `N` bytes of `v` as a little-endian integer: scale pairs/quads for broadcasting.
+#[inline(always)]
+fn scale_bits<const N: usize>(sc: &[i16]) -> u64 {
+    sc[..N]
+        .iter()
+        .rev()
+        .fold(0u64, |acc, &s| (acc << 16) | s as u16 as u64)
+}
+
+/// The integer dot products per ISA: `Σ_s sc_s · Σ_{i∈s} u_i·a_i` over one super-block,
+/// for sub-blocks of 16 (`isum16`) or 32 (`isum32`) weights, and `isum32_signed` for signed
+/// codes (IQ4_XS). Products `u·a` fit `pmaddubsw`'s i16 pairs: `2·63·127 < 2^15`.
+mod isum {
+    use super::*;
+
+    /// `pshufb` pattern broadcasting i16 pair `0` to the low 128-bit half and `1` to the high.
+    const PAIR_LANES: [u8; 32] = {
+        let mut m = [0u8; 32];
+        let mut i = 0;
+        while i < 32 {
+            m[i] = if i < 16 {
+                (i % 2) as u8
+            } else {
+                2 + (i % 2) as u8
+            };
+            i += 1;
+        }
+        m
+    };
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn avx2_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> i32 {
+        // SAFETY: 32-byte constant.
+        let mask = unsafe { load32(PAIR_LANES.as_ptr()) };
+        let mut acc = _mm256_setzero_si256();
+        for (k, &u) in u.iter().enumerate() {
+            // SAFETY: `a` is 256 bytes; this reads bytes 32k..32k+32.
+            let a = unsafe { load32(a.as_ptr().add(32 * k).cast()) };
+            let p = _mm256_maddubs_epi16(u, a);
+            let s = _mm256_shuffle_epi8(
+                _mm256_set1_epi32(scale_bits::<2>(&sc[2 * k..]) as i32),
+                mask,
+            );
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
+        }
+        // SAFETY: AVX2 is enabled here.
+        unsafe { hsum256(acc) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn avx2_32(u: &Codes, a: &[i8; QK_K], sc: &[i16; 8], signed: bool) -> i32 {
+        let mut acc = _mm256_setzero_si256();
+        for (k, &u) in u.iter().enumerate() {
+            // SAFETY: `a` is 256 bytes; this reads bytes 32k..32k+32.
+            let a = unsafe { load32(a.as_ptr().add(32 * k).cast()) };
+            // Signed codes: |u|·(a·sign u), exact as a ≠ −128 (module docs).
+            let (u, a) = if signed {
+                (_mm256_sign_epi8(u, u), _mm256_sign_epi8(a, u))
+            } else {
+                (u, a)
+            };
+            let p = _mm256_maddubs_epi16(u, a);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(sc[k])));
+        }
+        // SAFETY: AVX2 is enabled here.
+        unsafe { hsum256(acc) }
+    }
+
+    /// `pshufb` pattern giving 128-bit lane `L` the i16 at `L` (sub-blocks of 16).
+    const QUAD_LANES: [u8; 64] = {
+        let mut m = [0u8; 64];
+        let mut i = 0;
+        while i < 64 {
+            m[i] = (2 * (i / 16) + i % 2) as u8;
+            i += 1;
+        }
+        m
+    };
+    /// `pshufb` pattern giving lanes 0, 1 the i16 at 0 and lanes 2, 3 the one at 1.
+    const HALF_LANES: [u8; 64] = {
+        let mut m = [0u8; 64];
+        let mut i = 0;
+        while i < 64 {
+            m[i] = (2 * (i / 32) + i % 2) as u8;
+            i += 1;
+        }
+        m
+    };
+
+    /// Codes `2k, 2k + 1` as one 64-byte vector.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn pair(u: &Codes, k: usize) -> __m512i {
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u[2 * k]), u[2 * k + 1])
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn hsum512(v: __m512i) -> i32 {
+        _mm512_reduce_add_epi32(v)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub(super) unsafe fn avx512_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> i32 {
+        // SAFETY: 64-byte constant.
+        let mask = unsafe { _mm512_loadu_si512(QUAD_LANES.as_ptr().cast()) };
+        let mut acc = _mm512_setzero_si512();
+        for k in 0..4 {
+            // SAFETY: `a` is 256 bytes; this reads bytes 64k..64k+64. AVX-512F is enabled.
+            let (u, a) = unsafe {
+                (
+                    pair(u, k),
+                    _mm512_loadu_si512(a.as_ptr().add(64 * k).cast()),
+                )
+            };
+            let p = _mm512_maddubs_epi16(u, a);
+            let s = _mm512_shuffle_epi8(
+                _mm512_set1_epi64(scale_bits::<4>(&sc[4 * k..]) as i64),
+                mask,
+            );
+            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, s));
+        }
+        // SAFETY: AVX-512F is enabled here.
+        unsafe { hsum512(acc) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub(super) unsafe fn avx512_32(u: &Codes, a: &[i8; QK_K], sc: &[i16; 8], signed: bool) -> i32 {
+        // SAFETY: 64-byte constant.
+        let mask = unsafe { _mm512_loadu_si512(HALF_LANES.as_ptr().cast()) };
+        let mut acc = _mm512_setzero_si512();
+        for k in 0..4 {
+            // SAFETY: `a` is 256 bytes; this reads bytes 64k..64k+64. AVX-512F is enabled.
+            let (u, a) = unsafe {
+                (
+                    pair(u, k),
+                    _mm512_loadu_si512(a.as_ptr().add(64 * k).cast()),
+                )
+            };
+            // Signed codes: |u|·(a·sign u); AVX-512 has no `vpsignb`, so negate under a mask.
+            let (u, a) = if signed {
+                let neg = _mm512_movepi8_mask(u);
+                (
+                    _mm512_abs_epi8(u),
+                    _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a),
+                )
+            } else {
+                (u, a)
+            };
+            let p = _mm512_maddubs_epi16(u, a);
+            let s = _mm512_shuffle_epi8(
+                _mm512_set1_epi32(scale_bits::<2>(&sc[2 * k..]) as i32),
+                mask,
+            );
+            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, s));
+        }
+        // SAFETY: AVX-512F is enabled here.
+        unsafe { hsum512(acc) }
+    }
+
+    /// VNNI: `vpdpbusd` sums 4 products per i32 lane (lane `4L..4L+4` = 16 weights), then each
+    /// lane is multiplied by its sub-block's scale (`idx` picks it from the 16 or 8 scales).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn vnni(u: &Codes, a: &[i8; QK_K], scales: __m512i, sub: usize, signed: bool) -> i32 {
+        let mut acc = _mm512_setzero_si512();
+        let lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        // Sub-blocks of 32: two per 64 bytes, lanes 0..8 and 8..16.
+        let lane = if sub == 16 {
+            lane
+        } else {
+            _mm512_srli_epi32::<1>(lane)
+        };
+        let per_vec = (64 / sub) as i32;
+        for k in 0..4 {
+            // SAFETY: `a` is 256 bytes; this reads bytes 64k..64k+64. AVX-512F is enabled.
+            let (u, a) = unsafe {
+                (
+                    pair(u, k),
+                    _mm512_loadu_si512(a.as_ptr().add(64 * k).cast()),
+                )
+            };
+            let (u, a) = if signed {
+                let neg = _mm512_movepi8_mask(u);
+                (
+                    _mm512_abs_epi8(u),
+                    _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a),
+                )
+            } else {
+                (u, a)
+            };
+            let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, a);
+            let idx = _mm512_add_epi32(lane, _mm512_set1_epi32(per_vec * k as i32));
+            let s = _mm512_permutexvar_epi32(idx, scales);
+            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(p, s));
+        }
+        // SAFETY: AVX-512F is enabled here.
+        unsafe { hsum512(acc) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    pub(super) unsafe fn vnni_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> i32 {
+        // SAFETY: `sc` is 32 bytes.
+        let s = _mm512_cvtepi16_epi32(unsafe { load32(sc.as_ptr().cast()) });
+        // SAFETY: the features `vnni` needs are enabled here.
+        unsafe { vnni(u, a, s, 16, false) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    pub(super) unsafe fn vnni_32(u: &Codes, a: &[i8; QK_K], sc: &[i16; 8], signed: bool) -> i32 {
+        // SAFETY: `sc` is 16 bytes.
+        let s = _mm512_cvtepi16_epi32(_mm256_castsi128_si256(unsafe {
+            _mm_loadu_si128(sc.as_ptr().cast())
+        }));
+        // SAFETY: the features `vnni` needs are enabled here.
+        unsafe { vnni(u, a, s, 32, signed) }
+    }
+}
+
+/// The row functions of one ISA: decode, integer dot, the shared float step.
+macro_rules! rows {
+    ($isa:ident, $features:literal, $isum16:path, $isum32:path) => {
+        pub(super) mod $isa {
+            use super::*;
+
+            /// # Safety
+            /// The CPU must have the features this function enables.
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+                let mut acc = 0.0f32;
+                for (w, a) in w.iter().zip(a) {
+                    let (sc, summs) = q2k_scales(w, a);
+                    // SAFETY: this function's features include the callees'.
+                    let isum = unsafe { $isum16(&codes_q2k(w), &a.qs, &sc) };
+                    acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                }
+                acc
+            }
+
+            /// # Safety
+            /// As [`q2_k`].
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+                let mut acc = 0.0f32;
+                for (w, a) in w.iter().zip(a) {
+                    let sc = q3k_scales(w);
+                    // SAFETY: as in `q2_k`.
+                    let isum = unsafe { $isum16(&codes_q3k(w), &a.qs, &sc) };
+                    // u = q + 4: take 4·Σ_s sc_s·bsum_s back out.
+                    acc = finish(acc, a, w.d, isum - 4 * scaled_bsums(&sc, a));
+                }
+                acc
+            }
+
+            /// # Safety
+            /// As [`q2_k`].
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+                let mut acc = 0.0f32;
+                for (w, a) in w.iter().zip(a) {
+                    let (sc, summs) = k4_scales(&w.scales, a);
+                    // SAFETY: as in `q2_k`.
+                    let isum = unsafe { $isum32(&codes_k4(&w.qs, None), &a.qs, &sc, false) };
+                    acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                }
+                acc
+            }
+
+            /// # Safety
+            /// As [`q2_k`].
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+                let mut acc = 0.0f32;
+                for (w, a) in w.iter().zip(a) {
+                    let (sc, summs) = k4_scales(&w.scales, a);
+                    // SAFETY: as in `q2_k`.
+                    let isum = unsafe { $isum32(&codes_k4(&w.qs, Some(&w.qh)), &a.qs, &sc, false) };
+                    acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                }
+                acc
+            }
+
+            /// # Safety
+            /// As [`q2_k`].
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+                let mut acc = 0.0f32;
+                for (w, a) in w.iter().zip(a) {
+                    let sc = q6k_scales(w);
+                    // SAFETY: as in `q2_k`.
+                    let isum = unsafe { $isum16(&codes_q6k(w), &a.qs, &sc) };
+                    // u = q + 32: take 32·Σ_s sc_s·bsum_s back out.
+                    acc = finish(acc, a, w.d, isum - 32 * scaled_bsums(&sc, a));
+                }
+                acc
+            }
+
+            /// # Safety
+            /// As [`q2_k`].
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
+                let mut acc = 0.0f32;
+                for (w, a) in w.iter().zip(a) {
+                    let sc = iq4xs_scales(w);
+                    // SAFETY: as in `q2_k`.
+                    let isum = unsafe { $isum32(&codes_iq4xs(w), &a.qs, &sc, true) };
+                    acc = finish(acc, a, w.d, isum);
+                }
+                acc
+            }
+        }
+    };
+}
+
+rows!(avx2, "avx2,fma,f16c", isum::avx2_16, isum::avx2_32);
+rows!(
+    avx512,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl",
+    isum::avx512_16,
+    isum::avx512_32
+);
+rows!(
+    vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    isum::vnni_16,
+    isum::vnni_32
+);
