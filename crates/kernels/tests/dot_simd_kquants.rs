@@ -244,3 +244,52 @@ fn matches_llama_cpp_vec_dot() {
     }
     eprintln!("worst relative difference from llama.cpp: {worst:e}");
 }
+
+/// F32, F16 and BF16 rows with f32 activations: every ISA within `FLOAT_TOL · Σ|w_i·x_i|` of
+/// the f64 dot product of the exactly converted weights (and so of the scalar reference).
+/// Conversions are exact on every path (F16 includes subnormals here); what differs is the f32
+/// summation order: 4 vector accumulators plus a horizontal sum vs one running sum, each
+/// bounded by ~n·2^-24 of the magnitude sum and in practice ~√n·2^-24 (n ≤ 2048).
+#[test]
+fn float_rows_on_every_isa() {
+    const FLOAT_TOL: f64 = 2e-5;
+    let mut rng = Rng(0x666c_6f61_74);
+    let mut worst = 0.0f64;
+    for ty in [QuantType::F32, QuantType::F16, QuantType::BF16] {
+        // Lengths that end in every tail position of the 32- and 64-wide steps.
+        for n in [1usize, 7, 31, 64, 100, 257, 1000, 2048] {
+            let w: Vec<f32> = (0..n).map(|_| rng.unit() * 4.0).collect();
+            let x: Vec<f32> = (0..n).map(|_| rng.unit() * 3.0).collect();
+            let mut row = Vec::with_capacity(n * 4);
+            for (i, &v) in w.iter().enumerate() {
+                match ty {
+                    QuantType::F32 => row.extend_from_slice(&v.to_le_bytes()),
+                    // Every 5th value an f16 subnormal (|v| < 2^-14).
+                    QuantType::F16 => {
+                        let v = if i % 5 == 0 { v * 1e-5 } else { v };
+                        row.extend_from_slice(&half::f16::from_f32(v).to_le_bytes())
+                    }
+                    _ => row.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+                }
+            }
+            let wf = dequantized(ty, &row, n);
+            let exact: f64 = wf.iter().zip(&x).map(|(&w, &x)| w as f64 * x as f64).sum();
+            let mag: f64 = wf
+                .iter()
+                .zip(&x)
+                .map(|(&w, &x)| (w as f64 * x as f64).abs())
+                .sum();
+            let acts = QuantizedActs::from_f32(ActFormat::F32, &x).expect("f32");
+            for isa in Isa::available() {
+                let got = vec_dot(isa, ty, &row, &acts).expect("supported") as f64;
+                let rel = (got - exact).abs() / mag.max(f64::MIN_POSITIVE);
+                worst = worst.max(rel);
+                assert!(
+                    rel <= FLOAT_TOL,
+                    "{ty} {isa} n={n}: {got} vs {exact} (rel {rel:e})"
+                );
+            }
+        }
+    }
+    eprintln!("worst relative float error: {worst:e}");
+}
