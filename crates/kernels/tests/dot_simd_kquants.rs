@@ -253,7 +253,7 @@ fn matches_llama_cpp_vec_dot() {
 #[test]
 fn float_rows_on_every_isa() {
     const FLOAT_TOL: f64 = 2e-5;
-    let mut rng = Rng(0x666c_6f61_74);
+    let mut rng = Rng(0x0066_6c6f_6174);
     let mut worst = 0.0f64;
     for ty in [QuantType::F32, QuantType::F16, QuantType::BF16] {
         // Lengths that end in every tail position of the 32- and 64-wide steps.

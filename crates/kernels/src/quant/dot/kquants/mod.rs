@@ -137,12 +137,55 @@ fn iq4xs_scales(w: &BlockIQ4XS) -> [i16; 8] {
     })
 }
 
-/// `Σ_s sc_s·bsum_s` over 16 sub-blocks of 16: the integer a code offset contributes.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // Only x86 uses offset codes.
+/// ggml's 32-bit masks for the 6-bit scale packings.
+const M6: u32 = 0x3f3f_3f3f;
+const M4: u32 = 0x0f0f_0f0f;
+const M2: u32 = 0x0303_0303;
+
 #[inline(always)]
-fn scaled_bsums(sc: &[i16; 16], a: &BlockQ8K) -> i32 {
-    let b = bsums(a);
-    (0..16).map(|s| sc[s] as i32 * b[s]).sum()
+fn le32(s: &[u8; 12], i: usize) -> u32 {
+    u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]])
+}
+
+/// Q4_K/Q5_K's 12 packed bytes as 8 scales then 8 offsets (what [`scale_min_k4`] gives one at a
+/// time), four per 32-bit word: scales/offsets 0..4 are the low 6 bits of words 0/1; 4..8 take
+/// word 2's nibbles and the top 2 bits of words 0/1.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[inline(always)]
+fn k4_unpack(s: &[u8; 12]) -> [u8; 16] {
+    let (u0, u1, u2) = (le32(s, 0), le32(s, 1), le32(s, 2));
+    let words = [
+        u0 & M6,
+        (u2 & M4) | (((u0 >> 6) & M2) << 4),
+        u1 & M6,
+        ((u2 >> 4) & M4) | (((u1 >> 6) & M2) << 4),
+    ];
+    let mut out = [0u8; 16];
+    for (o, w) in out.chunks_exact_mut(4).zip(words) {
+        o.copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// Q3_K's 16 scales, re-centred (`− 32`, as i8 bytes), four per 32-bit word: low nibbles from
+/// words 0/1 (scales 0..8) or their high nibbles (8..16), bits 4..6 from word 2's bit pairs.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[inline(always)]
+fn q3k_unpack(s: &[u8; 12]) -> [u8; 16] {
+    let (u0, u1, u2) = (le32(s, 0), le32(s, 1), le32(s, 2));
+    let words = [
+        (u0 & M4) | ((u2 & M2) << 4),
+        (u1 & M4) | (((u2 >> 2) & M2) << 4),
+        ((u0 >> 4) & M4) | (((u2 >> 4) & M2) << 4),
+        ((u1 >> 4) & M4) | (((u2 >> 6) & M2) << 4),
+    ];
+    let mut out = [0u8; 16];
+    for (o, w) in out.chunks_exact_mut(4).zip(words) {
+        for (o, b) in o.iter_mut().zip(w.to_le_bytes()) {
+            *o = b.wrapping_sub(32);
+        }
+    }
+    out
 }
 
 /// The reference: codes decoded one by one in weight order, exact integer sums per sub-block.

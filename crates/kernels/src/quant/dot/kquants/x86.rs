@@ -6,9 +6,7 @@
 //! the ISA-specific part is only the scaled integer dot product of those codes with the Q8_K
 //! codes. Loads are unaligned (`loadu`): blocks come from memory-mapped files at any address.
 
-use super::{
-    finish, finish_min, iq4xs_scales, k4_scales, q2k_scales, q3k_scales, q6k_scales, scaled_bsums,
-};
+use super::{finish, finish_min, iq4xs_scales, k4_unpack, q3k_unpack};
 use crate::quant::act::BlockQ8K;
 use crate::quant::iquants::KVALUES_IQ4NL;
 use crate::quant::{BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
@@ -149,14 +147,45 @@ unsafe fn codes_iq4xs(w: &BlockIQ4XS) -> Codes {
     out
 }
 
-/// `Σ` of the eight i32 lanes.
+/// The sums of the eight i32 lanes of `x` and of `y`, reduced together.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn hsum256(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-    _mm_cvtsi128_si32(s)
+unsafe fn hsum_pair(x: __m256i, y: __m256i) -> (i32, i32) {
+    let h = _mm256_hadd_epi32(x, y); // x01 x23 y01 y23 | x45 x67 y45 y67
+    let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    let s = _mm_hadd_epi32(s, s); // x y x y
+    (_mm_cvtsi128_si32(s), _mm_extract_epi32::<1>(s))
+}
+
+/// Q8_K's 16 block sums as i16 lanes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn bsums(a: &BlockQ8K) -> __m256i {
+    // SAFETY: `bsums` is 32 bytes.
+    unsafe { load32(a.bsums.as_ptr().cast()) }
+}
+
+/// 16 bytes of `p` widened to i16 lanes, signed or unsigned.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn widen16(p: &[u8; 16], signed: bool) -> __m256i {
+    // SAFETY: 16 bytes.
+    let v = unsafe { _mm_loadu_si128(p.as_ptr().cast()) };
+    if signed {
+        _mm256_cvtepi8_epi16(v)
+    } else {
+        _mm256_cvtepu8_epi16(v)
+    }
+}
+
+/// Stores i16 lanes into an array, for the scale broadcasts of the `isum` functions.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn to_array16(v: __m256i) -> [i16; 16] {
+    let mut out = [0i16; 16];
+    // SAFETY: `out` is 32 bytes.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
+    out
 }
 
 /// Reads `N` bytes of `v` as a little-endian integer: scale pairs/quads for broadcasting.
@@ -191,7 +220,7 @@ mod isum {
 
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) unsafe fn avx2_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> i32 {
+    pub(super) unsafe fn avx2_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> __m256i {
         // SAFETY: 32-byte constant.
         let mask = unsafe { load32(PAIR_LANES.as_ptr()) };
         let mut acc = _mm256_setzero_si256();
@@ -205,13 +234,17 @@ mod isum {
             );
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
         }
-        // SAFETY: AVX2 is enabled here.
-        unsafe { hsum256(acc) }
+        acc
     }
 
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) unsafe fn avx2_32(u: &Codes, a: &[i8; QK_K], sc: &[i16; 8], signed: bool) -> i32 {
+    pub(super) unsafe fn avx2_32(
+        u: &Codes,
+        a: &[i8; QK_K],
+        sc: &[i16; 8],
+        signed: bool,
+    ) -> __m256i {
         let mut acc = _mm256_setzero_si256();
         for (k, &u) in u.iter().enumerate() {
             // SAFETY: `a` is 256 bytes; this reads bytes 32k..32k+32.
@@ -225,8 +258,7 @@ mod isum {
             let p = _mm256_maddubs_epi16(u, a);
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(sc[k])));
         }
-        // SAFETY: AVX2 is enabled here.
-        unsafe { hsum256(acc) }
+        acc
     }
 
     /// `pshufb` pattern giving 128-bit lane `L` the i16 at `L` (sub-blocks of 16).
@@ -257,15 +289,16 @@ mod isum {
         _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u[2 * k]), u[2 * k + 1])
     }
 
+    /// Adds the upper 8 lanes onto the lower 8 (the sum of all lanes is kept).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn hsum512(v: __m512i) -> i32 {
-        _mm512_reduce_add_epi32(v)
+    unsafe fn fold512(v: __m512i) -> __m256i {
+        _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
     #[inline]
-    pub(super) unsafe fn avx512_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> i32 {
+    pub(super) unsafe fn avx512_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> __m256i {
         // SAFETY: 64-byte constant.
         let mask = unsafe { _mm512_loadu_si512(QUAD_LANES.as_ptr().cast()) };
         let mut acc = _mm512_setzero_si512();
@@ -285,12 +318,17 @@ mod isum {
             acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, s));
         }
         // SAFETY: AVX-512F is enabled here.
-        unsafe { hsum512(acc) }
+        unsafe { fold512(acc) }
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
     #[inline]
-    pub(super) unsafe fn avx512_32(u: &Codes, a: &[i8; QK_K], sc: &[i16; 8], signed: bool) -> i32 {
+    pub(super) unsafe fn avx512_32(
+        u: &Codes,
+        a: &[i8; QK_K],
+        sc: &[i16; 8],
+        signed: bool,
+    ) -> __m256i {
         // SAFETY: 64-byte constant.
         let mask = unsafe { _mm512_loadu_si512(HALF_LANES.as_ptr().cast()) };
         let mut acc = _mm512_setzero_si512();
@@ -320,14 +358,20 @@ mod isum {
             acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, s));
         }
         // SAFETY: AVX-512F is enabled here.
-        unsafe { hsum512(acc) }
+        unsafe { fold512(acc) }
     }
 
     /// VNNI: `vpdpbusd` sums 4 products per i32 lane (lane `4L..4L+4` = 16 weights), then each
     /// lane is multiplied by its sub-block's scale (`idx` picks it from the 16 or 8 scales).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn vnni(u: &Codes, a: &[i8; QK_K], scales: __m512i, sub: usize, signed: bool) -> i32 {
+    unsafe fn vnni(
+        u: &Codes,
+        a: &[i8; QK_K],
+        scales: __m512i,
+        sub: usize,
+        signed: bool,
+    ) -> __m256i {
         let mut acc = _mm512_setzero_si512();
         let lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
         // Sub-blocks of 32: two per 64 bytes, lanes 0..8 and 8..16.
@@ -360,12 +404,12 @@ mod isum {
             acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(p, s));
         }
         // SAFETY: AVX-512F is enabled here.
-        unsafe { hsum512(acc) }
+        unsafe { fold512(acc) }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    pub(super) unsafe fn vnni_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> i32 {
+    pub(super) unsafe fn vnni_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> __m256i {
         // SAFETY: `sc` is 32 bytes.
         let s = _mm512_cvtepi16_epi32(unsafe { load32(sc.as_ptr().cast()) });
         // SAFETY: the features `vnni` needs are enabled here.
@@ -374,7 +418,12 @@ mod isum {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    pub(super) unsafe fn vnni_32(u: &Codes, a: &[i8; QK_K], sc: &[i16; 8], signed: bool) -> i32 {
+    pub(super) unsafe fn vnni_32(
+        u: &Codes,
+        a: &[i8; QK_K],
+        sc: &[i16; 8],
+        signed: bool,
+    ) -> __m256i {
         // SAFETY: `sc` is 16 bytes.
         let s = _mm512_cvtepi16_epi32(_mm256_castsi128_si256(unsafe {
             _mm_loadu_si128(sc.as_ptr().cast())
@@ -385,6 +434,10 @@ mod isum {
 }
 
 /// The row functions of one ISA: decode, integer dot, the shared float step.
+///
+/// Scales are unpacked with ggml's 32-bit mask shuffles ([`k4_unpack`], [`q3k_unpack`]); the
+/// offsets' integer terms (`Σ m·bsum`, `off·Σ sc·bsum`) are one `pmaddwd` of the 16 bsums
+/// each, reduced together with the main sum.
 macro_rules! rows {
     ($isa:ident, $features:literal, $isum16:path, $isum32:path) => {
         pub(super) mod $isa {
@@ -396,10 +449,16 @@ macro_rules! rows {
             pub(crate) unsafe fn q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
                 let mut acc = 0.0f32;
                 for (w, a) in w.iter().zip(a) {
-                    let (sc, summs) = q2k_scales(w, a);
-                    // SAFETY: this function's features include the callees'.
-                    let isum = unsafe { $isum16(&codes_q2k(w), &a.qs, &sc) };
-                    acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                    // SAFETY (this block): this function's features include the callees'.
+                    unsafe {
+                        // Low nibbles are the scales, high nibbles the offsets.
+                        let sc = widen16(&w.scales, false);
+                        let m = _mm256_srli_epi16::<4>(sc);
+                        let sc = _mm256_and_si256(sc, _mm256_set1_epi16(0x0f));
+                        let isum = $isum16(&codes_q2k(w), &a.qs, &to_array16(sc));
+                        let (isum, summs) = hsum_pair(isum, _mm256_madd_epi16(bsums(a), m));
+                        acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                    }
                 }
                 acc
             }
@@ -410,11 +469,16 @@ macro_rules! rows {
             pub(crate) unsafe fn q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
                 let mut acc = 0.0f32;
                 for (w, a) in w.iter().zip(a) {
-                    let sc = q3k_scales(w);
-                    // SAFETY: as in `q2_k`.
-                    let isum = unsafe { $isum16(&codes_q3k(w), &a.qs, &sc) };
-                    // u = q + 4: take 4·Σ_s sc_s·bsum_s back out.
-                    acc = finish(acc, a, w.d, isum - 4 * scaled_bsums(&sc, a));
+                    // SAFETY (this block): as in `q2_k`.
+                    unsafe {
+                        let sc = widen16(&q3k_unpack(&w.scales), true);
+                        let isum = $isum16(&codes_q3k(w), &a.qs, &to_array16(sc));
+                        // u = q + 4: take 4·Σ_s sc_s·bsum_s back out.
+                        let off = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums(a), sc));
+                        let (isum, _) =
+                            hsum_pair(_mm256_sub_epi32(isum, off), _mm256_setzero_si256());
+                        acc = finish(acc, a, w.d, isum);
+                    }
                 }
                 acc
             }
@@ -425,10 +489,13 @@ macro_rules! rows {
             pub(crate) unsafe fn q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
                 let mut acc = 0.0f32;
                 for (w, a) in w.iter().zip(a) {
-                    let (sc, summs) = k4_scales(&w.scales, a);
-                    // SAFETY: as in `q2_k`.
-                    let isum = unsafe { $isum32(&codes_k4(&w.qs, None), &a.qs, &sc, false) };
-                    acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                    // SAFETY (this block): as in `q2_k`.
+                    unsafe {
+                        let (sc, m) = k4_vectors(&w.scales);
+                        let isum = $isum32(&codes_k4(&w.qs, None), &a.qs, &sc, false);
+                        let (isum, summs) = hsum_pair(isum, _mm256_madd_epi16(bsums(a), m));
+                        acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                    }
                 }
                 acc
             }
@@ -439,10 +506,13 @@ macro_rules! rows {
             pub(crate) unsafe fn q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
                 let mut acc = 0.0f32;
                 for (w, a) in w.iter().zip(a) {
-                    let (sc, summs) = k4_scales(&w.scales, a);
-                    // SAFETY: as in `q2_k`.
-                    let isum = unsafe { $isum32(&codes_k4(&w.qs, Some(&w.qh)), &a.qs, &sc, false) };
-                    acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                    // SAFETY (this block): as in `q2_k`.
+                    unsafe {
+                        let (sc, m) = k4_vectors(&w.scales);
+                        let isum = $isum32(&codes_k4(&w.qs, Some(&w.qh)), &a.qs, &sc, false);
+                        let (isum, summs) = hsum_pair(isum, _mm256_madd_epi16(bsums(a), m));
+                        acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                    }
                 }
                 acc
             }
@@ -453,11 +523,16 @@ macro_rules! rows {
             pub(crate) unsafe fn q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
                 let mut acc = 0.0f32;
                 for (w, a) in w.iter().zip(a) {
-                    let sc = q6k_scales(w);
-                    // SAFETY: as in `q2_k`.
-                    let isum = unsafe { $isum16(&codes_q6k(w), &a.qs, &sc) };
-                    // u = q + 32: take 32·Σ_s sc_s·bsum_s back out.
-                    acc = finish(acc, a, w.d, isum - 32 * scaled_bsums(&sc, a));
+                    // SAFETY (this block): as in `q2_k`.
+                    unsafe {
+                        let sc = widen16(&w.scales.map(|s| s as u8), true);
+                        let isum = $isum16(&codes_q6k(w), &a.qs, &to_array16(sc));
+                        // u = q + 32: take 32·Σ_s sc_s·bsum_s back out.
+                        let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums(a), sc));
+                        let (isum, _) =
+                            hsum_pair(_mm256_sub_epi32(isum, off), _mm256_setzero_si256());
+                        acc = finish(acc, a, w.d, isum);
+                    }
                 }
                 acc
             }
@@ -468,15 +543,32 @@ macro_rules! rows {
             pub(crate) unsafe fn iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
                 let mut acc = 0.0f32;
                 for (w, a) in w.iter().zip(a) {
-                    let sc = iq4xs_scales(w);
-                    // SAFETY: as in `q2_k`.
-                    let isum = unsafe { $isum32(&codes_iq4xs(w), &a.qs, &sc, true) };
-                    acc = finish(acc, a, w.d, isum);
+                    // SAFETY (this block): as in `q2_k`.
+                    unsafe {
+                        let isum = $isum32(&codes_iq4xs(w), &a.qs, &iq4xs_scales(w), true);
+                        let (isum, _) = hsum_pair(isum, _mm256_setzero_si256());
+                        acc = finish(acc, a, w.d, isum);
+                    }
                 }
                 acc
             }
         }
     };
+}
+
+/// Q4_K/Q5_K: the 8 scales (i16), and the 8 offsets widened to the 16 bsum lanes (offset `s`
+/// in lanes `2s`, `2s + 1`: each 32-weight sub-block covers two 16-value bsums).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn k4_vectors(scales: &[u8; 12]) -> ([i16; 8], __m256i) {
+    let u = k4_unpack(scales);
+    // SAFETY: `u` is 16 bytes.
+    let v = unsafe { _mm_loadu_si128(u.as_ptr().cast()) };
+    let mut sc = [0i16; 8];
+    // SAFETY: `sc` is 16 bytes.
+    unsafe { _mm_storeu_si128(sc.as_mut_ptr().cast(), _mm_cvtepu8_epi16(v)) };
+    let dup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    (sc, _mm256_cvtepu8_epi16(_mm_shuffle_epi8(v, dup)))
 }
 
 rows!(avx2, "avx2,fma,f16c", isum::avx2_16, isum::avx2_32);
