@@ -6,7 +6,7 @@
 //! the ISA-specific part is only the scaled integer dot product of those codes with the Q8_K
 //! codes. Loads are unaligned (`loadu`): blocks come from memory-mapped files at any address.
 
-use super::{finish, finish_min, iq4xs_scales, k4_unpack, q3k_unpack};
+use super::{finish, finish_min, k4_unpack, q3k_unpack};
 use crate::quant::act::BlockQ8K;
 use crate::quant::iquants::KVALUES_IQ4NL;
 use crate::quant::{BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
@@ -545,7 +545,7 @@ macro_rules! rows {
                 for (w, a) in w.iter().zip(a) {
                     // SAFETY (this block): as in `q2_k`.
                     unsafe {
-                        let isum = $isum32(&codes_iq4xs(w), &a.qs, &iq4xs_scales(w), true);
+                        let isum = $isum32(&codes_iq4xs(w), &a.qs, &iq4xs_vector(w), true);
                         let (isum, _) = hsum_pair(isum, _mm256_setzero_si256());
                         acc = finish(acc, a, w.d, isum);
                     }
@@ -569,6 +569,32 @@ unsafe fn k4_vectors(scales: &[u8; 12]) -> ([i16; 8], __m256i) {
     unsafe { _mm_storeu_si128(sc.as_mut_ptr().cast(), _mm_cvtepu8_epi16(v)) };
     let dup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
     (sc, _mm256_cvtepu8_epi16(_mm_shuffle_epi8(v, dup)))
+}
+
+/// IQ4_XS's 8 scales `ls − 32`: nibbles of `scales_l` interleaved low/high, plus bits
+/// `2s..2s+2` of `scales_h` (one variable shift per i32 lane) as bits 4..6.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn iq4xs_vector(w: &BlockIQ4XS) -> [i16; 8] {
+    let l = _mm_cvtsi32_si128(i32::from_le_bytes(w.scales_l));
+    let m4 = _mm_set1_epi8(0x0f);
+    let lo = _mm_unpacklo_epi8(
+        _mm_and_si128(l, m4),
+        _mm_and_si128(_mm_srli_epi16::<4>(l), m4),
+    );
+    let h = _mm256_set1_epi32(u16::from_le_bytes(w.scales_h) as i32);
+    let h = _mm256_srlv_epi32(h, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+    let h = _mm256_slli_epi32::<4>(_mm256_and_si256(h, _mm256_set1_epi32(3)));
+    let ls = _mm256_sub_epi32(
+        _mm256_or_si256(_mm256_cvtepu8_epi32(lo), h),
+        _mm256_set1_epi32(32),
+    );
+    // i32 → i16 (values fit): pack, then gather the two 64-bit halves.
+    let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packs_epi32(ls, ls));
+    let mut out = [0i16; 8];
+    // SAFETY: `out` is 16 bytes.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm256_castsi256_si128(packed)) };
+    out
 }
 
 rows!(avx2, "avx2,fma,f16c", isum::avx2_16, isum::avx2_32);
