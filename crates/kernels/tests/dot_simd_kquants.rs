@@ -146,6 +146,58 @@ fn every_isa_equals_scalar_bit_for_bit() {
     assert!(compared >= TYPES.len() * 4 * 12 * 2);
 }
 
+/// The integer limits: every code and scale byte at its extreme (all bits set or clear) with
+/// activations whose codes are all ±127 (or all +127), where an intermediate that overflowed
+/// i16 (`pmaddubsw` pairs, `pmaddwd` with the scales) or i32 would show. Bit-exact against
+/// scalar, and scalar within `REF_TOL` of the f64 dot product.
+#[test]
+fn extreme_codes_and_activations() {
+    let mut rng = Rng(0x0065_7874_7265_6d65);
+    for ty in TYPES {
+        for fill in [0x00u8, 0xff, 0x80, 0x7f, 0x55, 0xaa] {
+            let nb = 3;
+            let mut row = vec![fill; nb * ty.type_size()];
+            for b in row.chunks_exact_mut(ty.type_size()) {
+                for &o in scale_offsets(ty) {
+                    b[o..o + 2].copy_from_slice(&half::f16::from_f32(-0.75).to_le_bytes());
+                }
+            }
+            let n = nb * 256;
+            let signs: Vec<f32> = (0..n)
+                .map(|_| if rng.next() & 1 == 0 { 1.0 } else { -1.0 })
+                .collect();
+            for x in [signs, vec![1.0f32; n], vec![-1.0f32; n]] {
+                let acts = QuantizedActs::from_f32(ActFormat::Q8K, &x).expect("whole blocks");
+                assert!(acts
+                    .q8k()
+                    .iter()
+                    .all(|b| b.qs.iter().all(|&q| q.abs() == 127)));
+                let want = vec_dot(Isa::Scalar, ty, &row, &acts).expect("supported");
+                for isa in Isa::available() {
+                    let got = vec_dot(isa, ty, &row, &acts).expect("supported");
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{ty} {isa} fill {fill:#x}: {got} vs {want}"
+                    );
+                }
+                let (w, a) = (dequantized(ty, &row, n), act_values(&acts));
+                let exact: f64 = w.iter().zip(&a).map(|(&w, &a)| w as f64 * a as f64).sum();
+                let mag: f64 = w
+                    .iter()
+                    .zip(&a)
+                    .map(|(&w, &a)| (w as f64 * a as f64).abs())
+                    .sum();
+                let err = (want as f64 - exact).abs();
+                assert!(
+                    err <= REF_TOL * mag,
+                    "{ty} fill {fill:#x}: {want} vs {exact}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn scalar_matches_dequantized_f64_dot() {
     let mut rng = Rng(0x7265_6600);
