@@ -67,18 +67,19 @@ fn f16(b: [u8; 2]) -> f32 {
     half::f16::from_le_bytes(b).to_f32()
 }
 
-/// One block's float step for the types with offsets (Q2_K, Q4_K, Q5_K), in llama.cpp's form.
-/// Shared by every path so that they round identically.
+/// One block's float step for the types with offsets (Q2_K, Q4_K, Q5_K), in llama.cpp's form,
+/// with the weights' super-scales `d`, `dmin` already converted from f16 (exactly, by any
+/// path). Shared by every path so that they round identically.
 #[inline(always)]
-fn finish_min(acc: f32, a: &BlockQ8K, d: [u8; 2], dmin: [u8; 2], isum: i32, summs: i32) -> f32 {
-    let (dall, dm) = (a.d() * f16(d), a.d() * f16(dmin));
+fn finish_min(acc: f32, a: &BlockQ8K, d: f32, dmin: f32, isum: i32, summs: i32) -> f32 {
+    let (dall, dm) = (a.d() * d, a.d() * dmin);
     acc + (dall * isum as f32 - dm * summs as f32)
 }
 
 /// One block's float step for the types without offsets (Q3_K, Q6_K, IQ4_XS).
 #[inline(always)]
-fn finish(acc: f32, a: &BlockQ8K, d: [u8; 2], isum: i32) -> f32 {
-    acc + a.d() * f16(d) * isum as f32
+fn finish(acc: f32, a: &BlockQ8K, d: f32, isum: i32) -> f32 {
+    acc + a.d() * d * isum as f32
 }
 
 /// The 16 bsums of a Q8_K block.
@@ -214,7 +215,14 @@ pub(crate) mod scalar {
                 ((w.qs[32 * h + l] >> (2 * j)) & 3) as i8
             });
             let (sc, summs) = q2k_scales(w, a);
-            acc = finish_min(acc, a, w.d, w.dmin, isum::<16>(&q, &a.qs, &sc), summs);
+            acc = finish_min(
+                acc,
+                a,
+                f16(w.d),
+                f16(w.dmin),
+                isum::<16>(&q, &a.qs, &sc),
+                summs,
+            );
         }
         acc
     }
@@ -229,7 +237,7 @@ pub(crate) mod scalar {
                 let high = (w.hmask[l] >> (4 * h + j)) & 1;
                 low - if high == 0 { 4 } else { 0 }
             });
-            acc = finish(acc, a, w.d, isum::<16>(&q, &a.qs, &q3k_scales(w)));
+            acc = finish(acc, a, f16(w.d), isum::<16>(&q, &a.qs, &q3k_scales(w)));
         }
         acc
     }
@@ -251,7 +259,14 @@ pub(crate) mod scalar {
         for (w, a) in w.iter().zip(a) {
             let q = k4_codes(&w.qs, None);
             let (sc, summs) = k4_scales(&w.scales, a);
-            acc = finish_min(acc, a, w.d, w.dmin, isum::<32>(&q, &a.qs, &sc), summs);
+            acc = finish_min(
+                acc,
+                a,
+                f16(w.d),
+                f16(w.dmin),
+                isum::<32>(&q, &a.qs, &sc),
+                summs,
+            );
         }
         acc
     }
@@ -261,7 +276,14 @@ pub(crate) mod scalar {
         for (w, a) in w.iter().zip(a) {
             let q = k4_codes(&w.qs, Some(&w.qh));
             let (sc, summs) = k4_scales(&w.scales, a);
-            acc = finish_min(acc, a, w.d, w.dmin, isum::<32>(&q, &a.qs, &sc), summs);
+            acc = finish_min(
+                acc,
+                a,
+                f16(w.d),
+                f16(w.dmin),
+                isum::<32>(&q, &a.qs, &sc),
+                summs,
+            );
         }
         acc
     }
@@ -277,7 +299,7 @@ pub(crate) mod scalar {
                 let hi = (w.qh[32 * h + l] >> (2 * t)) & 3;
                 (lo | (hi << 4)) as i8 - 32
             });
-            acc = finish(acc, a, w.d, isum::<16>(&q, &a.qs, &q6k_scales(w)));
+            acc = finish(acc, a, f16(w.d), isum::<16>(&q, &a.qs, &q6k_scales(w)));
         }
         acc
     }
@@ -291,7 +313,7 @@ pub(crate) mod scalar {
                 let byte = w.qs[16 * s + j % 16];
                 KVALUES_IQ4NL[((byte >> (4 * (j / 16))) & 0x0f) as usize]
             });
-            acc = finish(acc, a, w.d, isum::<32>(&q, &a.qs, &iq4xs_scales(w)));
+            acc = finish(acc, a, f16(w.d), isum::<32>(&q, &a.qs, &iq4xs_scales(w)));
         }
         acc
     }

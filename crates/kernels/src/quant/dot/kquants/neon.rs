@@ -6,7 +6,7 @@
 //! NEON codes are signed (`smull`/`sdot` take i8 × i8), so unlike the x86 paths no offset has to
 //! be taken back out; the integers, and so the results, are the same as the scalar reference's.
 
-use super::{finish, finish_min, iq4xs_scales, k4_scales, q2k_scales, q3k_scales, q6k_scales};
+use super::{f16, finish, finish_min, iq4xs_scales, k4_scales, q2k_scales, q3k_scales, q6k_scales};
 use crate::quant::act::BlockQ8K;
 use crate::quant::iquants::KVALUES_IQ4NL;
 use crate::quant::{BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
@@ -214,7 +214,7 @@ macro_rules! rows {
                 for (w, a) in w.iter().zip(a) {
                     let (sc, summs) = q2k_scales(w, a);
                     let isum = isum::<$dot, 1>(&codes_q2k(w), &a.qs, &sc);
-                    acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                    acc = finish_min(acc, a, f16(w.d), f16(w.dmin), isum, summs);
                 }
                 acc
             }
@@ -226,7 +226,7 @@ macro_rules! rows {
                 let mut acc = 0.0f32;
                 for (w, a) in w.iter().zip(a) {
                     let isum = isum::<$dot, 1>(&codes_q3k(w), &a.qs, &q3k_scales(w));
-                    acc = finish(acc, a, w.d, isum);
+                    acc = finish(acc, a, f16(w.d), isum);
                 }
                 acc
             }
@@ -239,7 +239,7 @@ macro_rules! rows {
                 for (w, a) in w.iter().zip(a) {
                     let (sc, summs) = k4_scales(&w.scales, a);
                     let isum = isum::<$dot, 2>(&codes_k4(&w.qs, None), &a.qs, &sc);
-                    acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                    acc = finish_min(acc, a, f16(w.d), f16(w.dmin), isum, summs);
                 }
                 acc
             }
@@ -252,7 +252,7 @@ macro_rules! rows {
                 for (w, a) in w.iter().zip(a) {
                     let (sc, summs) = k4_scales(&w.scales, a);
                     let isum = isum::<$dot, 2>(&codes_k4(&w.qs, Some(&w.qh)), &a.qs, &sc);
-                    acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                    acc = finish_min(acc, a, f16(w.d), f16(w.dmin), isum, summs);
                 }
                 acc
             }
@@ -264,7 +264,7 @@ macro_rules! rows {
                 let mut acc = 0.0f32;
                 for (w, a) in w.iter().zip(a) {
                     let isum = isum::<$dot, 1>(&codes_q6k(w), &a.qs, &q6k_scales(w));
-                    acc = finish(acc, a, w.d, isum);
+                    acc = finish(acc, a, f16(w.d), isum);
                 }
                 acc
             }
@@ -276,7 +276,7 @@ macro_rules! rows {
                 let mut acc = 0.0f32;
                 for (w, a) in w.iter().zip(a) {
                     let isum = isum::<$dot, 2>(&codes_iq4xs(w), &a.qs, &iq4xs_scales(w));
-                    acc = finish(acc, a, w.d, isum);
+                    acc = finish(acc, a, f16(w.d), isum);
                 }
                 acc
             }

@@ -15,6 +15,15 @@ use std::arch::x86_64::*;
 /// One super-block's codes: vector `k` holds weights `32k..32k+32`.
 type Codes = [__m256i; 8];
 
+/// An f16 to f32 with F16C (exact, as the scalar path's software conversion).
+#[target_feature(enable = "f16c")]
+#[inline]
+unsafe fn f16(b: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(
+        _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
+    ))
+}
+
 /// Loads 32 bytes from `p` (any alignment).
 ///
 /// # Safety
@@ -457,7 +466,7 @@ macro_rules! rows {
                         let sc = _mm256_and_si256(sc, _mm256_set1_epi16(0x0f));
                         let isum = $isum16(&codes_q2k(w), &a.qs, &to_array16(sc));
                         let (isum, summs) = hsum_pair(isum, _mm256_madd_epi16(bsums(a), m));
-                        acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                        acc = finish_min(acc, a, f16(w.d), f16(w.dmin), isum, summs);
                     }
                 }
                 acc
@@ -477,7 +486,7 @@ macro_rules! rows {
                         let off = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums(a), sc));
                         let (isum, _) =
                             hsum_pair(_mm256_sub_epi32(isum, off), _mm256_setzero_si256());
-                        acc = finish(acc, a, w.d, isum);
+                        acc = finish(acc, a, f16(w.d), isum);
                     }
                 }
                 acc
@@ -494,7 +503,7 @@ macro_rules! rows {
                         let (sc, m) = k4_vectors(&w.scales);
                         let isum = $isum32(&codes_k4(&w.qs, None), &a.qs, &sc, false);
                         let (isum, summs) = hsum_pair(isum, _mm256_madd_epi16(bsums(a), m));
-                        acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                        acc = finish_min(acc, a, f16(w.d), f16(w.dmin), isum, summs);
                     }
                 }
                 acc
@@ -511,7 +520,7 @@ macro_rules! rows {
                         let (sc, m) = k4_vectors(&w.scales);
                         let isum = $isum32(&codes_k4(&w.qs, Some(&w.qh)), &a.qs, &sc, false);
                         let (isum, summs) = hsum_pair(isum, _mm256_madd_epi16(bsums(a), m));
-                        acc = finish_min(acc, a, w.d, w.dmin, isum, summs);
+                        acc = finish_min(acc, a, f16(w.d), f16(w.dmin), isum, summs);
                     }
                 }
                 acc
@@ -531,7 +540,7 @@ macro_rules! rows {
                         let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums(a), sc));
                         let (isum, _) =
                             hsum_pair(_mm256_sub_epi32(isum, off), _mm256_setzero_si256());
-                        acc = finish(acc, a, w.d, isum);
+                        acc = finish(acc, a, f16(w.d), isum);
                     }
                 }
                 acc
@@ -547,7 +556,7 @@ macro_rules! rows {
                     unsafe {
                         let isum = $isum32(&codes_iq4xs(w), &a.qs, &iq4xs_vector(w), true);
                         let (isum, _) = hsum_pair(isum, _mm256_setzero_si256());
-                        acc = finish(acc, a, w.d, isum);
+                        acc = finish(acc, a, f16(w.d), isum);
                     }
                 }
                 acc
