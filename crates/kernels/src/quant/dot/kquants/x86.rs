@@ -140,9 +140,9 @@ unsafe fn codes_q6k(w: &BlockQ6K) -> Codes {
 /// `qs[16s..]` holds weight `j` (low nibble) and `j + 16` (high nibble).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn codes_iq4xs(w: &BlockIQ4XS) -> Codes {
+unsafe fn codes_iq4xs(w: &BlockIQ4XS, table: &[u8; 16]) -> Codes {
     // SAFETY: the table is 16 bytes.
-    let table = unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) };
+    let table = unsafe { _mm_loadu_si128(table.as_ptr().cast()) };
     let table = _mm256_broadcastsi128_si256(table);
     let m4 = _mm_set1_epi8(0x0f);
     let mut out = [_mm256_setzero_si256(); 8];
@@ -155,6 +155,28 @@ unsafe fn codes_iq4xs(w: &BlockIQ4XS) -> Codes {
     }
     out
 }
+
+/// IQ4_XS's code book as signed bytes (for `|k|·(a·sign k)`), and shifted by +128 to unsigned
+/// bytes (for `vpdpbusd`, which takes u8 × i8 without saturating; the `128·Σa` this adds is
+/// taken back out through the bsums).
+const IQ4_SIGNED: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = KVALUES_IQ4NL[i] as u8;
+        i += 1;
+    }
+    t
+};
+const IQ4_UNSIGNED: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
 
 /// The sums of the eight i32 lanes of `x` and of `y`, reduced together.
 #[target_feature(enable = "avx2")]
@@ -197,7 +219,7 @@ unsafe fn to_array16(v: __m256i) -> [i16; 16] {
     out
 }
 
-/// Reads `N` bytes of `v` as a little-endian integer: scale pairs/quads for broadcasting.
+/// The first `N` (2 or 4) scales packed little-endian into one integer, to broadcast.
 #[inline(always)]
 fn scale_bits<const N: usize>(sc: &[i16]) -> u64 {
     sc[..N]
@@ -206,9 +228,11 @@ fn scale_bits<const N: usize>(sc: &[i16]) -> u64 {
         .fold(0u64, |acc, &s| (acc << 16) | s as u16 as u64)
 }
 
-/// The integer dot products per ISA: `Σ_s sc_s · Σ_{i∈s} u_i·a_i` over one super-block,
-/// for sub-blocks of 16 (`isum16`) or 32 (`isum32`) weights, and `isum32_signed` for signed
-/// codes (IQ4_XS). Products `u·a` fit `pmaddubsw`'s i16 pairs: `2·63·127 < 2^15`.
+/// The integer dot products per ISA: `Σ_s sc_s · Σ_{i∈s} u_i·a_i` over one super-block, for
+/// sub-blocks of 16 (`*_16`) or 32 (`*_32`; `signed` for IQ4_XS's code-book values) weights,
+/// returned as eight i32 lanes whose sum it is (reduced by the caller with its other sums).
+/// No intermediate overflows: `pmaddubsw` pairs are at most `2·63·128` (k-quants) or
+/// `2·127·127` (IQ4_XS) < 2^15, and a block's scaled sums stay below 2^28.
 mod isum {
     use super::*;
 
@@ -372,15 +396,10 @@ mod isum {
 
     /// VNNI: `vpdpbusd` sums 4 products per i32 lane (lane `4L..4L+4` = 16 weights), then each
     /// lane is multiplied by its sub-block's scale (`idx` picks it from the 16 or 8 scales).
+    /// Codes are unsigned (IQ4_XS comes as `k + 128`, see [`IQ4_UNSIGNED`]).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn vnni(
-        u: &Codes,
-        a: &[i8; QK_K],
-        scales: __m512i,
-        sub: usize,
-        signed: bool,
-    ) -> __m256i {
+    unsafe fn vnni(u: &Codes, a: &[i8; QK_K], scales: __m512i, sub: usize) -> __m256i {
         let mut acc = _mm512_setzero_si512();
         let lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
         // Sub-blocks of 32: two per 64 bytes, lanes 0..8 and 8..16.
@@ -398,15 +417,6 @@ mod isum {
                     _mm512_loadu_si512(a.as_ptr().add(64 * k).cast()),
                 )
             };
-            let (u, a) = if signed {
-                let neg = _mm512_movepi8_mask(u);
-                (
-                    _mm512_abs_epi8(u),
-                    _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a),
-                )
-            } else {
-                (u, a)
-            };
             let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, a);
             let idx = _mm512_add_epi32(lane, _mm512_set1_epi32(per_vec * k as i32));
             let s = _mm512_permutexvar_epi32(idx, scales);
@@ -422,7 +432,7 @@ mod isum {
         // SAFETY: `sc` is 32 bytes.
         let s = _mm512_cvtepi16_epi32(unsafe { load32(sc.as_ptr().cast()) });
         // SAFETY: the features `vnni` needs are enabled here.
-        unsafe { vnni(u, a, s, 16, false) }
+        unsafe { vnni(u, a, s, 16) }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -433,12 +443,14 @@ mod isum {
         sc: &[i16; 8],
         signed: bool,
     ) -> __m256i {
+        // The VNNI rows pass IQ4_XS as unsigned `k + 128` (`vpdpbusd` has no signed × signed).
+        debug_assert!(!signed, "vpdpbusd takes unsigned codes");
         // SAFETY: `sc` is 16 bytes.
-        let s = _mm512_cvtepi16_epi32(_mm256_castsi128_si256(unsafe {
+        let s = _mm512_cvtepi16_epi32(_mm256_zextsi128_si256(unsafe {
             _mm_loadu_si128(sc.as_ptr().cast())
         }));
         // SAFETY: the features `vnni` needs are enabled here.
-        unsafe { vnni(u, a, s, 32, signed) }
+        unsafe { vnni(u, a, s, 32) }
     }
 }
 
@@ -448,7 +460,7 @@ mod isum {
 /// offsets' integer terms (`Σ m·bsum`, `off·Σ sc·bsum`) are one `pmaddwd` of the 16 bsums
 /// each, reduced together with the main sum.
 macro_rules! rows {
-    ($isa:ident, $features:literal, $isum16:path, $isum32:path) => {
+    ($isa:ident, $features:literal, $isum16:path, $isum32:path, $iq4_unsigned:literal) => {
         pub(super) mod $isa {
             use super::*;
 
@@ -554,7 +566,21 @@ macro_rules! rows {
                 for (w, a) in w.iter().zip(a) {
                     // SAFETY (this block): as in `q2_k`.
                     unsafe {
-                        let isum = $isum32(&codes_iq4xs(w), &a.qs, &iq4xs_vector(w), true);
+                        let sc = iq4xs_vector(w);
+                        let isum = if $iq4_unsigned {
+                            // u = k + 128: take 128·Σ_s sc_s·(bsum_2s + bsum_2s+1) back out.
+                            let isum = $isum32(&codes_iq4xs(w, &IQ4_UNSIGNED), &a.qs, &sc, false);
+                            // SAFETY: 16 bytes.
+                            let v = _mm_loadu_si128(sc.as_ptr().cast());
+                            let dup = _mm256_set_m128i(
+                                _mm_unpackhi_epi16(v, v),
+                                _mm_unpacklo_epi16(v, v),
+                            );
+                            let off = _mm256_slli_epi32::<7>(_mm256_madd_epi16(bsums(a), dup));
+                            _mm256_sub_epi32(isum, off)
+                        } else {
+                            $isum32(&codes_iq4xs(w, &IQ4_SIGNED), &a.qs, &sc, true)
+                        };
                         let (isum, _) = hsum_pair(isum, _mm256_setzero_si256());
                         acc = finish(acc, a, f16(w.d), isum);
                     }
@@ -606,16 +632,18 @@ unsafe fn iq4xs_vector(w: &BlockIQ4XS) -> [i16; 8] {
     out
 }
 
-rows!(avx2, "avx2,fma,f16c", isum::avx2_16, isum::avx2_32);
+rows!(avx2, "avx2,fma,f16c", isum::avx2_16, isum::avx2_32, false);
 rows!(
     avx512,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl",
     isum::avx512_16,
-    isum::avx512_32
+    isum::avx512_32,
+    false
 );
 rows!(
     vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     isum::vnni_16,
-    isum::vnni_32
+    isum::vnni_32,
+    true
 );
