@@ -270,6 +270,21 @@ mod isum {
         acc
     }
 
+    /// `pshufb` patterns broadcasting i16 `k` (of 8) to every lane.
+    const WORD_K: [[u8; 32]; 8] = {
+        let mut m = [[0u8; 32]; 8];
+        let mut k = 0;
+        while k < 8 {
+            let mut i = 0;
+            while i < 32 {
+                m[k][i] = (2 * k + i % 2) as u8;
+                i += 1;
+            }
+            k += 1;
+        }
+        m
+    };
+
     #[target_feature(enable = "avx2")]
     #[inline]
     pub(super) unsafe fn avx2_32(
@@ -278,6 +293,9 @@ mod isum {
         sc: &[i16; 8],
         signed: bool,
     ) -> __m256i {
+        // The 8 scales in both 128-bit halves; `pshufb` then picks scale k for vector k.
+        // SAFETY: `sc` is 16 bytes.
+        let scales = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(sc.as_ptr().cast()) });
         let mut acc = _mm256_setzero_si256();
         for (k, &u) in u.iter().enumerate() {
             // SAFETY: `a` is 256 bytes; this reads bytes 32k..32k+32.
@@ -289,7 +307,9 @@ mod isum {
                 (u, a)
             };
             let p = _mm256_maddubs_epi16(u, a);
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(sc[k])));
+            // SAFETY: a 32-byte constant.
+            let s = _mm256_shuffle_epi8(scales, unsafe { load32(WORD_K[k].as_ptr()) });
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
         }
         acc
     }
@@ -454,6 +474,82 @@ mod isum {
     }
 }
 
+/// Eight blocks' lane vectors reduced at once: lane `j` of the result is the sum of the eight
+/// lanes of `v[j]` (three rounds of `phaddd` instead of eight separate reductions).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn transpose_sum8(v: &[__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    // Per 128-bit half: the half-sums of v0..v3 (resp. v4..v7).
+    let lo = _mm256_hadd_epi32(h01, h23);
+    let hi = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(lo, hi),
+        _mm256_permute2x128_si256::<0x31>(lo, hi),
+    )
+}
+
+/// The block loop shared by every type and ISA. `$body` yields one block's integer lanes
+/// `(isum, summs)` (each the sum of its eight i32 lanes) and its f16 super-scales as f32
+/// `(d, dmin)`. Eight blocks at a time, the integers are reduced together and the float step
+/// `(d_a·d)·isum − (d_a·dmin)·summs` runs on eight lanes (IEEE multiplies and subtractions
+/// round per lane exactly as the scalar ones; no fused multiply-add), then the eight block
+/// values are added to the running sum in block order: the scalar reference's result, bit for
+/// bit. `$mins` is false for the types without offsets, whose step is `(d_a·d)·isum` alone.
+macro_rules! block_loop {
+    ($w:expr, $a:expr, $mins:literal, |$wb:ident, $ab:ident| $body:expr) => {{
+        let (w, a) = ($w, $a);
+        let n = w.len().min(a.len());
+        let mut acc = 0.0f32;
+        let mut i = 0;
+        while i + 8 <= n {
+            let mut isums = [_mm256_setzero_si256(); 8];
+            let mut summs = [_mm256_setzero_si256(); 8];
+            let (mut dall, mut dm) = ([0.0f32; 8], [0.0f32; 8]);
+            for j in 0..8 {
+                let ($wb, $ab) = (&w[i + j], &a[i + j]);
+                let (x, m, d, dmin): (__m256i, __m256i, f32, f32) = $body;
+                isums[j] = x;
+                summs[j] = m;
+                dall[j] = $ab.d() * d;
+                dm[j] = $ab.d() * dmin;
+            }
+            // SAFETY: the arrays are 32 bytes each.
+            let t = unsafe {
+                let x = _mm256_cvtepi32_ps(transpose_sum8(&isums));
+                let t = _mm256_mul_ps(_mm256_loadu_ps(dall.as_ptr()), x);
+                if $mins {
+                    let m = _mm256_cvtepi32_ps(transpose_sum8(&summs));
+                    _mm256_sub_ps(t, _mm256_mul_ps(_mm256_loadu_ps(dm.as_ptr()), m))
+                } else {
+                    t
+                }
+            };
+            let mut vals = [0.0f32; 8];
+            // SAFETY: `vals` is 32 bytes.
+            unsafe { _mm256_storeu_ps(vals.as_mut_ptr(), t) };
+            for v in vals {
+                acc += v;
+            }
+            i += 8;
+        }
+        for j in i..n {
+            let ($wb, $ab) = (&w[j], &a[j]);
+            let (x, m, d, dmin): (__m256i, __m256i, f32, f32) = $body;
+            let (isum, summs) = hsum_pair(x, m);
+            acc = if $mins {
+                finish_min(acc, $ab, d, dmin, isum, summs)
+            } else {
+                finish(acc, $ab, d, isum)
+            };
+        }
+        acc
+    }};
+}
+
 /// The row functions of one ISA: decode, integer dot, the shared float step.
 ///
 /// Scales are unpacked with ggml's 32-bit mask shuffles ([`k4_unpack`], [`q3k_unpack`]); the
@@ -468,124 +564,99 @@ macro_rules! rows {
             /// The CPU must have the features this function enables.
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
-                let mut acc = 0.0f32;
-                for (w, a) in w.iter().zip(a) {
-                    // SAFETY (this block): this function's features include the callees'.
-                    unsafe {
-                        // Low nibbles are the scales, high nibbles the offsets.
-                        let sc = widen16(&w.scales, false);
-                        let m = _mm256_srli_epi16::<4>(sc);
-                        let sc = _mm256_and_si256(sc, _mm256_set1_epi16(0x0f));
-                        let isum = $isum16(&codes_q2k(w), &a.qs, &to_array16(sc));
-                        let (isum, summs) = hsum_pair(isum, _mm256_madd_epi16(bsums(a), m));
-                        acc = finish_min(acc, a, f16(w.d), f16(w.dmin), isum, summs);
-                    }
-                }
-                acc
+                // SAFETY (the body): this function's features include the callees'.
+                block_loop!(w, a, true, |w, a| unsafe {
+                    // Low nibbles are the scales, high nibbles the offsets.
+                    let sc = widen16(&w.scales, false);
+                    let m = _mm256_srli_epi16::<4>(sc);
+                    let sc = _mm256_and_si256(sc, _mm256_set1_epi16(0x0f));
+                    let isum = $isum16(&codes_q2k(w), &a.qs, &to_array16(sc));
+                    (isum, _mm256_madd_epi16(bsums(a), m), f16(w.d), f16(w.dmin))
+                })
             }
 
             /// # Safety
             /// As [`q2_k`].
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
-                let mut acc = 0.0f32;
-                for (w, a) in w.iter().zip(a) {
-                    // SAFETY (this block): as in `q2_k`.
-                    unsafe {
-                        let sc = widen16(&q3k_unpack(&w.scales), true);
-                        let isum = $isum16(&codes_q3k(w), &a.qs, &to_array16(sc));
-                        // u = q + 4: take 4·Σ_s sc_s·bsum_s back out.
-                        let off = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums(a), sc));
-                        let (isum, _) =
-                            hsum_pair(_mm256_sub_epi32(isum, off), _mm256_setzero_si256());
-                        acc = finish(acc, a, f16(w.d), isum);
-                    }
-                }
-                acc
+                // SAFETY (the body): as in `q2_k`.
+                block_loop!(w, a, false, |w, a| unsafe {
+                    let sc = widen16(&q3k_unpack(&w.scales), true);
+                    let isum = $isum16(&codes_q3k(w), &a.qs, &to_array16(sc));
+                    // u = q + 4: take 4·Σ_s sc_s·bsum_s back out.
+                    let off = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums(a), sc));
+                    (
+                        _mm256_sub_epi32(isum, off),
+                        _mm256_setzero_si256(),
+                        f16(w.d),
+                        0.0,
+                    )
+                })
             }
 
             /// # Safety
             /// As [`q2_k`].
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-                let mut acc = 0.0f32;
-                for (w, a) in w.iter().zip(a) {
-                    // SAFETY (this block): as in `q2_k`.
-                    unsafe {
-                        let (sc, m) = k4_vectors(&w.scales);
-                        let isum = $isum32(&codes_k4(&w.qs, None), &a.qs, &sc, false);
-                        let (isum, summs) = hsum_pair(isum, _mm256_madd_epi16(bsums(a), m));
-                        acc = finish_min(acc, a, f16(w.d), f16(w.dmin), isum, summs);
-                    }
-                }
-                acc
+                // SAFETY (the body): as in `q2_k`.
+                block_loop!(w, a, true, |w, a| unsafe {
+                    let (sc, m) = k4_vectors(&w.scales);
+                    let isum = $isum32(&codes_k4(&w.qs, None), &a.qs, &sc, false);
+                    (isum, _mm256_madd_epi16(bsums(a), m), f16(w.d), f16(w.dmin))
+                })
             }
 
             /// # Safety
             /// As [`q2_k`].
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
-                let mut acc = 0.0f32;
-                for (w, a) in w.iter().zip(a) {
-                    // SAFETY (this block): as in `q2_k`.
-                    unsafe {
-                        let (sc, m) = k4_vectors(&w.scales);
-                        let isum = $isum32(&codes_k4(&w.qs, Some(&w.qh)), &a.qs, &sc, false);
-                        let (isum, summs) = hsum_pair(isum, _mm256_madd_epi16(bsums(a), m));
-                        acc = finish_min(acc, a, f16(w.d), f16(w.dmin), isum, summs);
-                    }
-                }
-                acc
+                // SAFETY (the body): as in `q2_k`.
+                block_loop!(w, a, true, |w, a| unsafe {
+                    let (sc, m) = k4_vectors(&w.scales);
+                    let isum = $isum32(&codes_k4(&w.qs, Some(&w.qh)), &a.qs, &sc, false);
+                    (isum, _mm256_madd_epi16(bsums(a), m), f16(w.d), f16(w.dmin))
+                })
             }
 
             /// # Safety
             /// As [`q2_k`].
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-                let mut acc = 0.0f32;
-                for (w, a) in w.iter().zip(a) {
-                    // SAFETY (this block): as in `q2_k`.
-                    unsafe {
-                        let sc = widen16(&w.scales.map(|s| s as u8), true);
-                        let isum = $isum16(&codes_q6k(w), &a.qs, &to_array16(sc));
-                        // u = q + 32: take 32·Σ_s sc_s·bsum_s back out.
-                        let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums(a), sc));
-                        let (isum, _) =
-                            hsum_pair(_mm256_sub_epi32(isum, off), _mm256_setzero_si256());
-                        acc = finish(acc, a, f16(w.d), isum);
-                    }
-                }
-                acc
+                // SAFETY (the body): as in `q2_k`.
+                block_loop!(w, a, false, |w, a| unsafe {
+                    let sc = widen16(&w.scales.map(|s| s as u8), true);
+                    let isum = $isum16(&codes_q6k(w), &a.qs, &to_array16(sc));
+                    // u = q + 32: take 32·Σ_s sc_s·bsum_s back out.
+                    let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums(a), sc));
+                    (
+                        _mm256_sub_epi32(isum, off),
+                        _mm256_setzero_si256(),
+                        f16(w.d),
+                        0.0,
+                    )
+                })
             }
 
             /// # Safety
             /// As [`q2_k`].
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
-                let mut acc = 0.0f32;
-                for (w, a) in w.iter().zip(a) {
-                    // SAFETY (this block): as in `q2_k`.
-                    unsafe {
-                        let sc = iq4xs_vector(w);
-                        let isum = if $iq4_unsigned {
-                            // u = k + 128: take 128·Σ_s sc_s·(bsum_2s + bsum_2s+1) back out.
-                            let isum = $isum32(&codes_iq4xs(w, &IQ4_UNSIGNED), &a.qs, &sc, false);
-                            // SAFETY: 16 bytes.
-                            let v = _mm_loadu_si128(sc.as_ptr().cast());
-                            let dup = _mm256_set_m128i(
-                                _mm_unpackhi_epi16(v, v),
-                                _mm_unpacklo_epi16(v, v),
-                            );
-                            let off = _mm256_slli_epi32::<7>(_mm256_madd_epi16(bsums(a), dup));
-                            _mm256_sub_epi32(isum, off)
-                        } else {
-                            $isum32(&codes_iq4xs(w, &IQ4_SIGNED), &a.qs, &sc, true)
-                        };
-                        let (isum, _) = hsum_pair(isum, _mm256_setzero_si256());
-                        acc = finish(acc, a, f16(w.d), isum);
-                    }
-                }
-                acc
+                // SAFETY (the body): as in `q2_k`.
+                block_loop!(w, a, false, |w, a| unsafe {
+                    let sc = iq4xs_vector(w);
+                    let isum = if $iq4_unsigned {
+                        // u = k + 128: take 128·Σ_s sc_s·(bsum_2s + bsum_2s+1) back out.
+                        let isum = $isum32(&codes_iq4xs(w, &IQ4_UNSIGNED), &a.qs, &sc, false);
+                        let v = _mm_loadu_si128(sc.as_ptr().cast());
+                        let dup =
+                            _mm256_set_m128i(_mm_unpackhi_epi16(v, v), _mm_unpacklo_epi16(v, v));
+                        let off = _mm256_slli_epi32::<7>(_mm256_madd_epi16(bsums(a), dup));
+                        _mm256_sub_epi32(isum, off)
+                    } else {
+                        $isum32(&codes_iq4xs(w, &IQ4_SIGNED), &a.qs, &sc, true)
+                    };
+                    (isum, _mm256_setzero_si256(), f16(w.d), 0.0)
+                })
             }
         }
     };
