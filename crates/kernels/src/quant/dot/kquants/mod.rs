@@ -168,8 +168,9 @@ fn k4_unpack(s: &[u8; 12]) -> [u8; 16] {
     out
 }
 
-/// Q3_K's 16 scales, re-centred (`− 32`, as i8 bytes), four per 32-bit word: low nibbles from
-/// words 0/1 (scales 0..8) or their high nibbles (8..16), bits 4..6 from word 2's bit pairs.
+/// Q3_K's 16 packed 6-bit scales (not yet re-centred by −32), four per 32-bit word: low
+/// nibbles from words 0/1 (scales 0..8) or their high nibbles (8..16), bits 4..6 from word 2's
+/// bit pairs.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn q3k_unpack(s: &[u8; 12]) -> [u8; 16] {
@@ -182,9 +183,7 @@ fn q3k_unpack(s: &[u8; 12]) -> [u8; 16] {
     ];
     let mut out = [0u8; 16];
     for (o, w) in out.chunks_exact_mut(4).zip(words) {
-        for (o, b) in o.iter_mut().zip(w.to_le_bytes()) {
-            *o = b.wrapping_sub(32);
-        }
+        o.copy_from_slice(&w.to_le_bytes());
     }
     out
 }

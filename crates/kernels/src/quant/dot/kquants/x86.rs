@@ -209,25 +209,6 @@ unsafe fn widen16(p: &[u8; 16], signed: bool) -> __m256i {
     }
 }
 
-/// Stores i16 lanes into an array, for the scale broadcasts of the `isum` functions.
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn to_array16(v: __m256i) -> [i16; 16] {
-    let mut out = [0i16; 16];
-    // SAFETY: `out` is 32 bytes.
-    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
-    out
-}
-
-/// The first `N` (2 or 4) scales packed little-endian into one integer, to broadcast.
-#[inline(always)]
-fn scale_bits<const N: usize>(sc: &[i16]) -> u64 {
-    sc[..N]
-        .iter()
-        .rev()
-        .fold(0u64, |acc, &s| (acc << 16) | s as u16 as u64)
-}
-
 /// The integer dot products per ISA: `Σ_s sc_s · Σ_{i∈s} u_i·a_i` over one super-block, for
 /// sub-blocks of 16 (`*_16`) or 32 (`*_32`; `signed` for IQ4_XS's code-book values) weights,
 /// returned as eight i32 lanes whose sum it is (reduced by the caller with its other sums).
@@ -236,35 +217,40 @@ fn scale_bits<const N: usize>(sc: &[i16]) -> u64 {
 mod isum {
     use super::*;
 
-    /// `pshufb` pattern broadcasting i16 pair `0` to the low 128-bit half and `1` to the high.
-    const PAIR_LANES: [u8; 32] = {
-        let mut m = [0u8; 32];
-        let mut i = 0;
-        while i < 32 {
-            m[i] = if i < 16 {
-                (i % 2) as u8
-            } else {
-                2 + (i % 2) as u8
-            };
-            i += 1;
+    /// `pshufb` patterns for sub-blocks of 16: vector `k` takes scale `2k` in its low 128-bit
+    /// half and `2k + 1` in its high half, from a register holding 8 scales in both halves.
+    const PAIR_K: [[u8; 32]; 4] = {
+        let mut m = [[0u8; 32]; 4];
+        let mut k = 0;
+        while k < 4 {
+            let mut i = 0;
+            while i < 32 {
+                let word = 2 * k + i / 16;
+                m[k][i] = (2 * word + i % 2) as u8;
+                i += 1;
+            }
+            k += 1;
         }
         m
     };
 
+    /// `sc`: the 16 scales as i16 lanes.
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) unsafe fn avx2_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> __m256i {
-        // SAFETY: 32-byte constant.
-        let mask = unsafe { load32(PAIR_LANES.as_ptr()) };
+    pub(super) unsafe fn avx2_16(u: &Codes, a: &[i8; QK_K], sc: __m256i) -> __m256i {
+        // Scales 0..8 (resp. 8..16) in both halves, so that one in-lane `pshufb` per vector
+        // picks its two.
+        let halves = [
+            _mm256_permute4x64_epi64::<0b01_00_01_00>(sc),
+            _mm256_permute4x64_epi64::<0b11_10_11_10>(sc),
+        ];
         let mut acc = _mm256_setzero_si256();
         for (k, &u) in u.iter().enumerate() {
             // SAFETY: `a` is 256 bytes; this reads bytes 32k..32k+32.
             let a = unsafe { load32(a.as_ptr().add(32 * k).cast()) };
             let p = _mm256_maddubs_epi16(u, a);
-            let s = _mm256_shuffle_epi8(
-                _mm256_set1_epi32(scale_bits::<2>(&sc[2 * k..]) as i32),
-                mask,
-            );
+            // SAFETY: a 32-byte constant.
+            let s = _mm256_shuffle_epi8(halves[k / 4], unsafe { load32(PAIR_K[k % 4].as_ptr()) });
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
         }
         acc
@@ -314,23 +300,18 @@ mod isum {
         acc
     }
 
-    /// `pshufb` pattern giving 128-bit lane `L` the i16 at `L` (sub-blocks of 16).
-    const QUAD_LANES: [u8; 64] = {
-        let mut m = [0u8; 64];
-        let mut i = 0;
-        while i < 64 {
-            m[i] = (2 * (i / 16) + i % 2) as u8;
-            i += 1;
-        }
-        m
-    };
-    /// `pshufb` pattern giving lanes 0, 1 the i16 at 0 and lanes 2, 3 the one at 1.
-    const HALF_LANES: [u8; 64] = {
-        let mut m = [0u8; 64];
-        let mut i = 0;
-        while i < 64 {
-            m[i] = (2 * (i / 32) + i % 2) as u8;
-            i += 1;
+    /// `vpermw` indices: lanes 0, 1 of vector `k` take scale `2k`, lanes 2, 3 scale `2k + 1`
+    /// (sub-blocks of 32).
+    const HALF_K: [[u16; 32]; 4] = {
+        let mut m = [[0u16; 32]; 4];
+        let mut k = 0;
+        while k < 4 {
+            let mut i = 0;
+            while i < 32 {
+                m[k][i] = (2 * k + i / 16) as u16;
+                i += 1;
+            }
+            k += 1;
         }
         m
     };
@@ -349,25 +330,39 @@ mod isum {
         _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
     }
 
+    /// `vpermw` indices: 128-bit lane `L` of vector `k` takes scale `4k + L` (sub-blocks of 16).
+    const QUAD_K: [[u16; 32]; 4] = {
+        let mut m = [[0u16; 32]; 4];
+        let mut k = 0;
+        while k < 4 {
+            let mut i = 0;
+            while i < 32 {
+                m[k][i] = (4 * k + i / 8) as u16;
+                i += 1;
+            }
+            k += 1;
+        }
+        m
+    };
+
+    /// `sc`: the 16 scales as i16 lanes.
     #[target_feature(enable = "avx512f,avx512bw")]
     #[inline]
-    pub(super) unsafe fn avx512_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> __m256i {
-        // SAFETY: 64-byte constant.
-        let mask = unsafe { _mm512_loadu_si512(QUAD_LANES.as_ptr().cast()) };
+    pub(super) unsafe fn avx512_16(u: &Codes, a: &[i8; QK_K], sc: __m256i) -> __m256i {
+        let sc = _mm512_castsi256_si512(sc);
         let mut acc = _mm512_setzero_si512();
         for k in 0..4 {
-            // SAFETY: `a` is 256 bytes; this reads bytes 64k..64k+64. AVX-512F is enabled.
-            let (u, a) = unsafe {
+            // SAFETY: `a` is 256 bytes; this reads bytes 64k..64k+64; the index table is 64
+            // bytes. AVX-512F is enabled.
+            let (u, a, idx) = unsafe {
                 (
                     pair(u, k),
                     _mm512_loadu_si512(a.as_ptr().add(64 * k).cast()),
+                    _mm512_loadu_si512(QUAD_K[k].as_ptr().cast()),
                 )
             };
             let p = _mm512_maddubs_epi16(u, a);
-            let s = _mm512_shuffle_epi8(
-                _mm512_set1_epi64(scale_bits::<4>(&sc[4 * k..]) as i64),
-                mask,
-            );
+            let s = _mm512_permutexvar_epi16(idx, sc);
             acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, s));
         }
         // SAFETY: AVX-512F is enabled here.
@@ -382,8 +377,8 @@ mod isum {
         sc: &[i16; 8],
         signed: bool,
     ) -> __m256i {
-        // SAFETY: 64-byte constant.
-        let mask = unsafe { _mm512_loadu_si512(HALF_LANES.as_ptr().cast()) };
+        // SAFETY: `sc` is 16 bytes.
+        let scales = _mm512_castsi128_si512(unsafe { _mm_loadu_si128(sc.as_ptr().cast()) });
         let mut acc = _mm512_setzero_si512();
         for k in 0..4 {
             // SAFETY: `a` is 256 bytes; this reads bytes 64k..64k+64. AVX-512F is enabled.
@@ -404,10 +399,9 @@ mod isum {
                 (u, a)
             };
             let p = _mm512_maddubs_epi16(u, a);
-            let s = _mm512_shuffle_epi8(
-                _mm512_set1_epi32(scale_bits::<2>(&sc[2 * k..]) as i32),
-                mask,
-            );
+            // SAFETY: a 64-byte constant.
+            let idx = unsafe { _mm512_loadu_si512(HALF_K[k].as_ptr().cast()) };
+            let s = _mm512_permutexvar_epi16(idx, scales);
             acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, s));
         }
         // SAFETY: AVX-512F is enabled here.
@@ -448,9 +442,8 @@ mod isum {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    pub(super) unsafe fn vnni_16(u: &Codes, a: &[i8; QK_K], sc: &[i16; 16]) -> __m256i {
-        // SAFETY: `sc` is 32 bytes.
-        let s = _mm512_cvtepi16_epi32(unsafe { load32(sc.as_ptr().cast()) });
+    pub(super) unsafe fn vnni_16(u: &Codes, a: &[i8; QK_K], sc: __m256i) -> __m256i {
+        let s = _mm512_cvtepi16_epi32(sc);
         // SAFETY: the features `vnni` needs are enabled here.
         unsafe { vnni(u, a, s, 16) }
     }
@@ -570,7 +563,7 @@ macro_rules! rows {
                     let sc = widen16(&w.scales, false);
                     let m = _mm256_srli_epi16::<4>(sc);
                     let sc = _mm256_and_si256(sc, _mm256_set1_epi16(0x0f));
-                    let isum = $isum16(&codes_q2k(w), &a.qs, &to_array16(sc));
+                    let isum = $isum16(&codes_q2k(w), &a.qs, sc);
                     (isum, _mm256_madd_epi16(bsums(a), m), f16(w.d), f16(w.dmin))
                 })
             }
@@ -581,8 +574,10 @@ macro_rules! rows {
             pub(crate) unsafe fn q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
                 // SAFETY (the body): as in `q2_k`.
                 block_loop!(w, a, false, |w, a| unsafe {
-                    let sc = widen16(&q3k_unpack(&w.scales), true);
-                    let isum = $isum16(&codes_q3k(w), &a.qs, &to_array16(sc));
+                    // Re-centre (− 32) as bytes, then widen.
+                    let v = _mm_loadu_si128(q3k_unpack(&w.scales).as_ptr().cast());
+                    let sc = _mm256_cvtepi8_epi16(_mm_sub_epi8(v, _mm_set1_epi8(32)));
+                    let isum = $isum16(&codes_q3k(w), &a.qs, sc);
                     // u = q + 4: take 4·Σ_s sc_s·bsum_s back out.
                     let off = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums(a), sc));
                     (
@@ -625,7 +620,7 @@ macro_rules! rows {
                 // SAFETY (the body): as in `q2_k`.
                 block_loop!(w, a, false, |w, a| unsafe {
                     let sc = widen16(&w.scales.map(|s| s as u8), true);
-                    let isum = $isum16(&codes_q6k(w), &a.qs, &to_array16(sc));
+                    let isum = $isum16(&codes_q6k(w), &a.qs, sc);
                     // u = q + 32: take 32·Σ_s sc_s·bsum_s back out.
                     let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums(a), sc));
                     (
