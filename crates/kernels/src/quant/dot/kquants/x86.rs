@@ -351,14 +351,14 @@ mod isum {
     pub(super) unsafe fn avx512_16(u: &Codes, a: &[i8; QK_K], sc: __m256i) -> __m256i {
         let sc = _mm512_castsi256_si512(sc);
         let mut acc = _mm512_setzero_si512();
-        for k in 0..4 {
+        for (k, idx) in QUAD_K.iter().enumerate() {
             // SAFETY: `a` is 256 bytes; this reads bytes 64k..64k+64; the index table is 64
             // bytes. AVX-512F is enabled.
             let (u, a, idx) = unsafe {
                 (
                     pair(u, k),
                     _mm512_loadu_si512(a.as_ptr().add(64 * k).cast()),
-                    _mm512_loadu_si512(QUAD_K[k].as_ptr().cast()),
+                    _mm512_loadu_si512(idx.as_ptr().cast()),
                 )
             };
             let p = _mm512_maddubs_epi16(u, a);
@@ -380,7 +380,7 @@ mod isum {
         // SAFETY: `sc` is 16 bytes.
         let scales = _mm512_castsi128_si512(unsafe { _mm_loadu_si128(sc.as_ptr().cast()) });
         let mut acc = _mm512_setzero_si512();
-        for k in 0..4 {
+        for (k, idx) in HALF_K.iter().enumerate() {
             // SAFETY: `a` is 256 bytes; this reads bytes 64k..64k+64. AVX-512F is enabled.
             let (u, a) = unsafe {
                 (
@@ -400,7 +400,7 @@ mod isum {
             };
             let p = _mm512_maddubs_epi16(u, a);
             // SAFETY: a 64-byte constant.
-            let idx = unsafe { _mm512_loadu_si512(HALF_K[k].as_ptr().cast()) };
+            let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
             let s = _mm512_permutexvar_epi16(idx, scales);
             acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, s));
         }
