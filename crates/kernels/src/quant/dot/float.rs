@@ -19,5 +19,8 @@ pub(super) fn bf16(_isa: Isa, row: &[u8], x: &[f32]) -> f32 {
 fn scalar<B: QuantBlock>(row: &[u8], x: &[f32]) -> f32 {
     // OK because `vec_dot` checked the length.
     let w: &[B] = as_blocks(row).expect("row length checked");
-    w.iter().zip(x.chunks_exact(B::BLOCK_SIZE)).map(|(b, x)| b.vec_dot(x)).sum()
+    w.iter()
+        .zip(x.chunks_exact(B::BLOCK_SIZE))
+        .map(|(b, x)| b.vec_dot(x))
+        .sum()
 }

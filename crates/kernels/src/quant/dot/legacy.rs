@@ -3,9 +3,7 @@
 use super::dequantized_dot;
 use crate::cpu::Isa;
 use crate::quant::act::BlockQ8_1;
-use crate::quant::{
-    BlockIQ4NL, BlockMXFP4, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0,
-};
+use crate::quant::{BlockIQ4NL, BlockMXFP4, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 
 pub(super) fn q4_0(_isa: Isa, w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     dequantized_dot(w, a)
