@@ -12,6 +12,7 @@
 //! - `gguf_names`: GGUF (llama.cpp) tensor names seen as Hugging Face names.
 //! - [`quant_plan`]: the type of each tensor in a quantized model (llama.cpp's presets).
 //! - [`quantize_gguf`]: GGUF → quantized GGUF with those types, as `llama-quantize` writes it.
+//! - [`quantized_weights`]: quantize on load (a safetensors model run with quantized matrices).
 #![deny(missing_docs)]
 
 pub mod blocks;
@@ -21,6 +22,7 @@ mod gguf_names;
 pub mod params;
 pub mod quant_plan;
 pub mod quantize_gguf;
+pub mod quantized_weights;
 pub mod transformer;
 
 pub use error::ModelError;
