@@ -327,8 +327,10 @@ fn allows_quantization(name: &str, ne: &[u64]) -> bool {
         && name != "token_types.weight"
 }
 
-/// The fallback for a row length `ncols` that is not whole blocks of `ty`.
-fn fallback(ty: DType, ncols: u64) -> (DType, bool) {
+/// llama.cpp's fallback (`tensor_type_fallback`) for rows of `ncols` that are not whole
+/// blocks of `ty`: the type to use, and whether it differs from `ty`.
+#[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; MSRV is 1.85.
+pub fn fallback(ty: DType, ncols: u64) -> (DType, bool) {
     if ncols % ty.block_size() as u64 == 0 {
         return (ty, false);
     }
@@ -374,6 +376,7 @@ impl State<'_> {
     }
 
     /// `llama_tensor_get_type_impl` for the presets offered here.
+    #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; MSRV is 1.85.
     fn choose(&mut self, mut ty: DType, t: &PlanTensor, cat: Category) -> Result<DType, PlanError> {
         use Preset as P;
         let p = self.preset;

@@ -50,26 +50,6 @@ fn is_quantized_matrix(info: &TensorInfo) -> bool {
         )
 }
 
-/// The type a matrix with rows of `cols` gets for `ty` (llama.cpp's fallback).
-fn type_for(ty: DType, cols: usize) -> DType {
-    if cols % ty.block_size() == 0 {
-        return ty;
-    }
-    let to = match ty {
-        DType::IQ4XS => DType::IQ4NL,
-        DType::Q2K | DType::Q3K => DType::Q4_0,
-        DType::Q4K => DType::Q5_0,
-        DType::Q5K => DType::Q5_1,
-        DType::Q6K => DType::Q8_0,
-        other => other,
-    };
-    if cols % to.block_size() == 0 {
-        to
-    } else {
-        DType::F16
-    }
-}
-
 impl<'a> QuantizedWeights<'a> {
     /// Quantizes every matrix of `src` (see the module doc) to `ty` on `threads` threads,
     /// calling `progress(done, total)` after each. Errors name the tensor.
@@ -101,7 +81,7 @@ impl<'a> QuantizedWeights<'a> {
         let mut owned = HashMap::new();
         for (i, info) in infos.iter().enumerate() {
             let (rows, cols) = (info.shape[0], info.shape[1]);
-            let to = type_for(target, cols);
+            let to = crate::quant_plan::fallback(target, cols as u64).0;
             // OK: the name comes from the source's own listing.
             let t = src.tensor(&info.name).expect("listed tensors exist");
             let x = decode(src, &t, rows, cols, fp8_block)?;

@@ -109,8 +109,9 @@ fn requantizing_is_refused_with_the_tensor_named() {
 
 /// FNV-1a 64 of `data` (the checksum `make_quantize_presets.py` records).
 fn fnv1a64(data: &[u8]) -> u64 {
-    data.iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Every other preset against llama.cpp's files for it (`fixtures/quant/quantize_presets.json`:
@@ -118,12 +119,16 @@ fn fnv1a64(data: &[u8]) -> u64 {
 #[test]
 fn every_preset_equals_llama_cpp() {
     let path = frugal_testdata::fixtures_dir().join("quant/quantize_presets.json");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let files = json["files"].as_array().unwrap();
     assert!(files.len() >= 7 * 16, "{} entries", files.len());
     let mut failures = Vec::new();
     for f in files {
-        let (name, preset) = (f["fixture"].as_str().unwrap(), f["preset"].as_str().unwrap());
+        let (name, preset) = (
+            f["fixture"].as_str().unwrap(),
+            f["preset"].as_str().unwrap(),
+        );
         let p = Preset::from_name(preset).unwrap_or_else(|| panic!("preset {preset}"));
         let src = frugal_testdata::fixtures_dir().join(format!("gguf/{name}/{name}-F32.gguf"));
         let src = GgufModel::open(src).unwrap();
@@ -133,12 +138,22 @@ fn every_preset_equals_llama_cpp() {
         let types: Vec<&str> = f["types"].as_str().unwrap().split(' ').collect();
         for (t, (n, want)) in report.tensors.iter().zip(names.iter().zip(&types)) {
             if t.tensor.name != n.as_str().unwrap() || t.to.name() != *want {
-                failures.push(format!("{name} {preset}: {} is {} here, {n} {want} in llama.cpp's", t.tensor.name, t.to));
+                failures.push(format!(
+                    "{name} {preset}: {} is {} here, {n} {want} in llama.cpp's",
+                    t.tensor.name, t.to
+                ));
             }
         }
         let fnv = format!("{:016x}", fnv1a64(&ours));
-        if ours.len() as u64 != f["bytes"].as_u64().unwrap() || fnv != f["fnv1a64"].as_str().unwrap() {
-            failures.push(format!("{name} {preset}: {} bytes fnv {fnv}, llama.cpp {} fnv {}", ours.len(), f["bytes"], f["fnv1a64"]));
+        if ours.len() as u64 != f["bytes"].as_u64().unwrap()
+            || fnv != f["fnv1a64"].as_str().unwrap()
+        {
+            failures.push(format!(
+                "{name} {preset}: {} bytes fnv {fnv}, llama.cpp {} fnv {}",
+                ours.len(),
+                f["bytes"],
+                f["fnv1a64"]
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

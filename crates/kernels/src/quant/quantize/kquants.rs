@@ -276,12 +276,12 @@ pub fn q2_k(x: &[f32], out: &mut [u8]) {
         out[82..84].copy_from_slice(&f16_bytes(0.0));
     }
     let (d_all, m_all) = (f16_value([out[80], out[81]]), f16_value([out[82], out[83]]));
-    for j in 0..16 {
-        let d = d_all * (sc[j] & 0xf) as f32;
+    for (j, &s) in sc.iter().enumerate() {
+        let d = d_all * (s & 0xf) as f32;
         if d == 0.0 {
             continue;
         }
-        let dm = m_all * (sc[j] >> 4) as f32;
+        let dm = m_all * (s >> 4) as f32;
         for i in 16 * j..16 * j + 16 {
             l[i] = nearest_int((x[i] + dm) / d).clamp(0, 3) as u8;
         }
@@ -494,12 +494,12 @@ pub fn q6_k(x: &[f32], out: &mut [u8]) {
     let iscale = -128.0 / max_scale;
     out[208..210].copy_from_slice(&f16_bytes(1.0 / iscale));
     let mut sc = [0i8; 16];
-    for ib in 0..16 {
-        sc[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+    for (s, &v) in sc.iter_mut().zip(&scales) {
+        *s = nearest_int(iscale * v).min(127) as i8;
     }
     let d_all = f16_value([out[208], out[209]]);
-    for j in 0..16 {
-        let d = d_all * sc[j] as f32;
+    for (j, &s) in sc.iter().enumerate() {
+        let d = d_all * s as f32;
         if d == 0.0 {
             continue;
         }

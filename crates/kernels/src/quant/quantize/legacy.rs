@@ -76,9 +76,9 @@ pub fn q4_1(x: &[f32], out: &mut [u8]) {
 /// The 5-bit codes `q` of a Q5 block packed as `(qh: u32 of fifth bits, qs: low nibbles)`.
 fn pack5(q: impl Fn(usize) -> u8, qs: &mut [u8]) -> u32 {
     let mut qh = 0u32;
-    for j in 0..16 {
+    for (j, b) in qs.iter_mut().enumerate() {
         let (lo, hi) = (q(j), q(16 + j));
-        qs[j] = (lo & 0x0f) | ((hi & 0x0f) << 4);
+        *b = (lo & 0x0f) | ((hi & 0x0f) << 4);
         qh |= (((lo & 0x10) >> 4) as u32) << j;
         qh |= (((hi & 0x10) >> 4) as u32) << (j + 16);
     }

@@ -96,11 +96,7 @@ pub fn quantize_rows(
     threads: usize,
 ) -> Result<(), QuantError> {
     let row_bytes = ty.row_bytes(n_per_row)?;
-    let rows = if n_per_row == 0 {
-        0
-    } else {
-        src.len() / n_per_row
-    };
+    let rows = src.len().checked_div(n_per_row).unwrap_or(0);
     if n_per_row == 0 || rows * n_per_row != src.len() || dst.len() != rows * row_bytes {
         return Err(QuantError::ByteLength {
             ty: ty.name(),
