@@ -252,6 +252,11 @@ impl QuantizedActs {
         self.n == 0
     }
 
+    /// The blocks' bytes as stored (empty for F32): what llama.cpp's quantizer writes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The values, if the format is F32 (empty otherwise).
     pub fn f32s(&self) -> &[f32] {
         &self.floats
