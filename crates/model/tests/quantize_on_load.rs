@@ -3,6 +3,7 @@
 //! - Bytes: quantizing the Hugging Face fixtures' matrices to Q8_0 gives, tensor by tensor,
 //!   exactly the Q8_0 tensors of llama.cpp's own `<name>-Q8_0.gguf` (converted from the same
 //!   weights, then `llama_model_quantize`); stacked GGUF experts are compared expert by expert.
+//!   `--quant q4_k` on rows of 64 falls back to Q5_0 as llama.cpp does, with its bytes.
 //!   Not comparable, and skipped: DeepSeek's `kv_b_proj` (llama.cpp stores it split and
 //!   transposed as `attn_k_b`/`attn_v_b`, so its Q8_0 blocks run along other rows).
 //! - Logits: qwen2 run with `--quant Q8_0` weights (f32 activations) against llama.cpp's
@@ -60,26 +61,22 @@ fn open(name: &str) -> ModelFiles {
     ModelFiles::open(p.to_str().unwrap()).unwrap()
 }
 
-/// Compares every comparable quantized matrix with llama.cpp's Q8_0 file; returns the count.
-fn same_bytes_as_llama_cpp(name: &str) -> usize {
+/// Quantizes the HF fixture `name` on load to `ty` and compares every comparable matrix with
+/// llama.cpp's `<name>-<preset>.gguf` where both chose the same type; returns how many matched
+/// (all compared must be identical).
+fn same_bytes_as_llama_cpp(name: &str, ty: QuantType, preset: &str) -> usize {
     let files = open(name);
     let config = files.config().unwrap();
-    let qw = QuantizedWeights::new(
-        &config,
-        files.tensors().unwrap(),
-        QuantType::Q8_0,
-        2,
-        &mut |_, _| {},
-    )
-    .unwrap();
-    let gguf_path = frugal_testdata::fixtures_dir().join(format!("gguf/{name}/{name}-Q8_0.gguf"));
+    let qw =
+        QuantizedWeights::new(&config, files.tensors().unwrap(), ty, 2, &mut |_, _| {}).unwrap();
+    let gguf_path =
+        frugal_testdata::fixtures_dir().join(format!("gguf/{name}/{name}-{preset}.gguf"));
     let g = ModelFiles::open(gguf_path.to_str().unwrap()).unwrap();
     let g = g.tensors().unwrap();
     let mut n = 0;
     let mut names: Vec<_> = qw.quantized().map(|(k, t)| (k.to_owned(), t)).collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
-    for (hf, ty) in names {
-        assert_eq!(ty, DType::Q8_0, "{hf}");
+    for (hf, qty) in names {
         let Some((gname, expert)) = gguf_name(&hf) else {
             assert!(
                 hf.ends_with("kv_b_proj.weight"),
@@ -91,13 +88,15 @@ fn same_bytes_as_llama_cpp(name: &str) -> usize {
         let theirs = g
             .tensor(&gname)
             .unwrap_or_else(|| panic!("{gname} in llama.cpp's file"));
-        assert_eq!(theirs.dtype, DType::Q8_0, "{gname}");
+        if theirs.dtype != qty {
+            continue;
+        }
         let len = ours.data.len();
         let want = match expert {
             Some(e) => &theirs.data[e * len..(e + 1) * len],
             None => theirs.data,
         };
-        assert!(ours.data == want, "{hf} vs {gname}: Q8_0 bytes differ");
+        assert!(ours.data == want, "{hf} vs {gname}: {qty} bytes differ");
         n += 1;
     }
     n
@@ -105,12 +104,49 @@ fn same_bytes_as_llama_cpp(name: &str) -> usize {
 
 #[test]
 fn q8_0_matrices_equal_llama_cpps() {
-    assert_eq!(same_bytes_as_llama_cpp("qwen2"), 16);
+    assert_eq!(
+        same_bytes_as_llama_cpp("qwen2", QuantType::Q8_0, "Q8_0"),
+        16
+    );
     // 2 embeddings + 3 dense-FFN + 3×4 attention + 2×(3 shared + 16×3 experts).
     assert_eq!(
-        same_bytes_as_llama_cpp("deepseek-v3"),
+        same_bytes_as_llama_cpp("deepseek-v3", QuantType::Q8_0, "Q8_0"),
         2 + 3 + 12 + 2 * (3 + 48)
     );
+}
+
+#[test]
+fn q4_k_falls_back_as_llama_cpp_does() {
+    // 64-wide rows cannot be Q4_K: both fall back to Q5_0, with the same bytes. llama.cpp's
+    // Q4_K_M has Q5_0 for 13 of qwen2's tensors (its Q6_K picks become Q8_0 instead).
+    assert_eq!(
+        same_bytes_as_llama_cpp("qwen2", QuantType::Q4K, "Q4_K_M"),
+        13
+    );
+    let files = open("qwen2");
+    let config = files.config().unwrap();
+    for ty in [
+        QuantType::Q4K,
+        QuantType::Q6K,
+        QuantType::IQ4XS,
+        QuantType::Q2K,
+        QuantType::Q5_1,
+    ] {
+        let qw = QuantizedWeights::new(&config, files.tensors().unwrap(), ty, 1, &mut |_, _| {})
+            .unwrap();
+        let want = match ty {
+            QuantType::Q4K => DType::Q5_0,
+            QuantType::Q6K => DType::Q8_0,
+            QuantType::IQ4XS => DType::IQ4NL,
+            QuantType::Q2K => DType::Q4_0,
+            _ => DType::Q5_1,
+        };
+        assert!(qw.quantized().all(|(_, t)| t == want), "{ty}");
+        let model = Model::from_parts(config.clone(), &qw).unwrap();
+        let mut cache = KvCache::new(&model);
+        let logits = model.forward(&[1, 2, 3], 0, &mut cache).unwrap();
+        assert!(logits.iter().all(|v| v.is_finite()), "{ty}");
+    }
 }
 
 fn f32s(st: &SafetensorsFile, name: &str) -> Vec<f32> {
