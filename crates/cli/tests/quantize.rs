@@ -1,8 +1,8 @@
 //! `frugal quantize` and `--quant` end to end.
 //!
 //! - `frugal quantize <name>-F32.gguf out.gguf --type q4_k_m` writes llama.cpp's own Q4_K_M file
-//!   (`fixtures/gguf/`, made by `llama_model_quantize`) byte for byte, and prints the type
-//!   histogram and size.
+//!   (`fixtures/gguf/`, made by `llama_model_quantize`) byte for byte, also from the two-shard
+//!   split of the same model, and prints the type histogram and size.
 //! - `frugal logits --quant q8_0` on a safetensors fixture gives the logits of the model with
 //!   llama.cpp's Q8_0 weights (`logits_dequantized_weights`, f32 activations) within 1e-4.
 //! - Bad input: an unknown type lists the valid ones; a quantized input names the tensor; an
@@ -53,7 +53,18 @@ fn quantize_writes_llama_cpps_file() {
         stdout.contains("tensor types: F32 6, Q5_0 13, Q8_0 3"),
         "{stdout}"
     );
-    assert!(stdout.contains("tensor(s) fell back"), "{stdout}");
+    assert!(stdout.contains("15 tensor(s) fell back"), "{stdout}");
+    // The same model as two shards (first shard given): the same file, split keys dropped.
+    let out2 = dir.path().join("split-q4km.gguf");
+    let o = frugal(&[
+        "quantize",
+        &fixture("gguf/split/llama-F32-00001-of-00002.gguf"),
+        out2.to_str().unwrap(),
+        "--type",
+        "Q4_K_M",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&out2).unwrap() == std::fs::read(&out).unwrap());
 }
 
 #[test]
