@@ -76,7 +76,9 @@ fn the_writer_reads_back() {
     w.add_tensor("x", DType::Q8_0, &[64, 3]).unwrap();
     w.add_tensor("y", DType::F32, &[5]).unwrap();
     let mut s = w.begin(std::fs::File::create(&path).unwrap()).unwrap();
-    s.write_tensor(&[7u8; 34 * 6]).unwrap();
+    // In pieces: the padding comes once the declared size is reached.
+    s.write_tensor_part(&[7u8; 34 * 2]).unwrap();
+    s.write_tensor_part(&[7u8; 34 * 4]).unwrap();
     s.write_tensor(&[1u8; 20]).unwrap();
     s.finish().unwrap();
     let f = GgufFile::open(&path).unwrap();
@@ -127,6 +129,9 @@ fn bad_declarations_are_errors() {
     let mut s = w.clone().begin(Vec::new()).unwrap();
     let e = s.write_tensor(&[0u8; 15]).unwrap_err();
     assert_eq!(e.to_string(), "tensor 't': declared 16 bytes, got 15");
+    s.write_tensor_part(&[0u8; 12]).unwrap();
+    let e = s.write_tensor_part(&[0u8; 8]).unwrap_err();
+    assert_eq!(e.to_string(), "tensor 't': declared 16 bytes, got 20");
     assert!(matches!(
         w.clone().begin(Vec::new()).unwrap().finish(),
         Err(GgufWriteError::TensorCount {

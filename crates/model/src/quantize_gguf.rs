@@ -13,6 +13,9 @@ use frugal_kernels::quant::QuantType;
 
 use crate::quant_plan::{plan, PlanError, PlanModel, PlanTensor, Planned, Preset};
 
+/// f32 values decoded at once (64 Mi values = 256 MiB), as llama.cpp works in slabs.
+const SLAB_VALUES: usize = 64 << 20;
+
 /// ggml's `GGML_QNT_VERSION`, written as `general.quantization_version`.
 pub const QUANTIZATION_VERSION: u32 = 2;
 
@@ -141,6 +144,18 @@ pub fn quantize_gguf<W: Write>(
     threads: usize,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<QuantizeReport, QuantizeError> {
+    quantize_in_slabs(model, preset, out, threads, progress, SLAB_VALUES)
+}
+
+/// [`quantize_gguf`], decoding at most `slab_values` f32 values (whole rows) at a time.
+fn quantize_in_slabs<W: Write>(
+    model: &GgufModel,
+    preset: Preset,
+    out: W,
+    threads: usize,
+    progress: &mut dyn FnMut(usize, usize, &str),
+    slab_values: usize,
+) -> Result<QuantizeReport, QuantizeError> {
     let planned = plan_gguf(model, preset)?;
     let mut w = GgufWriter::new();
     for (k, v) in model.metadata().iter() {
@@ -169,10 +184,24 @@ pub fn quantize_gguf<W: Write>(
             bytes_out += view.data.len() as u64;
             continue;
         }
-        let x = to_f32(&t.name, t.dtype, view.data, numel(&t.ne))?;
-        let q = quantize_tensor(&t.name, &x, t.ne[0] as usize, p.to, threads)?;
-        stream.write_tensor(&q)?;
-        bytes_out += q.len() as u64;
+        // A slab of whole rows at a time, so a huge tensor (stacked experts) never needs its
+        // whole f32 copy in memory; rows are independent, so the bytes do not change.
+        let n_per_row = t.ne[0] as usize;
+        let rows = numel(&t.ne).checked_div(n_per_row).unwrap_or(0);
+        let src_row = view.data.len().checked_div(rows).unwrap_or(0);
+        let slab = (slab_values / n_per_row.max(1)).max(1);
+        for r0 in (0..rows).step_by(slab) {
+            let r1 = (r0 + slab).min(rows);
+            let x = to_f32(
+                &t.name,
+                t.dtype,
+                &view.data[r0 * src_row..r1 * src_row],
+                (r1 - r0) * n_per_row,
+            )?;
+            let q = quantize_tensor(&t.name, &x, n_per_row, p.to, threads)?;
+            stream.write_tensor_part(&q)?;
+            bytes_out += q.len() as u64;
+        }
     }
     progress(planned.len(), planned.len(), "");
     let (_, file_bytes) = stream.finish()?;
@@ -182,4 +211,29 @@ pub fn quantize_gguf<W: Write>(
         bytes_out,
         file_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slabs_do_not_change_the_bytes() {
+        let dir = frugal_testdata::fixtures_dir().join("gguf/deepseek-v3");
+        let model = GgufModel::open(dir.join("deepseek-v3-F32.gguf")).unwrap();
+        let (mut whole, mut rows) = (Vec::new(), Vec::new());
+        quantize_in_slabs(
+            &model,
+            Preset::Q4_K_M,
+            &mut whole,
+            1,
+            &mut |_, _, _| {},
+            usize::MAX,
+        )
+        .unwrap();
+        // One row per slab (stacked experts are hundreds of rows).
+        quantize_in_slabs(&model, Preset::Q4_K_M, &mut rows, 1, &mut |_, _, _| {}, 1).unwrap();
+        assert!(whole == rows);
+        assert!(whole == std::fs::read(dir.join("deepseek-v3-Q4_K_M.gguf")).unwrap());
+    }
 }

@@ -223,6 +223,7 @@ impl GgufWriter {
             decl: self,
             out,
             next: 0,
+            partial: 0,
             written: header.len() as u64,
         })
     }
@@ -233,6 +234,8 @@ pub struct GgufStream<W: Write> {
     decl: GgufWriter,
     out: W,
     next: usize,
+    /// Bytes of the current tensor written so far (by `write_tensor_part`).
+    partial: u64,
     align: u64,
     written: u64,
 }
@@ -245,31 +248,59 @@ impl<W: Write> GgufStream<W> {
 
     /// Writes the next tensor's data (exactly its declared size) and its padding.
     pub fn write_tensor(&mut self, data: &[u8]) -> Result<(), GgufWriteError> {
-        let Some(t) = self.decl.tensors.get(self.next) else {
-            return Err(GgufWriteError::TensorCount {
-                declared: self.decl.tensors.len(),
-                written: self.next + 1,
-            });
-        };
-        if data.len() as u64 != t.nbytes {
+        let expected = self.current()?.nbytes;
+        if self.partial != 0 || data.len() as u64 != expected {
+            let t = self.current()?;
             return Err(GgufWriteError::SizeMismatch {
                 name: t.name.clone(),
                 expected: t.nbytes,
-                got: data.len() as u64,
+                got: self.partial + data.len() as u64,
+            });
+        }
+        self.write_tensor_part(data)
+    }
+
+    /// Writes the next piece of the current tensor's data; once its declared size is reached
+    /// the padding follows and the next tensor becomes current. Large tensors can so be
+    /// produced a slab of rows at a time.
+    pub fn write_tensor_part(&mut self, data: &[u8]) -> Result<(), GgufWriteError> {
+        let t = self.current()?;
+        let (name, nbytes) = (t.name.clone(), t.nbytes);
+        let total = self.partial + data.len() as u64;
+        if total > nbytes {
+            return Err(GgufWriteError::SizeMismatch {
+                name,
+                expected: nbytes,
+                got: total,
             });
         }
         self.out.write_all(data)?;
-        let padding = pad(t.nbytes, self.align) - t.nbytes;
-        self.out.write_all(&vec![0u8; padding as usize])?;
-        self.written += t.nbytes + padding;
-        self.next += 1;
+        self.partial = total;
+        if total == nbytes {
+            let padding = pad(nbytes, self.align) - nbytes;
+            self.out.write_all(&vec![0u8; padding as usize])?;
+            self.written += nbytes + padding;
+            self.next += 1;
+            self.partial = 0;
+        }
         Ok(())
+    }
+
+    /// The tensor being written, or an error when all are done.
+    fn current(&self) -> Result<&TensorDecl, GgufWriteError> {
+        self.decl
+            .tensors
+            .get(self.next)
+            .ok_or(GgufWriteError::TensorCount {
+                declared: self.decl.tensors.len(),
+                written: self.next + 1,
+            })
     }
 
     /// Checks every declared tensor was written, flushes, and returns the output and the
     /// number of bytes written.
     pub fn finish(mut self) -> Result<(W, u64), GgufWriteError> {
-        if self.next != self.decl.tensors.len() {
+        if self.next != self.decl.tensors.len() || self.partial != 0 {
             return Err(GgufWriteError::TensorCount {
                 declared: self.decl.tensors.len(),
                 written: self.next,
