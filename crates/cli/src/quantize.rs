@@ -105,10 +105,9 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
         }
     };
     let secs = start.elapsed().as_secs_f64();
-    let mut hist: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    let mut hist: BTreeMap<&str, usize> = BTreeMap::new();
     for p in &report.tensors {
-        let e = hist.entry(p.to.name()).or_default();
-        e.0 += 1;
+        *hist.entry(p.to.name()).or_default() += 1;
     }
     let fallbacks = report.tensors.iter().filter(|p| p.fallback).count();
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -116,7 +115,7 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
         "{} -> {} ({preset}) in {secs:.2} s",
         args.input, args.output
     );
-    let types: Vec<String> = hist.iter().map(|(t, (n, _))| format!("{t} {n}")).collect();
+    let types: Vec<String> = hist.iter().map(|(t, n)| format!("{t} {n}")).collect();
     println!("tensor types: {}", types.join(", "));
     if fallbacks > 0 {
         println!("{fallbacks} tensor(s) fell back to another type (rows not whole blocks)");
