@@ -75,6 +75,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         stop: Vec::new(),
         threads: None,
         hide_thinking: false,
+        quant: None,
     };
     let sampling = flags.sampling(files)?;
     let stop = flags.stop_criteria(files, &config, tokenizer);
