@@ -1,43 +1,52 @@
 #!/usr/bin/env python3
 """Train frugal's embedded default model: a tiny DeepSeek-V3 that adds and subtracts.
 
-Usage (CPU only; about 20-25 minutes on two cores; deterministic for a given torch build):
+Usage (CPU only, one thread; deterministic for a given torch build):
 
-    nice -n 10 /work/venv/bin/python tools/train_default_model.py            # train + write + fixture
-    /work/venv/bin/python tools/train_default_model.py --fixture-only        # re-run transformers on
-                                                                            # the committed model
+    nice -n 10 .venv/bin/python tools/train_default_model.py                 # train, write, fixture
+    .venv/bin/python tools/train_default_model.py --resume DIR --phase K       # phases K.. from K-1's folder
+    .venv/bin/python tools/train_default_model.py --fixture-only               # only eval/greedy.json
+
+Training is 5,500 steps of 32 problems in two phases (see PHASES). On the shared two-core machine
+it was made on, busy with other builds, phase 0 took 35 minutes and phase 1 27 minutes (a step
+took 0.4 to 1.3 s on one thread, depending on the load); the committed model was made that way,
+phase 1 with --resume from phase 0's folder. The transformers fixture takes a few more minutes.
 
 Pinned versions: fixtures/requirements.txt (torch, transformers 5.x, tokenizers, safetensors).
 Writes assets/default-model/ (config.json, generation_config.json, model.safetensors,
-tokenizer.json, tokenizer_config.json) and assets/default-model/eval/greedy.json (1,000 held-out
-problems with transformers' greedy output, what frugal's tests compare against). Never edit those
-files by hand; this script is not part of fixtures/regenerate.sh because it trains for minutes.
+tokenizer.json, tokenizer_config.json; each earlier phase's model goes to
+$FRUGAL_PHASE_OUT/phase{k}, default in the temp folder, for --resume) and assets/default-model/eval/greedy.json (1,000 held-out problems
+with transformers' greedy output, what frugal's tests compare against). Never edit those files
+by hand. This script is not part of fixtures/regenerate.sh: it trains for over an hour here.
 
-The task. "What is 4821 + 377?" or "What is 377 - 4821?": operands 0..9999, + or -, results may be
-negative. The model answers after an R1-style reasoning block that works one column at a time,
-right to left:
+The task. "What is 4821 + 377?" or "What is 377 - 4821?": operands 0..9999 (1 to 4 digits, each
+length equally likely), + or -, results may be negative. A few other phrasings ("Compute a + b.",
+"a + b = ?", ...) and a preceding turn (as R1's template renders history) are mixed in. The
+model answers after an R1-style reasoning block that works one column at a time, right to left
+(column: digit, digit, carry in = digit, carry out | the result so far, right-aligned):
 
     <think>
-    1: 1+7+0 = 8 carry 0  |    8
-    2: 2+7+0 = 9 carry 0  |   98
-    3: 8+3+0 = 1 carry 1  |  198
-    4: 4+0+1 = 5 carry 0  | 5198
+    1: 1+7+0=8 c0 |    8
+    2: 2+7+0=9 c0 |   98
+    3: 8+3+0=1 c1 |  198
+    4: 4+0+1=5 c0 | 5198
     </think>
 
     The answer is 5198.
 
 Every line has the same length, so "the same column one line up" is a fixed distance back, which
 a rotary-position attention head finds easily; the running result on the right is right-aligned,
-so each line copies the one above and adds one digit; the column number tells which digit of each
-operand the line reads. Subtraction writes `borrow`; when the first operand is smaller the block
-starts with `a < b: compute b - a, then negate` and works on the swapped operands.
+so each line copies the one above and adds one digit, and the answer copies the last line; the
+column number tells which digit of each operand the line reads. Subtraction writes `b` (borrow);
+when the first operand is smaller the block starts with `a<b: swap, negate` and works on the
+swapped operands. Loss is on the completion only.
 
-The model. DeepSeek-V3 architecture (transformers' DeepseekV3ForCausalLM): MLA with q_lora,
-4 layers (the first dense, then MoE with 1 shared + 8 routed experts, top-2, sigmoid scores,
-4 groups / top-2 groups, noaux_tc routing). The routing bias `e_score_correction_bias` is trained
-with DeepSeek-V3's auxiliary-loss-free balancing rule: after every optimizer step each MoE layer's
-bias moves by `BIAS_RATE * sign(mean_load - load_i)` (load = tokens routed to expert i in the
-batch), so it ends non-zero and the experts stay used.
+The model. DeepSeek-V3 architecture (transformers' DeepseekV3ForCausalLM), hidden 64: MLA with
+q_lora_rank 32 and kv_lora_rank 32, 3 layers (the first dense, then MoE with 1 shared + 8 routed
+experts, top-2, sigmoid scores, 4 groups / top-2 groups, noaux_tc routing). The routing bias
+`e_score_correction_bias` is trained with DeepSeek-V3's auxiliary-loss-free balancing rule: after
+every optimizer step each MoE layer's bias moves by `BIAS_RATE * sign(mean_load - load_i)` (load
+= tokens routed to expert i in the batch), so it ends non-zero and the experts stay used.
 
 The tokenizer is byte-level BPE with no merges (every byte one token, so digits are single
 tokens and any input encodes), plus DeepSeek's special tokens and `<think>`/`</think>`. The chat
@@ -68,15 +77,16 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 OUT = os.path.join(ROOT, "assets", "default-model")
-# Where the first phase's model goes (a checkpoint to resume from; not committed).
-PHASE0_OUT = os.environ.get("FRUGAL_PHASE0_OUT", os.path.join(tempfile.gettempdir(), "frugal-default-model-phase0"))
+# Where each phase but the last writes its model, as phase{k}/ (checkpoints to resume from; not
+# committed).
+PHASE_OUT = os.environ.get("FRUGAL_PHASE_OUT", os.path.join(tempfile.gettempdir(), "frugal-default-model"))
 
 SEED = 20260101
 THREADS = 1  # one thread: reproducible, and far faster than two on a busy machine
 BATCH = 32
 # (steps, peak learning rate, warmup steps, data seed) of each phase. Every phase starts a fresh
-# AdamW and a cosine schedule down to 5% of its peak: the second is a warm restart that takes the
-# held-out accuracy from about 15% to the final figure.
+# AdamW and a cosine schedule down to 5% of its peak (warm restarts): held-out greedy accuracy
+# was 36.1% after phase 0 and 96.8% after phase 1.
 PHASES = [(2500, 3e-3, 100, SEED), (3000, 2e-3, 100, SEED + 3)]
 BIAS_RATE = 1e-3
 N_EVAL = 1000
@@ -202,11 +212,11 @@ def build_tokenizer() -> tokenizers.Tokenizer:
 
 
 def chat_template() -> str:
-    path = os.path.join(ROOT, "..", "..", "shared", "reference", "configs", "deepseek-ai__DeepSeek-R1",
-                        "chat_template.jinja")
-    path = os.environ.get("FRUGAL_R1_TEMPLATE", path)
+    """DeepSeek-R1's template, from $FRUGAL_REFERENCE_DIR (else <repo>/../shared/reference)."""
+    ref = os.environ.get("FRUGAL_REFERENCE_DIR", os.path.join(ROOT, "..", "shared", "reference"))
+    path = os.path.join(ref, "configs", "deepseek-ai__DeepSeek-R1", "chat_template.jinja")
     if not os.path.isfile(path):
-        path = "/work/shared/reference/configs/deepseek-ai__DeepSeek-R1/chat_template.jinja"
+        raise SystemExit(f"{path} not found; set FRUGAL_REFERENCE_DIR")
     with open(path, encoding="utf-8") as f:
         return f.read()
 
@@ -330,8 +340,8 @@ class Router:
 # Training
 
 
-def encode_example(tok, rng: random.Random) -> tuple[list[int], int]:
-    """(ids, index of the first completion token). 15% carry an earlier turn."""
+def encode_example(tok, rng: random.Random) -> tuple[list[int], int, tuple[int, int, str]]:
+    """(ids, index of the first completion token, the problem). 15% carry an earlier turn."""
     turns = []
     if rng.random() < 0.15:
         a0, b0, op0 = sample_problem(rng)
@@ -427,22 +437,21 @@ def train_phase(model, router, tok, exclude, phase: int, val) -> None:
     print(f"phase {phase}: {steps} steps in {time.time() - t0:.0f}s", flush=True)
 
 
-def train(tok, exclude, resume: str | None) -> object:
-    """All phases; with `resume`, the folder phase 0 wrote (its weights and routing biases are
-    the whole state the next phase starts from), and only the later phases."""
+def train(tok, exclude, resume: str | None, start: int) -> object:
+    """All phases; with `resume`, the folder that phase `start - 1` wrote (its weights and
+    routing biases are the whole state the next phase starts from), and phases from `start`."""
     cfg = hub_config(tok.get_vocab_size())
     if resume:
         model = AutoModelForCausalLM.from_pretrained(resume, dtype=torch.float32, attn_implementation="eager")
-        first = 1
     else:
         model = make_model(cfg)
-        first = 0
+        start = 0
     router = Router(model)
     val = batch(tok, random.Random(SEED + 2), 256, exclude)
-    for phase in range(first, len(PHASES)):
+    for phase in range(start, len(PHASES)):
         train_phase(model, router, tok, exclude, phase, val)
-        if phase == 0:
-            write_model(model, cfg, tok, PHASE0_OUT)
+        if phase + 1 < len(PHASES):
+            write_model(model, cfg, tok, os.path.join(PHASE_OUT, f"phase{phase}"))
     return model, cfg
 
 
@@ -551,14 +560,15 @@ def fixture() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fixture-only", action="store_true", help="only regenerate eval/greedy.json")
-    ap.add_argument("--resume", metavar="DIR", help="start after phase 0 from the folder it wrote")
+    ap.add_argument("--resume", metavar="DIR", help="start from the folder a phase wrote ...")
+    ap.add_argument("--phase", type=int, default=1, help="... and run the phases from this one on")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
     torch.manual_seed(SEED)
     exclude = {(a, b, op) for a, b, op, _ in held_out()}
     if not args.fixture_only:
         tok = build_tokenizer()
-        model, cfg = train(tok, exclude, args.resume)
+        model, cfg = train(tok, exclude, args.resume, args.phase)
         write_model(model, cfg, tok, OUT)
     fixture()
 

@@ -6,7 +6,7 @@
 //! `all_held_out_problems` runs all 1,000 and prints the accuracy:
 //!
 //! ```text
-//! cargo test -p frugal-cli --release --test default_model -- --ignored --nocapture
+//! cargo test -p frugal-cli --test default_model -- --ignored --nocapture
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -97,7 +97,7 @@ fn sample_equals_transformers() {
         "frugal's greedy output differs from transformers'"
     );
     // The model is trained to at least 95% on the held-out set; the sample must not fall far off.
-    assert!(correct * 100 >= n * 25, "{correct}/{n} correct"); // PHASE0
+    assert!(correct * 100 >= n * 90, "{correct}/{n} correct");
 }
 
 #[test]

@@ -94,10 +94,10 @@ fn default_model_answers_with_its_chat_template() {
     let got: Value = serde_json::from_slice(&first.stdout).expect("one JSON object");
     // The R1 template opens `<think>` in the prompt: the column-by-column working is reasoning,
     // and the answer after `</think>` is the content.
-    assert_eq!(got["content"], "The answer is 5208.", "{got}"); // PHASE0
+    assert_eq!(got["content"], "The answer is 5198.", "{got}");
     let reasoning = got["reasoning"].as_str().expect("reasoning");
     assert!(reasoning.starts_with("1: 1+7+0=8 c0"), "{reasoning}");
-    assert!(reasoning.ends_with("| 5208"), "{reasoning}"); // PHASE0
+    assert!(reasoning.ends_with("| 5198"), "{reasoning}");
     assert_eq!(got["finish_reason"], "stop");
     // BOS, <｜User｜>, one token per byte of the question, <｜Assistant｜>, <think>, "\n".
     assert_eq!(got["usage"]["prompt_tokens"], 2 + 19 + 3);
@@ -109,7 +109,7 @@ fn default_model_answers_with_its_chat_template() {
     let text = frugal(&["run", "What is 4821 - 377?"], cache.path());
     let text = String::from_utf8(text.stdout).expect("UTF-8");
     assert!(
-        text.ends_with("</think>\n\nThe answer is 4664.\n"), // PHASE0
+        text.ends_with("</think>\n\nThe answer is 4444.\n"),
         "{text:?}"
     );
     assert!(text.contains("1: 1-7-0=4 b1 |    4\n"), "{text:?}");
