@@ -220,7 +220,10 @@ impl<'a> Model<'a> {
         options: LoadOptions,
     ) -> Result<Self, ModelError> {
         let rope = RopeTable::new(&config.rope)?;
-        let with = WithOptions { inner: src, options };
+        let with = WithOptions {
+            inner: src,
+            options,
+        };
         Self::build(config, &with, rope, false)
     }
 
