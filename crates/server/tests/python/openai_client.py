@@ -2,8 +2,8 @@
 
 Usage: openai_client.py BASE_URL FIXTURE_DIR [KEYED_BASE_URL]
 
-BASE_URL serves the embedded default model (the `deepseek-v3` fixture: DeepSeek-R1's chat
-template, which opens a `<think>` block in the prompt) with --max-body 65536 --ctx-size 256;
+BASE_URL serves the `deepseek-v3` fixture (random weights, DeepSeek-R1's chat template, which
+opens a `<think>` block in the prompt) with --max-body 65536 --ctx-size 256;
 KEYED_BASE_URL is the same model behind --api-key sk-test. Expected outputs come from
 transformers (FIXTURE_DIR/reference.json: the greedy continuation of a chat prompt), not from
 frugal. Prints one line per check; exits non-zero on the first failure.
