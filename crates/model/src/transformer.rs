@@ -86,6 +86,22 @@ impl LoadOptions {
     }
 }
 
+/// A tensor source seen through [`LoadOptions`].
+struct WithOptions<'a> {
+    inner: &'a dyn TensorSource,
+    options: LoadOptions,
+}
+
+impl<'a> Weights<'a> for WithOptions<'a> {
+    fn tensor(&self, name: &str) -> Option<frugal_formats::TensorView<'a>> {
+        self.inner.tensor(name)
+    }
+
+    fn exact_activations(&self) -> bool {
+        self.options.exact_activations
+    }
+}
+
 /// One layer's cache.
 #[derive(Clone, Debug)]
 enum LayerCache {
@@ -191,10 +207,24 @@ impl<'a> Model<'a> {
         Self::build(config, &names, rope, qk_interleaved)
     }
 
-    /// Load from a config and a tensor source with Hugging Face names.
+    /// Load from a config and a tensor source with Hugging Face names (default options).
     pub fn from_parts(config: ModelConfig, src: &'a dyn TensorSource) -> Result<Self, ModelError> {
+        Self::from_parts_with(config, src, LoadOptions::default())
+    }
+
+    /// [`Model::from_parts`] with explicit options (a source of quantized matrices, such as
+    /// quantize-on-load's, honours `exact_activations`).
+    pub fn from_parts_with(
+        config: ModelConfig,
+        src: &'a dyn TensorSource,
+        options: LoadOptions,
+    ) -> Result<Self, ModelError> {
         let rope = RopeTable::new(&config.rope)?;
-        Self::build(config, &src, rope, false)
+        let with = WithOptions {
+            inner: src,
+            options,
+        };
+        Self::build(config, &with, rope, false)
     }
 
     fn build(
