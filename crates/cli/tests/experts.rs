@@ -192,6 +192,40 @@ fn default_model_generates_and_prints_a_table() {
         );
     }
 
+    // The trained default model answers and ends with EOS: the greedy tokens recorded are
+    // `frugal run`'s (the generation loop's) up to, not including, the EOS.
+    let run = ok_json(&frugal(
+        &[
+            "run",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "64",
+            "--format",
+            "json",
+            "What is 3 + 9?",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(run["finish_reason"], "stop", "{run}");
+    let one = dir.path().join("one.txt");
+    std::fs::write(&one, "What is 3 + 9?\n").expect("prompt file");
+    let got = ok_json(&frugal(
+        &[
+            "experts",
+            "--prompt-file",
+            one.to_str().expect("UTF-8"),
+            "--max-tokens",
+            "64",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    let want = run["usage"]["prompt_tokens"].as_u64().expect("n")
+        + run["usage"]["completion_tokens"].as_u64().expect("n")
+        - 1;
+    assert_eq!(got["sequences"][0], want);
+
     let out = frugal(
         &["experts", "--prompt-file", p, "--simulate-cache", "25%,4K"],
         dir.path(),
