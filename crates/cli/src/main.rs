@@ -2,6 +2,7 @@
 
 mod chat;
 mod default_model;
+mod experts;
 mod inspect;
 mod load;
 mod logits;
@@ -62,6 +63,8 @@ enum Command {
     /// Download a model from the Hugging Face hub into the local hub cache.
     #[cfg(feature = "pull")]
     Pull(pull::PullArgs),
+    /// Which routed experts prompts use per MoE layer, and what an expert cache would hit.
+    Experts(experts::ExpertsArgs),
     /// Write a quantized GGUF (llama.cpp's presets and bytes): frugal quantize IN OUT.gguf --type Q4_K_M.
     Quantize(quantize::QuantizeArgs),
 }
@@ -83,6 +86,7 @@ fn main() {
         #[cfg(feature = "pull")]
         Command::Pull(args) => pull::run(&args),
         Command::Quantize(args) => quantize::run(&args),
+        Command::Experts(args) => experts::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {}", one_line(&e));

@@ -2,7 +2,9 @@
 //!
 //! Everything between a loaded model and a user: tokenizers, streaming detokenization, chat
 //! templates, generation settings, sampling, the model-independent generation loop, and the
-//! continuous-batching [`scheduler`] that serves many requests at once. Later: expert residency. The reasoning parser
+//! continuous-batching [`scheduler`] that serves many requests at once. [`residency`] measures
+//! what an expert residency cache would achieve on recorded routing (usage statistics, policy
+//! simulation); the cache itself comes later. The reasoning parser
 //! ([`reasoning`]) splits `<think>` blocks from answers.
 #![deny(missing_docs)]
 
@@ -10,6 +12,7 @@ pub mod assets;
 pub mod chat_template;
 pub mod generation;
 pub mod reasoning;
+pub mod residency;
 pub mod sampling;
 pub mod scheduler;
 pub mod tokenizer;

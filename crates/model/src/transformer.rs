@@ -317,6 +317,20 @@ impl<'a> Model<'a> {
         &self.config
     }
 
+    /// For each MoE layer `(layer index, each routed expert's stored bytes by expert id)`:
+    /// what loading one expert (its gate, up and down projections) reads. Empty for a dense
+    /// model. The layer order is [`Trace::routed`]'s.
+    pub fn expert_bytes(&self) -> Vec<(usize, Vec<usize>)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .filter_map(|(l, layer)| match &layer.ffn {
+                Ffn::Moe(moe) => Some((l, moe.expert_bytes())),
+                Ffn::Dense(_) => None,
+            })
+            .collect()
+    }
+
     /// Vocabulary size (columns of the logits).
     pub fn vocab_size(&self) -> usize {
         self.config.vocab_size

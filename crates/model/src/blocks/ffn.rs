@@ -98,6 +98,11 @@ impl<'a> Mlp<'a> {
         })
     }
 
+    /// Bytes of the gate, up and down weights as stored.
+    pub fn stored_bytes(&self) -> usize {
+        self.gate.stored_bytes() + self.up.stored_bytes() + self.down.stored_bytes()
+    }
+
     /// `[t, hidden]` → `[t, hidden]`.
     pub fn forward(&self, x: &[f32], threads: usize) -> Vec<f32> {
         let mut g = self.gate.forward(x, threads);
@@ -302,6 +307,12 @@ impl<'a> Moe<'a> {
             experts,
             shared,
         })
+    }
+
+    /// Each routed expert's stored bytes (gate + up + down), by expert id; shared experts
+    /// and the router are not included (they are read for every token).
+    pub fn expert_bytes(&self) -> Vec<usize> {
+        self.experts.iter().map(Mlp::stored_bytes).collect()
     }
 
     /// `[t, hidden]` → `[t, hidden]`, also returning each token's routing.

@@ -260,6 +260,21 @@ impl<'a> Linear<'a> {
         &self.name
     }
 
+    /// Bytes of the weight as stored (the mapped data, plus FP8 block scales): what reading
+    /// this matrix from disk costs.
+    pub fn stored_bytes(&self) -> usize {
+        match &self.storage {
+            Storage::F32(d) | Storage::Bf16(d) | Storage::F16(d) => d.len(),
+            Storage::Quant { data, .. } => data.len(),
+            Storage::Fp8 { data, scale, .. } => {
+                data.len()
+                    + match scale {
+                        ScaleBytes::F32(s) | ScaleBytes::Bf16(s) => s.len(),
+                    }
+            }
+        }
+    }
+
     /// Decode rows `rows` of `W` into `out` (`rows.len() * cols` values).
     pub fn decode_rows(&self, rows: Range<usize>, out: &mut [f32]) {
         let c = self.cols;

@@ -1,0 +1,21 @@
+//! Measuring expert residency: which routed experts a workload touches, and how well a cache
+//! of a given size would keep them resident.
+//!
+//! A model larger than memory keeps only some experts resident and reads the others from disk
+//! when the router picks them. Whether that works depends on the routing: how many distinct
+//! experts fire per layer, how skewed their use is, and how often the same ones recur. This
+//! module works on a recorded [`RoutingTrace`] (per token, per MoE layer, the chosen experts)
+//! and answers those questions without running a model:
+//!
+//! - [`trace`]: the trace, its file format (JSON, documented there) and per-layer usage
+//!   statistics (counts per expert, distinct experts, top-5 share, normalised entropy).
+//! - [`policy`]: cache simulations (LRU, LFU, LRU within a per-layer budget, and Belady's
+//!   farthest-next-use as an offline bound), reporting hits and bytes read.
+//!
+//! It is pure: no model, no I/O beyond reading and writing a trace's text.
+
+pub mod policy;
+pub mod trace;
+
+pub use policy::{simulate, Capacity, Policy, SimResult};
+pub use trace::{LayerUsage, RoutingTrace, TraceError};
