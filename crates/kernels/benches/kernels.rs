@@ -13,25 +13,11 @@
 use frugal_kernels::cpu::Isa;
 use frugal_kernels::matmul::matmul_wt;
 use frugal_kernels::quant::{dot::vec_dot, QuantType, QuantizedActs};
+use frugal_testdata::Rng;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 const MIN_TIME: Duration = Duration::from_millis(150);
-
-/// splitmix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
 
 /// Fastest of the timed passes of `f`, after one warm-up pass.
 fn time(mut f: impl FnMut()) -> Duration {

@@ -26,6 +26,7 @@
 use frugal_kernels::cpu::Isa;
 use frugal_kernels::quant::dot::vec_dot;
 use frugal_kernels::quant::{dequantize_row, ActFormat, QuantBlock, QuantType, QuantizedActs};
+use frugal_testdata::Rng;
 use safetensors::SafeTensors;
 
 const LEGACY: [QuantType; 7] = [
@@ -42,27 +43,6 @@ const LEGACY: [QuantType; 7] = [
 /// `--nocapture`; a 1024-weight row summed in f32 in any order errs by at most ~1024·u ≈ 6e-5
 /// of that sum and in practice by ~√1024·u ≈ 2e-6.
 const LLAMA_TOL: f64 = 1e-5;
-
-/// splitmix64: a tiny seeded generator (reproducible, no dependency).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    /// A finite normal f16, magnitude 2^-14..2^4, either sign.
-    fn f16_bits(&mut self) -> u16 {
-        let exp = 1 + (self.next() % 19) as u16;
-        ((self.next() as u16 & 1) << 15) | (exp << 10) | (self.next() as u16 & 0x3ff)
-    }
-}
 
 /// Whether the type has an offset `m` (f16 at byte 2) and so pairs with Q8_1.
 fn has_min(ty: QuantType) -> bool {
@@ -212,7 +192,9 @@ fn simd_paths_match_the_scalar_reference() {
                         &mut |_| 0,
                     )
                 } else {
-                    blocks(&mut rng, ty, nb, &mut Rng::f16_bits, &mut Rng::f16_bits)
+                    blocks(&mut rng, ty, nb, &mut |r| r.f16_bits(19), &mut |r| {
+                        r.f16_bits(19)
+                    })
                 };
                 // Activations of block-varying magnitude.
                 let x: Vec<f32> = (0..nb * 32)

@@ -24,6 +24,7 @@ use frugal_kernels::cpu::Isa;
 use frugal_kernels::quant::{
     dequantize_row, dot::vec_dot, ActFormat, QuantBlock, QuantType, QuantizedActs,
 };
+use frugal_testdata::Rng;
 use safetensors::SafeTensors;
 
 const TYPES: [QuantType; 6] = [
@@ -39,28 +40,6 @@ const TYPES: [QuantType; 6] = [
 const REF_TOL: f64 = 1e-4;
 /// See the module docs.
 const LLAMA_TOL: f64 = 1e-5;
-
-/// splitmix64: reproducible random data without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    /// A finite normal f16 of magnitude 2^-14..2^2, either sign.
-    fn f16_bytes(&mut self) -> [u8; 2] {
-        let exp = 1 + (self.next() % 17) as u16;
-        let bits = ((self.next() as u16 & 1) << 15) | (exp << 10) | (self.next() as u16 & 0x3ff);
-        bits.to_le_bytes()
-    }
-}
 
 /// Byte offsets of the f16 super-scales (`d`, and `dmin` where present) in a block.
 fn scale_offsets(ty: QuantType) -> &'static [usize] {
@@ -80,7 +59,7 @@ fn random_row(rng: &mut Rng, ty: QuantType, nb: usize) -> Vec<u8> {
     let mut row: Vec<u8> = (0..nb * ts).map(|_| rng.next() as u8).collect();
     for b in row.chunks_exact_mut(ts) {
         for &o in scale_offsets(ty) {
-            b[o..o + 2].copy_from_slice(&rng.f16_bytes());
+            b[o..o + 2].copy_from_slice(&rng.f16_bits(17).to_le_bytes());
         }
     }
     row

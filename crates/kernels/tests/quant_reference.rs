@@ -12,6 +12,7 @@
 //! - Truncated, overlong and not-whole-block inputs are errors for every type.
 
 use frugal_kernels::quant::{dequantize_row, vec_dot_row, QuantError, QuantType};
+use frugal_testdata::Rng;
 use safetensors::SafeTensors;
 
 /// Relative tolerance of the fused dot product, against `Σ|x|·max|w|` (see the module doc).
@@ -34,31 +35,6 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
-}
-
-/// splitmix64: a tiny seeded generator, so the loop is reproducible without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-    /// A finite f16 of magnitude 2^-14..2^4 (normal range), either sign, as bytes.
-    fn f16_bytes(&mut self) -> [u8; 2] {
-        let exp = 1 + (self.next() % 19) as u16; // biased exponents 1..=19 → 2^-14..2^4
-        let bits = ((self.next() as u16 & 1) << 15) | (exp << 10) | (self.next() as u16 & 0x3ff);
-        bits.to_le_bytes()
-    }
 }
 
 /// `(|a − b| / (Σ|x|·max|w|))`, with `b` the f64 dot of `w` and `x`.
@@ -210,7 +186,7 @@ fn fix_scales(ty: QuantType, src: &mut [u8], rng: &mut Rng) {
     };
     for block in src.chunks_exact_mut(ty.type_size()) {
         for &o in offsets {
-            let v = rng.f16_bytes();
+            let v = rng.f16_bits(19).to_le_bytes();
             // Read as bf16 these bits have an exponent field of at most 19·8 + 7 < 255: finite.
             block[o..o + 2].copy_from_slice(&v);
         }

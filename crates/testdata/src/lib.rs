@@ -40,3 +40,36 @@ pub fn reference_dir() -> PathBuf {
     );
     dir
 }
+
+/// A tiny seeded generator (splitmix64) for tests and benchmarks: reproducible random data with
+/// no dependency, the same sequence on every platform.
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+
+    /// The bits of a finite, normal f16 of either sign with biased exponent `1..=max_exp`
+    /// (magnitudes `2^-14 .. 2^(max_exp-14)`): block scales that never make NaN or infinity.
+    pub fn f16_bits(&mut self, max_exp: u16) -> u16 {
+        let exp = 1 + (self.next() % u64::from(max_exp.clamp(1, 30))) as u16;
+        ((self.next() as u16 & 1) << 15) | (exp << 10) | (self.next() as u16 & 0x3ff)
+    }
+}
