@@ -16,7 +16,7 @@ use frugal_formats::safetensors::SafetensorsFile;
 use frugal_formats::{DType, ModelFiles, TensorSource};
 use frugal_kernels::quant::QuantType;
 use frugal_model::quantized_weights::QuantizedWeights;
-use frugal_model::{KvCache, Model};
+use frugal_model::{KvCache, LoadOptions, Model};
 
 /// The GGUF name (and expert index) llama.cpp gives an HF matrix; `None`: not comparable.
 fn gguf_name(hf: &str) -> Option<(String, Option<usize>)> {
@@ -169,7 +169,7 @@ fn tokens(json_path: &std::path::Path) -> Vec<u32> {
         .collect()
 }
 
-fn run_quantized(name: &str, toks: &[u32]) -> Vec<f32> {
+fn run_quantized(name: &str, toks: &[u32], options: LoadOptions) -> Vec<f32> {
     let files = open(name);
     let config = files.config().unwrap();
     let qw = QuantizedWeights::new(
@@ -180,7 +180,7 @@ fn run_quantized(name: &str, toks: &[u32]) -> Vec<f32> {
         &mut |_, _| {},
     )
     .unwrap();
-    let model = Model::from_parts(config, &qw).unwrap();
+    let model = Model::from_parts_with(config, &qw, options).unwrap();
     let mut cache = KvCache::new(&model);
     model.forward(toks, 0, &mut cache).unwrap()
 }
@@ -193,15 +193,24 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The quantized matrices are llama.cpp's Q8_0 bytes, so: with 8-bit activations (the
+/// default) the logits are llama.cpp's own for its Q8_0 file (`logits`); with exact
+/// activations, llama.cpp's on the dequantized weights with f32 activations
+/// (`logits_dequantized_weights`). Both to 1e-4 (f32 summation order; observed ~1e-6).
 #[test]
 fn qwen2_q8_0_logits_match_llama_cpp_on_the_same_weights() {
     let dir = frugal_testdata::fixtures_dir().join("gguf/qwen2");
     let toks = tokens(&dir.join("qwen2-Q8_0.json"));
-    let ours = run_quantized("qwen2", &toks);
     let st = SafetensorsFile::open(dir.join("qwen2-Q8_0.logits.safetensors")).unwrap();
-    let d = max_abs_diff(&ours, &f32s(&st, "logits_dequantized_weights"));
-    eprintln!("qwen2 --quant Q8_0 vs llama.cpp Q8_0 (dequantized weights): {d:.3e}");
-    assert!(d <= 1e-4, "{d}");
+    for (exact, reference) in [(false, "logits"), (true, "logits_dequantized_weights")] {
+        let options = LoadOptions {
+            exact_activations: exact,
+        };
+        let ours = run_quantized("qwen2", &toks, options);
+        let d = max_abs_diff(&ours, &f32s(&st, reference));
+        eprintln!("qwen2 --quant Q8_0 vs llama.cpp Q8_0 ({reference}): {d:.3e}");
+        assert!(d <= 1e-4, "{reference}: {d}");
+    }
 }
 
 #[test]
