@@ -1,5 +1,6 @@
 //! The `frugal` command line: a thin layer over the engine.
 
+mod bench;
 mod chat;
 mod default_model;
 mod inspect;
@@ -52,6 +53,8 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Measure speed (prompt and generation tokens/s, like llama-bench) or memory bandwidth.
+    Bench(bench::BenchArgs),
     /// Download a model from the Hugging Face hub into the local hub cache.
     #[cfg(feature = "pull")]
     Pull(pull::PullArgs),
@@ -69,6 +72,7 @@ fn main() {
             chunk,
             threads,
         } => logits::run(&model, &tokens, chunk, threads),
+        Command::Bench(args) => bench::run(&args),
         #[cfg(feature = "pull")]
         Command::Pull(args) => pull::run(&args),
     };

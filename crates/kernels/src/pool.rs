@@ -228,7 +228,8 @@ impl ThreadPool {
             let end = (start + chunk_len).min(len);
             // SAFETY: chunks for distinct `i` are disjoint ranges inside `data`, which is
             // mutably borrowed for the whole call.
-            let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
+            let chunk =
+                unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
             f(i, chunk);
         });
     }
@@ -362,7 +363,9 @@ mod tests {
     fn results_equal_serial() {
         // A float reduction per task: each task's value is computed the same way whichever
         // thread runs it, so the parallel result equals the serial one bit for bit.
-        let data: Vec<f32> = (0..10_000).map(|i| ((i * 7919) % 1000) as f32 * 1e-3).collect();
+        let data: Vec<f32> = (0..10_000)
+            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3)
+            .collect();
         let serial: Vec<f32> = data.chunks(97).map(|c| c.iter().sum()).collect();
         for threads in [1, 2, 4, 7] {
             let pool = ThreadPool::new(threads);

@@ -3,6 +3,7 @@
 //! Architectures assembled from blocks: GQA or MLA attention, dense or MoE feed-forward with
 //! pluggable routers.
 //!
+//! - [`active`]: weight bytes one decode step reads (for bandwidth figures).
 //! - [`params`]: each architecture's tensor plan, from which parameter counts and KV cache sizes
 //!   follow.
 //! - [`blocks`]: linear layers over mapped weights, rope tables, MLA, GQA, MLP/MoE.
@@ -12,6 +13,7 @@
 //! - `gguf_names`: GGUF (llama.cpp) tensor names seen as Hugging Face names.
 #![deny(missing_docs)]
 
+pub mod active;
 pub mod blocks;
 mod error;
 mod families;
