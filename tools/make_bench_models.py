@@ -6,7 +6,7 @@ files stand in for the real checkpoints (which are tens of GB to download) when 
 `frugal bench` with llama.cpp's `llama-bench` (tools/bench_vs_llamacpp.sh). They are written
 here, never committed (GBs), and are the same bytes on every run (seeded).
 
-    /work/venv/bin/python tools/make_bench_models.py --out DIR [MODEL ...]
+    /work/venv/bin/python tools/make_bench_models.py --out DIR [--plan] [MODEL ...]
 
 MODELs (default: deepseek-scaled-Q4_K_M qwen2-1.5b-Q4_K_M):
 
@@ -134,7 +134,26 @@ class Writer:
             byte_shape = (*shape[:-1], shape[-1] // per * size)
             self.w.add_tensor_info(name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=ty)
 
-    def write(self, seed: int) -> None:
+    def summary(self) -> str:
+        """Tensor count, bytes and parameters by storage type (what `--plan` prints)."""
+        by: dict[str, list[int]] = {}
+        for _, shape, ty in self.plan:
+            n = int(np.prod(shape))
+            per, size = BLOCK.get(ty, (1, 4))
+            e = by.setdefault(ty.name, [0, 0, 0])
+            e[0] += 1
+            e[1] += n // per * size
+            e[2] += n
+        total = sum(e[1] for e in by.values())
+        params = sum(e[2] for e in by.values())
+        lines = [f"  {len(self.plan)} tensors, {params / 1e9:.2f} B parameters, {total / 1e9:.2f} GB of data"]
+        lines += [f"  {k:6} {e[0]:5} tensors {e[1] / 1e9:8.3f} GB" for k, e in sorted(by.items())]
+        return "\n".join(lines)
+
+    def write(self, seed: int, plan_only: bool = False) -> None:
+        if plan_only:
+            print(self.summary())
+            return
         self.w.write_header_to_file()
         self.w.write_kv_data_to_file()
         self.w.write_ti_data_to_file()
@@ -176,7 +195,7 @@ def copy_tokenizer(w: gguf.GGUFWriter, fixture: str, vocab: int) -> None:
             w.add_key_value(key, value, vtype, sub)
 
 
-def deepseek2(path: str, c: dict, quant: str, title: str, seed: int) -> None:
+def deepseek2(path: str, c: dict, quant: str, title: str, seed: int, plan_only: bool) -> None:
     wr = Writer(path, "deepseek2")
     w = wr.w
     w.add_name(title)
@@ -248,10 +267,10 @@ def deepseek2(path: str, c: dict, quant: str, title: str, seed: int) -> None:
             wr.add(p + "ffn_gate_shexp.weight", (fs, h), ty(Q.Q4_K))
             wr.add(p + "ffn_up_shexp.weight", (fs, h), ty(Q.Q4_K))
             wr.add(p + "ffn_down_shexp.weight", (h, fs), ty(Q.Q4_K, more))
-    wr.write(seed)
+    wr.write(seed, plan_only)
 
 
-def qwen2(path: str, c: dict, quant: str, title: str, seed: int) -> None:
+def qwen2(path: str, c: dict, quant: str, title: str, seed: int, plan_only: bool) -> None:
     wr = Writer(path, "qwen2")
     w = wr.w
     w.add_name(title)
@@ -294,7 +313,7 @@ def qwen2(path: str, c: dict, quant: str, title: str, seed: int) -> None:
         wr.add(p + "ffn_gate.weight", (c["ffn"], h), ty(Q.Q4_K))
         wr.add(p + "ffn_up.weight", (c["ffn"], h), ty(Q.Q4_K))
         wr.add(p + "ffn_down.weight", (h, c["ffn"]), ty(Q.Q4_K, more))
-    wr.write(seed)
+    wr.write(seed, plan_only)
 
 
 def main() -> None:
@@ -302,23 +321,30 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="folder for the .gguf files")
     ap.add_argument("--seed", type=int, default=20261129)
     ap.add_argument("--force", action="store_true", help="rewrite files that exist")
+    ap.add_argument("--plan", action="store_true",
+                    help="print each model's tensor types and sizes; write nothing")
     ap.add_argument("models", nargs="*", metavar="MODEL",
                     help=f"any of {', '.join(MODELS)} (default: {' '.join(DEFAULT)})")
     args = ap.parse_args()
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         ap.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
-    os.makedirs(args.out, exist_ok=True)
+    if not args.plan:
+        os.makedirs(args.out, exist_ok=True)
     for name in args.models or DEFAULT:
         arch, cfg, quant, title = MODELS[name]
         path = os.path.join(args.out, f"{name}.gguf")
+        if args.plan:
+            print(name)
+            (deepseek2 if arch == "deepseek2" else qwen2)(path, cfg, quant, title, args.seed, True)
+            continue
         if os.path.exists(path) and not args.force:
             print(f"{path}: exists (--force rewrites it)")
             continue
         print(f"writing {path}", flush=True)
         t0 = time.time()
         tmp = path + ".part"
-        (deepseek2 if arch == "deepseek2" else qwen2)(tmp, cfg, quant, title, args.seed)
+        (deepseek2 if arch == "deepseek2" else qwen2)(tmp, cfg, quant, title, args.seed, False)
         os.replace(tmp, path)
         print(f"{path}: {os.path.getsize(path) / 1e9:.2f} GB in {time.time() - t0:.0f} s", flush=True)
 

@@ -77,7 +77,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.n_prompt == 0 && args.n_gen == 0 {
         bail!("nothing to measure: -p and -n are both 0");
     }
-    if args.bandwidth.is_some_and(|b| !(b > 0.0)) {
+    if args.bandwidth.is_some_and(|b| b.is_nan() || b <= 0.0) {
         bail!("--bandwidth must be a positive number of GB/s");
     }
     model(args, threads)

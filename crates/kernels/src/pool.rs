@@ -310,7 +310,7 @@ fn worker(s: &Shared) {
                 break;
             }
             polls += 1;
-            if polls % 64 != 0 || start.elapsed() < SPIN {
+            if polls & 63 != 0 || start.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
