@@ -21,7 +21,7 @@ use anyhow::Context;
 use frugal_engine::generation::{Generation, GenerationEvent};
 use frugal_engine::reasoning::{prompt_opens_think, ReasoningParser};
 use frugal_engine::sampling::Sampler;
-use frugal_model::{KvCache, Model};
+use frugal_model::KvCache;
 use serde_json::{json, Value};
 
 use crate::session::{self, show, GenFlags};
@@ -81,7 +81,9 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
         format!("{spec}: the model has no chat template, which chat needs (use `frugal run --raw`)")
     })?;
     let tokenizer = &opened.tokenizer;
-    let mut model = Model::load(&opened.files).with_context(|| format!("loading {spec}"))?;
+    let qw = crate::load::quantize_on_load(&opened.files, flags.quant.as_deref(), flags.threads)?;
+    let mut model = crate::load::build_model(&opened.files, qw.as_ref())
+        .with_context(|| format!("loading {spec}"))?;
     if let Some(t) = flags.threads {
         model.set_threads(t);
     }

@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use anyhow::{bail, Context};
-use frugal_model::{KvCache, Model};
+use frugal_model::KvCache;
 
 use crate::load::open_model;
 
@@ -33,6 +33,7 @@ pub fn run(
     tokens: &str,
     chunk: Option<usize>,
     threads: Option<usize>,
+    quant: Option<&str>,
 ) -> anyhow::Result<()> {
     let tokens = parse_tokens(tokens)?;
     if chunk == Some(0) {
@@ -42,7 +43,9 @@ pub fn run(
         bail!("--threads must be at least 1");
     }
     let files = open_model(model)?;
-    let mut m = Model::load(&files).with_context(|| format!("loading {model}"))?;
+    let qw = crate::load::quantize_on_load(&files, quant, threads)?;
+    let mut m = crate::load::build_model(&files, qw.as_ref())
+        .with_context(|| format!("loading {model}"))?;
     if let Some(t) = threads {
         m.set_threads(t);
     }

@@ -8,6 +8,7 @@ mod load;
 mod logits;
 #[cfg(feature = "pull")]
 mod pull;
+mod quantize;
 mod run;
 mod session;
 
@@ -52,12 +53,17 @@ enum Command {
         /// Threads for the large matrix products (default: available parallelism).
         #[arg(long)]
         threads: Option<usize>,
+        /// Quantize a safetensors model's matrices on load (q8_0, q4_k, ...).
+        #[arg(long)]
+        quant: Option<String>,
     },
     /// Measure speed (prompt and generation tokens/s, like llama-bench) or memory bandwidth.
     Bench(bench::BenchArgs),
     /// Download a model from the Hugging Face hub into the local hub cache.
     #[cfg(feature = "pull")]
     Pull(pull::PullArgs),
+    /// Write a quantized GGUF (llama.cpp's presets and bytes): frugal quantize IN OUT.gguf --type Q4_K_M.
+    Quantize(quantize::QuantizeArgs),
 }
 
 fn main() {
@@ -71,10 +77,12 @@ fn main() {
             tokens,
             chunk,
             threads,
-        } => logits::run(&model, &tokens, chunk, threads),
+            quant,
+        } => logits::run(&model, &tokens, chunk, threads, quant.as_deref()),
         Command::Bench(args) => bench::run(&args),
         #[cfg(feature = "pull")]
         Command::Pull(args) => pull::run(&args),
+        Command::Quantize(args) => quantize::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {}", one_line(&e));

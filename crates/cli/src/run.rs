@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use frugal_engine::generation::{FinishReason, Generation, GenerationEvent};
 use frugal_engine::reasoning::{prompt_opens_think, Delta, ReasoningParser, ReasoningStyle};
 use frugal_engine::sampling::Sampler;
-use frugal_model::{KvCache, Model};
+use frugal_model::KvCache;
 use serde::Serialize;
 
 use crate::session::{self, show, GenFlags, Opened};
@@ -120,7 +120,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let mut reasoning = ReasoningParser::new(style, prompt_opens_think(&prompt_text));
 
-    let mut model = Model::load(&files).with_context(|| format!("loading {spec}"))?;
+    let qw = crate::load::quantize_on_load(&files, flags.quant.as_deref(), flags.threads)?;
+    let mut model =
+        crate::load::build_model(&files, qw.as_ref()).with_context(|| format!("loading {spec}"))?;
     if let Some(t) = flags.threads {
         model.set_threads(t);
     }

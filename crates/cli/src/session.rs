@@ -49,6 +49,9 @@ pub struct GenFlags {
     /// Do not show the model's `<think>` reasoning, only its answer.
     #[arg(long)]
     pub hide_thinking: bool,
+    /// Quantize a safetensors model's matrices on load: q8_0, q6_k, q5_k, q4_k, q4_0, ...
+    #[arg(long)]
+    pub quant: Option<String>,
 }
 
 impl GenFlags {

@@ -40,19 +40,25 @@ fn logits_chunk_1_match_transformers() {
 }
 
 /// `frugal logits --chunk 1 --threads 2` on `model` for `ids`: `[ids.len(), vocab]` rows.
-fn cli_logits(model: &std::path::Path, ids: &[u64]) -> Vec<Vec<f32>> {
+/// `frugal logits` one token at a time; `exact`: with `FRUGAL_EXACT_ACTIVATIONS=1` (f32
+/// activations into quantized weights).
+fn cli_logits(model: &std::path::Path, ids: &[u64], exact: bool) -> Vec<Vec<f32>> {
     let tokens: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    let out = frugal(&[
-        "logits",
-        "--model",
-        model.to_str().unwrap(),
-        "--tokens",
-        &tokens.join(","),
-        "--chunk",
-        "1",
-        "--threads",
-        "2",
-    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args([
+            "logits",
+            "--model",
+            model.to_str().unwrap(),
+            "--tokens",
+            &tokens.join(","),
+            "--chunk",
+            "1",
+            "--threads",
+            "2",
+        ])
+        .env("FRUGAL_EXACT_ACTIVATIONS", if exact { "1" } else { "0" })
+        .output()
+        .expect("running frugal");
     assert!(
         out.status.success(),
         "{}",
@@ -95,7 +101,7 @@ fn max_diff_vs(rows: &[Vec<f32>], st: &SafetensorsFile, name: &str) -> f32 {
 fn logits_chunk_1_match(name: &str) {
     let dir = fixture(name);
     let ids = prompt(&dir);
-    let rows = cli_logits(&dir, &ids);
+    let rows = cli_logits(&dir, &ids, false);
 
     let st = SafetensorsFile::open(dir.join("reference.safetensors")).unwrap();
     let max = max_diff_vs(&rows, &st, "logits_stepwise");
@@ -133,14 +139,15 @@ fn bad_input_one_line_errors() {
     );
 }
 
-/// GGUF files against llama.cpp: F32 vs its `logits`, Q4_K_M vs its logits on the same
-/// weights dequantized (`logits_dequantized_weights`, f32 activations as ours).
+/// GGUF files against llama.cpp: F32 vs its `logits`; Q4_K_M (activations quantized as
+/// llama.cpp does, the default) vs its `logits`; Q8_0 with `FRUGAL_EXACT_ACTIVATIONS=1` vs its
+/// logits on the same weights dequantized (`logits_dequantized_weights`, f32 activations).
 #[test]
 fn gguf_logits_match_llama_cpp() {
-    for (name, ty, key) in [
-        ("llama", "F32", "logits"),
-        ("qwen3-moe", "Q4_K_M", "logits_dequantized_weights"),
-        ("deepseek-v3", "Q8_0", "logits_dequantized_weights"),
+    for (name, ty, key, exact) in [
+        ("llama", "F32", "logits", false),
+        ("qwen3-moe", "Q4_K_M", "logits", false),
+        ("deepseek-v3", "Q8_0", "logits_dequantized_weights", true),
     ] {
         let dir = frugal_testdata::fixtures_dir().join("gguf").join(name);
         let json: Value = serde_json::from_str(
@@ -153,7 +160,7 @@ fn gguf_logits_match_llama_cpp() {
             .iter()
             .map(|v| v.as_u64().unwrap())
             .collect();
-        let rows = cli_logits(&dir.join(format!("{name}-{ty}.gguf")), &ids);
+        let rows = cli_logits(&dir.join(format!("{name}-{ty}.gguf")), &ids, exact);
         let st =
             SafetensorsFile::open(dir.join(format!("{name}-{ty}.logits.safetensors"))).unwrap();
         let max = max_diff_vs(&rows, &st, key);

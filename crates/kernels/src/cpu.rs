@@ -40,7 +40,14 @@ impl Isa {
     }
 
     fn all() -> impl Iterator<Item = Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni, Isa::Neon].into_iter()
+        [
+            Isa::Scalar,
+            Isa::Avx2,
+            Isa::Avx512,
+            Isa::Avx512Vnni,
+            Isa::Neon,
+        ]
+        .into_iter()
     }
 
     /// Whether this CPU can run kernels written for `self`.
@@ -61,9 +68,7 @@ impl Isa {
                     && is_x86_feature_detected!("avx512vl")
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => {
-                Isa::Avx512.is_available() && is_x86_feature_detected!("avx512vnni")
-            }
+            Isa::Avx512Vnni => Isa::Avx512.is_available() && is_x86_feature_detected!("avx512vnni"),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
@@ -81,7 +86,10 @@ impl Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
         *ISA.get_or_init(|| {
             let best = Isa::available().into_iter().max().unwrap_or(Isa::Scalar);
-            match std::env::var("FRUGAL_ISA").ok().and_then(|s| Isa::from_name(&s)) {
+            match std::env::var("FRUGAL_ISA")
+                .ok()
+                .and_then(|s| Isa::from_name(&s))
+            {
                 Some(forced) if forced.is_available() => forced,
                 _ => best,
             }

@@ -44,6 +44,8 @@ use crate::blocks::linear::Weights;
 /// A GGUF tensor source seen through Hugging Face names.
 pub(crate) struct GgufNames<'a> {
     pub(crate) inner: &'a dyn TensorSource,
+    /// Passed on to every quantized weight ([`Weights::exact_activations`]).
+    pub(crate) exact_activations: bool,
 }
 
 /// Where an HF name lives in a GGUF file: a tensor, or expert `E` of a stacked one.
@@ -119,6 +121,10 @@ pub(crate) fn gguf_location(hf: &str) -> Option<GgufLocation> {
 }
 
 impl<'a> Weights<'a> for GgufNames<'a> {
+    fn exact_activations(&self) -> bool {
+        self.exact_activations
+    }
+
     fn tensor(&self, name: &str) -> Option<TensorView<'a>> {
         let loc = gguf_location(name)?;
         let mut t = self.inner.tensor(&loc.name)?;

@@ -11,6 +11,9 @@
 //! - `families`: per family (DeepSeek V2/V3, Qwen2, Llama, Qwen3-MoE, Mixtral) which blocks
 //!   each layer uses and the checkpoint's tensor names.
 //! - `gguf_names`: GGUF (llama.cpp) tensor names seen as Hugging Face names.
+//! - [`quant_plan`]: the type of each tensor in a quantized model (llama.cpp's presets).
+//! - [`quantize_gguf`]: GGUF → quantized GGUF with those types, as `llama-quantize` writes it.
+//! - [`quantized_weights`]: quantize on load (a safetensors model run with quantized matrices).
 #![deny(missing_docs)]
 
 pub mod active;
@@ -19,7 +22,10 @@ mod error;
 mod families;
 mod gguf_names;
 pub mod params;
+pub mod quant_plan;
+pub mod quantize_gguf;
+pub mod quantized_weights;
 pub mod transformer;
 
 pub use error::ModelError;
-pub use transformer::{DeepSeek, KvCache, Model, Trace};
+pub use transformer::{DeepSeek, KvCache, LoadOptions, Model, Trace};

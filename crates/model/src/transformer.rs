@@ -65,6 +65,27 @@ pub struct Model<'a> {
 /// The former name of [`Model`], when only DeepSeek ran.
 pub type DeepSeek<'a> = Model<'a>;
 
+/// Choices made when loading a model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Multiply quantized (GGUF block-type) weights by f32 activations, dequantizing the
+    /// weights exactly, instead of quantizing each activation row to the weight type's 8-bit
+    /// format first (Q8_0/Q8_1/Q8_K, as llama.cpp does) for integer dot products. Slower;
+    /// gives transformers' result on the dequantized weights (to f32 rounding) rather than
+    /// llama.cpp's. Float weights (F32, F16, BF16, FP8) always take f32 activations.
+    pub exact_activations: bool,
+}
+
+impl LoadOptions {
+    /// The defaults, except `exact_activations` when the environment has
+    /// `FRUGAL_EXACT_ACTIVATIONS=1` (so any command can switch without a flag).
+    pub fn from_env() -> Self {
+        LoadOptions {
+            exact_activations: std::env::var("FRUGAL_EXACT_ACTIVATIONS").is_ok_and(|v| v == "1"),
+        }
+    }
+}
+
 /// One layer's cache.
 #[derive(Clone, Debug)]
 enum LayerCache {
@@ -140,7 +161,14 @@ impl<'a> Model<'a> {
     /// Face folder or a GGUF file (llama.cpp's names, mapped by `crate::gguf_names`; quantized
     /// weights stay quantized), checking every tensor's shape and type. Nothing is decoded but
     /// norms, biases and FP8 scales.
+    ///
+    /// Options are [`LoadOptions::from_env`]'s; [`Model::load_with`] takes them explicitly.
     pub fn load(files: &'a ModelFiles) -> Result<Self, ModelError> {
+        Self::load_with(files, LoadOptions::from_env())
+    }
+
+    /// [`Model::load`] with explicit options.
+    pub fn load_with(files: &'a ModelFiles, options: LoadOptions) -> Result<Self, ModelError> {
         let config = files.config().map_err(|e| ModelError::Open(Box::new(e)))?;
         let src = files.tensors().ok_or(ModelError::NoWeights)?;
         if files.gguf_metadata().is_none() {
@@ -156,7 +184,10 @@ impl<'a> Model<'a> {
             let divisors = load_f32_vec(&src, "rope_freqs.weight", &[config.rope.rotary_dim / 2])?;
             rope.divide_frequencies(&divisors)?;
         }
-        let names = GgufNames { inner: src };
+        let names = GgufNames {
+            inner: src,
+            exact_activations: options.exact_activations,
+        };
         Self::build(config, &names, rope, qk_interleaved)
     }
 

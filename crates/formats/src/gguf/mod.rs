@@ -35,6 +35,7 @@ mod error;
 mod metadata;
 mod parse;
 mod split;
+mod write;
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("the GGUF reader assumes 64-bit usize (tensor sizes are u64 in the file)");
@@ -50,6 +51,7 @@ pub use parse::{
     MAX_ARRAY_DEPTH, MAX_DIMS,
 };
 pub use split::{split_paths, GgufModel, SplitName};
+pub use write::{GgufStream, GgufWriteError, GgufWriter, TensorDecl};
 
 use crate::tensor::{TensorInfo, TensorSource, TensorView};
 

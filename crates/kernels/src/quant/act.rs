@@ -86,7 +86,12 @@ unsafe impl QuantBlock for BlockQ8_1 {
     }
 
     fn vec_dot(&self, x: &[f32]) -> f32 {
-        let s: f32 = self.qs.iter().zip(&x[..QK]).map(|(&q, &x)| q as f32 * x).sum();
+        let s: f32 = self
+            .qs
+            .iter()
+            .zip(&x[..QK])
+            .map(|(&q, &x)| q as f32 * x)
+            .sum();
         s * self.d()
     }
 }
@@ -104,7 +109,12 @@ unsafe impl QuantBlock for BlockQ8K {
     }
 
     fn vec_dot(&self, x: &[f32]) -> f32 {
-        let s: f32 = self.qs.iter().zip(&x[..QK_K]).map(|(&q, &x)| q as f32 * x).sum();
+        let s: f32 = self
+            .qs
+            .iter()
+            .zip(&x[..QK_K])
+            .map(|(&q, &x)| q as f32 * x)
+            .sum();
         s * self.d()
     }
 }
@@ -242,6 +252,11 @@ impl QuantizedActs {
         self.n == 0
     }
 
+    /// The blocks' bytes as stored (empty for F32): what llama.cpp's quantizer writes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The values, if the format is F32 (empty otherwise).
     pub fn f32s(&self) -> &[f32] {
         &self.floats
@@ -336,19 +351,36 @@ mod tests {
 
     #[test]
     fn q8_formats_round_trip_within_half_a_step() {
-        let x: Vec<f32> = (0..512).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let x: Vec<f32> = (0..512)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
         for format in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
             let a = QuantizedActs::from_f32(format, &x).unwrap();
             let mut back = vec![0.0f32; 512];
             match format {
-                ActFormat::Q8_0 => a.q8_0().iter().zip(back.chunks_exact_mut(32)).for_each(|(b, o)| b.dequantize(o)),
-                ActFormat::Q8_1 => a.q8_1().iter().zip(back.chunks_exact_mut(32)).for_each(|(b, o)| b.dequantize(o)),
-                _ => a.q8k().iter().zip(back.chunks_exact_mut(256)).for_each(|(b, o)| b.dequantize(o)),
+                ActFormat::Q8_0 => a
+                    .q8_0()
+                    .iter()
+                    .zip(back.chunks_exact_mut(32))
+                    .for_each(|(b, o)| b.dequantize(o)),
+                ActFormat::Q8_1 => a
+                    .q8_1()
+                    .iter()
+                    .zip(back.chunks_exact_mut(32))
+                    .for_each(|(b, o)| b.dequantize(o)),
+                _ => a
+                    .q8k()
+                    .iter()
+                    .zip(back.chunks_exact_mut(256))
+                    .for_each(|(b, o)| b.dequantize(o)),
             }
             let amax = 50.0f32 / 7.0;
             for (u, v) in x.iter().zip(&back) {
                 // f16 rounding of the scale adds at most 2^-11 relative.
-                assert!((u - v).abs() <= amax / 127.0 * 0.5 + amax * 1e-3, "{format:?} {u} {v}");
+                assert!(
+                    (u - v).abs() <= amax / 127.0 * 0.5 + amax * 1e-3,
+                    "{format:?} {u} {v}"
+                );
             }
         }
         let a = QuantizedActs::from_f32(ActFormat::Q8K, &x).unwrap();

@@ -30,6 +30,7 @@ pub mod fp4;
 pub mod iquants;
 pub mod kquants;
 pub mod legacy;
+pub mod quantize;
 
 pub use act::{ActFormat, BlockQ8K, BlockQ8_1, QuantizedActs};
 pub use float::{BlockBF16, BlockF16, BlockF32};

@@ -6,8 +6,13 @@
 //! [`frugal_kernels::convert`], a few at a time, so the model is never materialised in f32.
 //!
 //! GGUF's quantized block types (Q8_0, Q4_K, ... see [`frugal_kernels::quant`]) are kept as
-//! stored: each output value is `vec_dot_row(row bytes, x)`, the fused dot product of one
-//! quantized row with f32 activations (weights dequantized exactly, activations never rounded).
+//! stored. By default each input row is quantized once per product to the weight type's
+//! activation format (Q8_0, Q8_1 or Q8_K, as llama.cpp does: `QuantType::act_format`), and each
+//! output value is the integer dot product `quant::dot::vec_dot` of one quantized row with it, on
+//! the best instruction set of the CPU. With exact activations (a [`Weights`] source that asks
+//! for them: `LoadOptions::exact_activations`), each output value is instead `vec_dot_row(row
+//! bytes, x)`, the fused dot product with f32 activations (weights dequantized exactly,
+//! activations never rounded), which is what transformers computes on the dequantized weights.
 //!
 //! Large products are split over threads by ranges of rows (the persistent
 //! [`frugal_kernels::pool::ThreadPool`]); each output
@@ -16,8 +21,9 @@
 use std::ops::Range;
 
 use frugal_formats::{DType, TensorSource, TensorView};
+use frugal_kernels::cpu::Isa;
 use frugal_kernels::pool::ThreadPool;
-use frugal_kernels::quant::{self, QuantType};
+use frugal_kernels::quant::{self, ActFormat, QuantType, QuantizedActs};
 use frugal_kernels::{convert, matmul};
 
 use crate::ModelError;
@@ -32,11 +38,13 @@ enum Storage<'a> {
     F32(&'a [u8]),
     Bf16(&'a [u8]),
     F16(&'a [u8]),
-    /// A ggml block type: each row is `row_bytes` bytes of whole blocks.
+    /// A ggml block type: each row is `row_bytes` bytes of whole blocks. `exact_activations`:
+    /// multiply by f32 activations instead of quantizing them (see the module doc).
     Quant {
         ty: QuantType,
         data: &'a [u8],
         row_bytes: usize,
+        exact_activations: bool,
     },
     Fp8 {
         data: &'a [u8],
@@ -81,6 +89,12 @@ pub struct Linear<'a> {
 pub trait Weights<'a> {
     /// The tensor called `name`, if any.
     fn tensor(&self, name: &str) -> Option<TensorView<'a>>;
+
+    /// Whether quantized weights from here multiply f32 activations (exact, slow) rather than
+    /// activations quantized to 8 bits (llama.cpp's way, the default).
+    fn exact_activations(&self) -> bool {
+        false
+    }
 }
 
 impl<'a, T: TensorSource + ?Sized> Weights<'a> for &'a T {
@@ -222,6 +236,7 @@ impl<'a> Linear<'a> {
                     ty,
                     data: t.data,
                     row_bytes,
+                    exact_activations: src.exact_activations(),
                 }
             }
         };
@@ -271,6 +286,7 @@ impl<'a> Linear<'a> {
                 ty,
                 data,
                 row_bytes,
+                ..
             } => {
                 for (r, o) in rows.zip(out.chunks_exact_mut(c)) {
                     quant::dequantize_row(*ty, &data[r * row_bytes..(r + 1) * row_bytes], o)
@@ -311,6 +327,8 @@ impl<'a> Linear<'a> {
             self.cols
         );
         let t = x.len() / self.cols;
+        // Quantized once here, shared by every thread's range of rows.
+        let x = &self.input(x);
         let mut y = vec![0.0f32; t * self.rows];
         let work = t * self.rows * self.cols;
         let pool = ThreadPool::global(threads);
@@ -337,8 +355,33 @@ impl<'a> Linear<'a> {
         y
     }
 
+    /// The input of a product: `[t, cols]` f32 rows, and for quantized weights on the fast
+    /// path each row quantized to the weight type's activation format.
+    fn input<'x>(&self, x: &'x [f32]) -> Input<'x> {
+        let mut quantized = Vec::new();
+        if let Storage::Quant {
+            ty,
+            exact_activations: false,
+            ..
+        } = &self.storage
+        {
+            if let Some(format) = ty.act_format().filter(|f| *f != ActFormat::F32) {
+                quantized = x
+                    .chunks_exact(self.cols)
+                    .map(|row| {
+                        QuantizedActs::from_f32(format, row)
+                            // OK because `load` checked `cols` is whole blocks of `ty`, and
+                            // every type's activation blocks are as long as its own.
+                            .expect("activation row is whole blocks")
+                    })
+                    .collect();
+            }
+        }
+        Input { f32: x, quantized }
+    }
+
     /// `[t, rows.len()]` block of the product for a range of rows, decoding a few rows at once.
-    fn rows_product(&self, x: &[f32], t: usize, rows: Range<usize>) -> Vec<f32> {
+    fn rows_product(&self, x: &Input<'_>, t: usize, rows: Range<usize>) -> Vec<f32> {
         const ROWS_AT_ONCE: usize = 16;
         let c = self.cols;
         let n = rows.len();
@@ -347,19 +390,31 @@ impl<'a> Linear<'a> {
             ty,
             data,
             row_bytes,
+            ..
         } = &self.storage
         {
             // Fused: each quantized row is dotted with the activations, never written as f32.
+            let isa = Isa::detect();
             for (col, r) in rows.enumerate() {
                 let wr = &data[r * row_bytes..(r + 1) * row_bytes];
-                for (ti, xr) in x.chunks_exact(c).enumerate() {
-                    out[ti * n + col] = quant::vec_dot_row(*ty, wr, xr)
-                        // OK because `load` checked the type is supported and the row length.
-                        .expect("quantized row checked at load");
+                if x.quantized.is_empty() {
+                    for (ti, xr) in x.f32.chunks_exact(c).enumerate() {
+                        out[ti * n + col] = quant::vec_dot_row(*ty, wr, xr)
+                            // OK because `load` checked the type is supported and the row length.
+                            .expect("quantized row checked at load");
+                    }
+                } else {
+                    for (ti, a) in x.quantized.iter().enumerate() {
+                        out[ti * n + col] = quant::dot::vec_dot(isa, *ty, wr, a)
+                            // OK because `load` checked the type and the row length, and `input`
+                            // quantized to the type's format.
+                            .expect("quantized row and activations checked");
+                    }
                 }
             }
             return out;
         }
+        let x = x.f32;
         let mut buf = vec![0.0f32; ROWS_AT_ONCE * c];
         let mut r0 = rows.start;
         while r0 < rows.end {
@@ -376,6 +431,15 @@ impl<'a> Linear<'a> {
         }
         out
     }
+}
+
+/// What [`Linear::input`] prepares for the row products.
+struct Input<'x> {
+    /// The `[t, cols]` f32 rows.
+    f32: &'x [f32],
+    /// Each row in the weight type's activation format (quantized weights on the fast path;
+    /// empty otherwise).
+    quantized: Vec<QuantizedActs>,
 }
 
 /// Copy a `[t, rows.len()]` block into columns `rows` of the `[t, total]` output.
@@ -418,6 +482,18 @@ mod tests {
                 shape: s.clone(),
                 data: b,
             })
+        }
+    }
+
+    /// `Mem` asking for exact activations.
+    struct Exact<'m>(&'m Mem);
+
+    impl<'m> Weights<'m> for Exact<'m> {
+        fn tensor(&self, name: &str) -> Option<TensorView<'m>> {
+            self.0.tensor(name)
+        }
+        fn exact_activations(&self) -> bool {
+            true
         }
     }
 
@@ -603,13 +679,34 @@ mod tests {
         let mut m = Mem::default();
         m.put("q8", DType::Q8_0, &[rows, cols], bytes.clone());
         m.put("q8short", DType::Q8_0, &[rows, cols], bytes[1..].to_vec());
-        let lin = Linear::load(&&m, "q8", rows, cols, 128).unwrap();
         let x: Vec<f32> = (0..3 * cols).map(w).collect();
+
+        // Exact activations: the product of the dequantized weights with x.
+        let lin = Linear::load(&Exact(&m), "q8", rows, cols, 128).unwrap();
         let want = naive(&wf, &x, rows, cols);
         let got = lin.forward(&x, 2);
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
         }
+
+        // Default: x rounded to Q8_0 first, so the product of the dequantized weights with the
+        // dequantized activations (and a Q8_0 step away from the exact one).
+        let lin = Linear::load(&&m, "q8", rows, cols, 128).unwrap();
+        let mut xq = vec![0.0f32; x.len()];
+        for (xr, o) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(cols)) {
+            let a = QuantizedActs::from_f32(ActFormat::Q8_0, xr).unwrap();
+            for (b, o) in a.q8_0().iter().zip(o.chunks_exact_mut(32)) {
+                quant::QuantBlock::dequantize(b, o);
+            }
+        }
+        let want_q = naive(&wf, &xq, rows, cols);
+        let got = lin.forward(&x, 2);
+        let mut moved = 0.0f32;
+        for ((a, b), e) in got.iter().zip(&want_q).zip(&want) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+            moved = moved.max((a - e).abs());
+        }
+        assert!(moved > 0.0, "activations were not quantized");
         let mut dec = vec![0.0f32; 2 * cols];
         lin.decode_rows(2..4, &mut dec);
         assert_eq!(dec, wf[2 * cols..4 * cols]);

@@ -15,9 +15,9 @@ mod float;
 mod kquants;
 mod legacy;
 
-use super::act::QuantizedActs;
 #[allow(unused_imports)] // Named in the docs.
 use super::act::ActFormat;
+use super::act::QuantizedActs;
 use super::{as_blocks, QuantBlock, QuantError, QuantType};
 use crate::cpu::Isa;
 

@@ -1,0 +1,172 @@
+//! Micro-benchmarks of the CPU kernels (`cargo bench -p frugal-kernels`), single-threaded.
+//!
+//! - GEMV: `y = W x` for a quantized (or F32/F16/BF16) `W` of 2048×2048 (an attention
+//!   projection) and 1408×2048 (a DeepSeek-V2-Lite expert's gate/up), one `vec_dot` per row,
+//!   on every available ISA. Reported as weight GB/s (bytes of `W` / time): decode is bound by
+//!   streaming the weights, so this is the number to compare with memory bandwidth.
+//! - GEMM: `matmul::matmul_wt` (f32, `[t, k] × [n, k]ᵀ`) in GFLOP/s (`2·t·n·k / time`).
+//!
+//! Plain `harness = false` timing: one warm-up pass, then passes until `MIN_TIME` has elapsed,
+//! reporting the fastest pass (least disturbed by other processes on a shared machine).
+//! Arguments filter by substring: `cargo bench -p frugal-kernels -- Q4_K avx2`.
+
+use frugal_kernels::cpu::Isa;
+use frugal_kernels::matmul::matmul_wt;
+use frugal_kernels::quant::{dot::vec_dot, QuantType, QuantizedActs};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const MIN_TIME: Duration = Duration::from_millis(150);
+
+/// splitmix64.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Fastest of the timed passes of `f`, after one warm-up pass.
+fn time(mut f: impl FnMut()) -> Duration {
+    f();
+    let (start, mut best) = (Instant::now(), Duration::MAX);
+    while start.elapsed() < MIN_TIME {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed());
+    }
+    best
+}
+
+/// Random weight bytes of `ty` whose f16 fields are small finite scales. Speed does not depend
+/// on the values, only on the kernels not meeting NaN/denormal slow paths in the float step.
+fn weights(rng: &mut Rng, ty: QuantType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = rows * cols;
+    let mut w: Vec<u8> = (0..ty.row_bytes(n).expect("whole blocks"))
+        .map(|_| rng.next() as u8)
+        .collect();
+    let f16_at: &[usize] = match ty {
+        QuantType::F16 => {
+            for c in w.chunks_exact_mut(2) {
+                c.copy_from_slice(&half::f16::from_f32(rng.unit()).to_le_bytes());
+            }
+            &[]
+        }
+        QuantType::F32 => {
+            for c in w.chunks_exact_mut(4) {
+                c.copy_from_slice(&rng.unit().to_le_bytes());
+            }
+            &[]
+        }
+        QuantType::BF16 => {
+            for c in w.chunks_exact_mut(2) {
+                c.copy_from_slice(&half::bf16::from_f32(rng.unit()).to_le_bytes());
+            }
+            &[]
+        }
+        QuantType::Q2K => &[80, 82],
+        QuantType::Q3K => &[108],
+        QuantType::Q6K => &[208],
+        QuantType::Q4_1 | QuantType::Q5_1 => &[0, 2],
+        QuantType::Q4K | QuantType::Q5K => &[0, 2],
+        QuantType::MXFP4 => &[], // E8M0 scale: any byte is finite except 0xff.
+        _ => &[0],
+    };
+    let ts = ty.type_size();
+    for b in w.chunks_exact_mut(ts) {
+        for &o in f16_at {
+            b[o..o + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+        }
+        if ty == QuantType::MXFP4 {
+            b[0] = 120;
+        }
+    }
+    w
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let mut rng = Rng(0x0062_656e_6368);
+    println!(
+        "single thread; best of repeated passes ≥ {MIN_TIME:?}; ISAs {:?}",
+        Isa::available()
+    );
+    println!(
+        "{:<28} {:>10} {:>10}",
+        "gemv (rows×cols) type isa", "µs", "GB/s"
+    );
+    let types = [
+        QuantType::Q2K,
+        QuantType::Q3K,
+        QuantType::Q4K,
+        QuantType::Q5K,
+        QuantType::Q6K,
+        QuantType::IQ4XS,
+        QuantType::Q4_0,
+        QuantType::Q4_1,
+        QuantType::Q5_0,
+        QuantType::Q5_1,
+        QuantType::Q8_0,
+        QuantType::IQ4NL,
+        QuantType::MXFP4,
+        QuantType::F32,
+        QuantType::F16,
+        QuantType::BF16,
+    ];
+    for (rows, cols) in [(2048usize, 2048usize), (1408, 2048)] {
+        let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+        for ty in types {
+            let isas: Vec<Isa> = Isa::available()
+                .into_iter()
+                .filter(|isa| wanted(&format!("{rows}x{cols} {} {isa}", ty.name())))
+                .collect();
+            if isas.is_empty() {
+                continue;
+            }
+            let format = ty.act_format().expect("kernel type");
+            let acts = QuantizedActs::from_f32(format, &x).expect("whole blocks");
+            let w = weights(&mut rng, ty, rows, cols);
+            let rb = ty.row_bytes(cols).expect("whole blocks");
+            for isa in isas {
+                let name = format!("{rows}x{cols} {} {isa}", ty.name());
+                let mut y = vec![0.0f32; rows];
+                let t = time(|| {
+                    for (o, row) in y.iter_mut().zip(w.chunks_exact(rb)) {
+                        *o = vec_dot(isa, ty, black_box(row), black_box(&acts)).expect("valid");
+                    }
+                    black_box(&y);
+                });
+                let gbs = w.len() as f64 / t.as_secs_f64() / 1e9;
+                println!("{name:<28} {:>10.1} {gbs:>10.2}", t.as_secs_f64() * 1e6);
+            }
+        }
+    }
+    let (t, n, k) = (16usize, 1024usize, 2048usize);
+    let name = format!("gemm f32 matmul_wt t={t} n={n} k={k}");
+    if wanted(&name) {
+        let x: Vec<f32> = (0..t * k).map(|_| rng.unit()).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| rng.unit()).collect();
+        let mut y = vec![0.0f32; t * n];
+        let d = time(|| {
+            matmul_wt(black_box(&x), black_box(&w), k, &mut y);
+            black_box(&y);
+        });
+        let gflops = 2.0 * (t * n * k) as f64 / d.as_secs_f64() / 1e9;
+        println!(
+            "{name:<40} {:>10.1} µs {gflops:>8.2} GFLOP/s",
+            d.as_secs_f64() * 1e6
+        );
+    }
+}
