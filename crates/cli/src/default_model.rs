@@ -1,9 +1,11 @@
-//! The embedded default model: what `frugal run` uses without `--model`.
+//! The embedded default model: what `frugal run` and `frugal chat` use without `--model`.
 //!
-//! Until the chat issue ships a trained model, this is the `deepseek-v3` fixture (random
-//! weights, DeepSeek-V3 architecture: MLA with q_lora, sigmoid routing with a correction bias,
-//! shared and routed experts, YaRN), a 2 MB folder compiled into the binary. It exercises the
-//! whole path (chat template, tokenizer, forward pass, sampling, streaming); its text is noise.
+//! `assets/default-model` is a tiny DeepSeek-V3 (MLA with q_lora, one dense layer then MoE
+//! layers with a shared expert and sigmoid-routed experts whose correction bias was trained with
+//! the auxiliary-loss-free rule) trained by `tools/train_default_model.py` to add and subtract
+//! numbers of up to four digits. It thinks in an R1-style `<think>` block, one column per line,
+//! then answers: `frugal run "What is 4821 + 377?"`. The folder is about a megabyte and is
+//! compiled into the binary.
 //!
 //! The files are written once to `$XDG_CACHE_HOME/frugal/` (else `~/.cache/frugal/`, else the
 //! temp dir), in a folder named by their content hash, and opened from there like any folder:
@@ -18,23 +20,23 @@ use anyhow::Context;
 const FILES: &[(&str, &[u8])] = &[
     (
         "config.json",
-        include_bytes!("../../../fixtures/models/deepseek-v3/config.json"),
+        include_bytes!("../../../assets/default-model/config.json"),
     ),
     (
         "generation_config.json",
-        include_bytes!("../../../fixtures/models/deepseek-v3/generation_config.json"),
+        include_bytes!("../../../assets/default-model/generation_config.json"),
     ),
     (
         "model.safetensors",
-        include_bytes!("../../../fixtures/models/deepseek-v3/model.safetensors"),
+        include_bytes!("../../../assets/default-model/model.safetensors"),
     ),
     (
         "tokenizer.json",
-        include_bytes!("../../../fixtures/models/deepseek-v3/tokenizer.json"),
+        include_bytes!("../../../assets/default-model/tokenizer.json"),
     ),
     (
         "tokenizer_config.json",
-        include_bytes!("../../../fixtures/models/deepseek-v3/tokenizer_config.json"),
+        include_bytes!("../../../assets/default-model/tokenizer_config.json"),
     ),
 ];
 

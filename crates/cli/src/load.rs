@@ -6,6 +6,7 @@ use anyhow::Context;
 use frugal_formats::ModelFiles;
 use frugal_kernels::quant::QuantType;
 use frugal_model::quantized_weights::QuantizedWeights;
+use frugal_model::LoadOptions;
 use frugal_model::Model;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -104,7 +105,7 @@ pub fn build_model<'a>(
     qw: Option<&'a QuantizedWeights<'a>>,
 ) -> anyhow::Result<Model<'a>> {
     Ok(match qw {
-        Some(qw) => Model::from_parts(files.config()?, qw)?,
+        Some(qw) => Model::from_parts_with(files.config()?, qw, LoadOptions::from_env())?,
         None => Model::load(files)?,
     })
 }

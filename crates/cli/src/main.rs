@@ -10,6 +10,7 @@ mod logits;
 mod pull;
 mod quantize;
 mod run;
+mod serve;
 mod session;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +60,8 @@ enum Command {
     },
     /// Measure speed (prompt and generation tokens/s, like llama-bench) or memory bandwidth.
     Bench(bench::BenchArgs),
+    /// Serve the OpenAI API (chat, completions, models) and a chat page over HTTP.
+    Serve(serve::ServeArgs),
     /// Download a model from the Hugging Face hub into the local hub cache.
     #[cfg(feature = "pull")]
     Pull(pull::PullArgs),
@@ -72,6 +75,7 @@ fn main() {
         Command::Inspect { path, json } => inspect::run(&path, json),
         Command::Run(args) => run::run(&args),
         Command::Chat(args) => chat::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Logits {
             model,
             tokens,

@@ -280,3 +280,132 @@ fn terminal_chat_in_tmux() {
     session.cmd(&["send-keys", "-t", session.name, "/exit", "Enter"]);
     session.wait_for("the exit", |s| !s.contains("/help") || s.is_empty());
 }
+
+/// Ctrl-C during an answer stops that answer and gives the prompt back; the session goes on:
+/// the next turn is answered to its end, and `/exit` leaves. The fixture's greedy answer to
+/// "hello" runs to the 1,500-token limit, so it is still running when the key arrives (the
+/// key goes as soon as the answer shows).
+#[test]
+fn ctrl_c_stops_the_answer_and_the_session_continues() {
+    let tmux = tmux();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let command = format!(
+        "XDG_CACHE_HOME={} {} chat --model {} --temperature 0 --max-tokens 1500",
+        dir.path().display(),
+        env!("CARGO_BIN_EXE_frugal"),
+        model()
+    );
+    let session = Session {
+        tmux,
+        socket: dir.path().join("tmux.sock").display().to_string(),
+        name: "frugalctrlc",
+    };
+    let out = session.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        session.name,
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &command,
+    ]);
+    assert!(
+        out.status.success(),
+        "tmux: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    session.wait_for("the banner", |s| s.contains("/help"));
+    // The prompt is back when the last non-blank line is a bare `>` after `n` speed lines.
+    let prompt_back = |s: &str, n: usize| -> bool {
+        s.matches("tok/s").count() >= n
+            && s.lines().rev().find(|l| !l.trim().is_empty()) == Some(">")
+    };
+
+    session.cmd(&["send-keys", "-t", session.name, "hello", "Enter"]);
+    // Started: some text shows below the question.
+    session.wait_for("the first answer to start", |s| {
+        s.split("> hello")
+            .nth(1)
+            .is_some_and(|rest| !rest.trim().is_empty())
+    });
+    session.cmd(&["send-keys", "-t", session.name, "C-c"]);
+    let screen = session.wait_for("the first answer to stop", |s| prompt_back(s, 1));
+    assert!(screen.contains(", stopped]"), "{screen}");
+    assert!(!screen.contains("[1500 tokens"), "{screen}");
+
+    // The session is still there: the next turn (with the stopped answer in its history) is
+    // answered to its end.
+    session.cmd(&["send-keys", "-t", session.name, "why?", "Enter"]);
+    let screen = session.wait_for("the second answer", |s| prompt_back(s, 2));
+    let after = screen.split("> why?").nth(1).expect("the second question");
+    let stats = after.rfind("tok/s").expect("a speed line");
+    let answer = &after[..after[..stats].rfind('[').expect("the speed line's bracket")];
+    assert!(!answer.trim().is_empty(), "no second answer:\n{screen}");
+    assert!(!after[stats..].contains("stopped"), "{screen}");
+
+    session.cmd(&["send-keys", "-t", session.name, "/exit", "Enter"]);
+    session.wait_for("the exit", |s| !s.contains("/help") || s.is_empty());
+}
+
+/// `frugal chat` with no `--model` talks to the embedded default model: on a terminal its
+/// column-by-column reasoning is dimmed (SGR 2) and the answer after it is plain.
+#[test]
+fn default_model_chat_in_tmux() {
+    let tmux = tmux();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let command = format!(
+        "XDG_CACHE_HOME={} {} chat",
+        dir.path().display(),
+        env!("CARGO_BIN_EXE_frugal"),
+    );
+    let session = Session {
+        tmux,
+        socket: dir.path().join("tmux.sock").display().to_string(),
+        name: "frugaldefault",
+    };
+    let out = session.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        session.name,
+        "-x",
+        "120",
+        "-y",
+        "50",
+        &command,
+    ]);
+    assert!(
+        out.status.success(),
+        "tmux: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    session.wait_for("the banner", |s| s.contains("/help"));
+    session.cmd(&[
+        "send-keys",
+        "-t",
+        session.name,
+        "What is 4821 + 377?",
+        "Enter",
+    ]);
+    session.wait_for("the answer", |s| s.contains("tok/s]"));
+    // With the escape sequences: the reasoning sits inside dim / reset pairs.
+    let styled = String::from_utf8_lossy(
+        &session
+            .cmd(&["capture-pane", "-p", "-e", "-t", session.name])
+            .stdout,
+    )
+    .into_owned();
+    let dim = styled.find("\x1b[2m").expect("dimmed text");
+    let working = styled
+        .find("1: 1+7+0=8 c0")
+        .expect("the first column's line");
+    let answer = styled.find("The answer is 5198.").expect("the answer");
+    assert!(dim < working && working < answer, "{styled:?}");
+    // The answer line itself is not dim.
+    let answer_line = styled[..answer].rsplit('\n').next().unwrap_or("");
+    assert!(!answer_line.contains("\x1b[2m"), "{styled:?}");
+    session.cmd(&["send-keys", "-t", session.name, "/exit", "Enter"]);
+    session.wait_for("the exit", |s| !s.contains("/help") || s.is_empty());
+}

@@ -132,6 +132,11 @@ fn bad_quantize_input_is_a_clear_error() {
     assert!(e.contains("valid types: Q8_0, Q6_K"), "{e}");
 }
 
+/// `frugal logits --quant q8_0` on the qwen2 safetensors fixture: its Q8_0 matrices are
+/// llama.cpp's bytes, so with 8-bit activations (the default) the logits are llama.cpp's own
+/// for its Q8_0 file (`logits`), and with `FRUGAL_EXACT_ACTIVATIONS=1` they are llama.cpp's on
+/// the dequantized weights with f32 activations (`logits_dequantized_weights`). Both to 1e-4;
+/// observed ~1e-6 and ~5e-6 (f32 summation order).
 #[test]
 fn logits_with_quant_q8_0_match_llama_cpps_q8_0_weights() {
     let json: serde_json::Value = serde_json::from_str(
@@ -144,42 +149,48 @@ fn logits_with_quant_q8_0_match_llama_cpps_q8_0_weights() {
         .iter()
         .map(|t| t.to_string())
         .collect();
-    let o = frugal(&[
-        "logits",
-        "--model",
-        &fixture("models/qwen2"),
-        "--tokens",
-        &toks.join(","),
-        "--quant",
-        "q8_0",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let ours: Vec<f32> = v["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-        })
-        .collect();
     let st = std::fs::read(fixture("gguf/qwen2/qwen2-Q8_0.logits.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&st).unwrap();
-    let want: Vec<f32> = st
-        .tensor("logits_dequantized_weights")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    assert_eq!(ours.len(), want.len());
-    let d = ours
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(d <= 1e-4, "max |diff| {d}");
+    for (exact, reference) in [("0", "logits"), ("1", "logits_dequantized_weights")] {
+        let o = Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .args([
+                "logits",
+                "--model",
+                &fixture("models/qwen2"),
+                "--tokens",
+                &toks.join(","),
+                "--quant",
+                "q8_0",
+            ])
+            .env("FRUGAL_EXACT_ACTIVATIONS", exact)
+            .output()
+            .expect("runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let ours: Vec<f32> = v["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+            })
+            .collect();
+        let want: Vec<f32> = st
+            .tensor(reference)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(ours.len(), want.len());
+        let d = ours
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d <= 1e-4, "{reference}: max |diff| {d}");
+    }
 }

@@ -81,18 +81,10 @@ fn greedy_run_equals_transformers_generate() {
 }
 
 #[test]
-fn default_model_runs_with_its_chat_template() {
+fn default_model_answers_with_its_chat_template() {
     let cache = tempfile::tempdir().expect("temp dir");
-    let args = [
-        "run",
-        "What is 4821 + 377?",
-        "--max-tokens",
-        "8",
-        "--seed",
-        "7",
-        "--format",
-        "json",
-    ];
+    // No sampling flags: the model's generation_config.json asks for greedy decoding.
+    let args = ["run", "What is 4821 + 377?", "--format", "json"];
     let first = frugal(&args, cache.path());
     assert!(
         first.status.success(),
@@ -100,13 +92,27 @@ fn default_model_runs_with_its_chat_template() {
         String::from_utf8_lossy(&first.stderr)
     );
     let got: Value = serde_json::from_slice(&first.stdout).expect("one JSON object");
-    assert_eq!(got["tokens"].as_array().expect("tokens").len(), 8);
-    // The R1 template wraps the question: BOS, <｜User｜>, the text, <｜Assistant｜><think>\n.
-    let prompt_tokens = got["usage"]["prompt_tokens"].as_u64().expect("count");
-    assert!(prompt_tokens > 10, "{prompt_tokens}");
-    // Same seed, same output (the second run reuses the unpacked model).
+    // The R1 template opens `<think>` in the prompt: the column-by-column working is reasoning,
+    // and the answer after `</think>` is the content.
+    assert_eq!(got["content"], "The answer is 5198.", "{got}");
+    let reasoning = got["reasoning"].as_str().expect("reasoning");
+    assert!(reasoning.starts_with("1: 1+7+0=8 c0"), "{reasoning}");
+    assert!(reasoning.ends_with("| 5198"), "{reasoning}");
+    assert_eq!(got["finish_reason"], "stop");
+    // BOS, <｜User｜>, one token per byte of the question, <｜Assistant｜>, <think>, "\n".
+    assert_eq!(got["usage"]["prompt_tokens"], 2 + 19 + 3);
+    // Greedy: the second run (which reuses the unpacked model) says the same.
     let second = frugal(&args, cache.path());
     assert_eq!(first.stdout, second.stdout);
+
+    // On a pipe, plain text: the reasoning block as generated, then the answer.
+    let text = frugal(&["run", "What is 4821 - 377?"], cache.path());
+    let text = String::from_utf8(text.stdout).expect("UTF-8");
+    assert!(
+        text.ends_with("</think>\n\nThe answer is 4444.\n"),
+        "{text:?}"
+    );
+    assert!(text.contains("1: 1-7-0=4 b1 |    4\n"), "{text:?}");
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! # frugal-engine
 //!
 //! Everything between a loaded model and a user: tokenizers, streaming detokenization, chat
-//! templates, generation settings, sampling and the model-independent generation loop. Later:
-//! sessions, KV cache, the batching scheduler and expert residency. The reasoning parser
+//! templates, generation settings, sampling, the model-independent generation loop, and the
+//! continuous-batching [`scheduler`] that serves many requests at once. Later: expert residency. The reasoning parser
 //! ([`reasoning`]) splits `<think>` blocks from answers.
 #![deny(missing_docs)]
 
@@ -11,4 +11,5 @@ pub mod chat_template;
 pub mod generation;
 pub mod reasoning;
 pub mod sampling;
+pub mod scheduler;
 pub mod tokenizer;

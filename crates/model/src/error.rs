@@ -98,4 +98,7 @@ pub enum ModelError {
         /// Positions already in the cache.
         cached: usize,
     },
+    /// A batch item has no tokens to run.
+    #[error("a batch item has no tokens")]
+    EmptyBatchItem,
 }

@@ -8,6 +8,8 @@
 //!   follow.
 //! - [`blocks`]: linear layers over mapped weights, rope tables, MLA, GQA, MLP/MoE.
 //! - [`transformer`]: the one decoder forward pass in f32, with [`Model`] and [`KvCache`].
+//! - `batch`: [`Model::forward_batch`], several sequences (prefill chunks and decode tokens)
+//!   in one pass, as [`BatchItem`]s.
 //! - `families`: per family (DeepSeek V2/V3, Qwen2, Llama, Qwen3-MoE, Mixtral) which blocks
 //!   each layer uses and the checkpoint's tensor names.
 //! - `gguf_names`: GGUF (llama.cpp) tensor names seen as Hugging Face names.
@@ -17,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod active;
+mod batch;
 pub mod blocks;
 mod error;
 mod families;
@@ -27,5 +30,6 @@ pub mod quantize_gguf;
 pub mod quantized_weights;
 pub mod transformer;
 
+pub use batch::BatchItem;
 pub use error::ModelError;
 pub use transformer::{DeepSeek, KvCache, LoadOptions, Model, Trace};

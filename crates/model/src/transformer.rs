@@ -22,6 +22,7 @@ use crate::blocks::gqa::{GqaAttention, KvHeads};
 use crate::blocks::linear::{load_f32_vec, Linear, Weights};
 use crate::blocks::mla::{LatentCache, MlaAttention};
 use crate::blocks::rope::RopeTable;
+use crate::blocks::SeqSpan;
 use crate::families;
 use crate::gguf_names::GgufNames;
 use crate::ModelError;
@@ -86,6 +87,22 @@ impl LoadOptions {
     }
 }
 
+/// A tensor source seen through [`LoadOptions`].
+struct WithOptions<'a> {
+    inner: &'a dyn TensorSource,
+    options: LoadOptions,
+}
+
+impl<'a> Weights<'a> for WithOptions<'a> {
+    fn tensor(&self, name: &str) -> Option<frugal_formats::TensorView<'a>> {
+        self.inner.tensor(name)
+    }
+
+    fn exact_activations(&self) -> bool {
+        self.options.exact_activations
+    }
+}
+
 /// One layer's cache.
 #[derive(Clone, Debug)]
 enum LayerCache {
@@ -129,6 +146,30 @@ impl KvCache {
     /// Whether nothing is cached yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Forgets every position from `len` on (nothing when `len` is not shorter), so that a
+    /// copy of a cache can serve another sequence sharing its first `len` tokens.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        let [_, a, b] = self.shape;
+        for layer in &mut self.layers {
+            match layer {
+                // MLA: `a` = kv_lora_rank, `b` = qk_rope_head_dim per position.
+                LayerCache::Latent(c) => {
+                    c.latent.truncate(len * a);
+                    c.rope_key.truncate(len * b);
+                }
+                // GQA: `a · b` = num_kv_heads · head_dim per position, keys and values each.
+                LayerCache::Kv(c) => {
+                    c.k.truncate(len * a * b);
+                    c.v.truncate(len * a * b);
+                }
+            }
+        }
+        self.len = len;
     }
 
     /// Bytes of cached values. MLA: per position and layer, `kv_lora_rank + qk_rope_head_dim`
@@ -191,10 +232,24 @@ impl<'a> Model<'a> {
         Self::build(config, &names, rope, qk_interleaved)
     }
 
-    /// Load from a config and a tensor source with Hugging Face names.
+    /// Load from a config and a tensor source with Hugging Face names (default options).
     pub fn from_parts(config: ModelConfig, src: &'a dyn TensorSource) -> Result<Self, ModelError> {
+        Self::from_parts_with(config, src, LoadOptions::default())
+    }
+
+    /// [`Model::from_parts`] with explicit options (a source of quantized matrices, such as
+    /// quantize-on-load's, honours `exact_activations`).
+    pub fn from_parts_with(
+        config: ModelConfig,
+        src: &'a dyn TensorSource,
+        options: LoadOptions,
+    ) -> Result<Self, ModelError> {
         let rope = RopeTable::new(&config.rope)?;
-        Self::build(config, &src, rope, false)
+        let with = WithOptions {
+            inner: src,
+            options,
+        };
+        Self::build(config, &with, rope, false)
     }
 
     fn build(
@@ -305,37 +360,83 @@ impl<'a> Model<'a> {
         tokens: &[u32],
         start_pos: usize,
         cache: &mut KvCache,
-        mut trace: Option<&mut Trace>,
+        trace: Option<&mut Trace>,
         last_only: bool,
     ) -> Result<Vec<f32>, ModelError> {
         self.check_input(tokens, start_pos, cache)?;
-        let (h, t, threads) = (self.config.hidden_size, tokens.len(), self.threads);
+        let (h, t) = (self.config.hidden_size, tokens.len());
+        let x = self.run_stacked(&mut [(tokens, cache)], trace);
+        let rows = if last_only && t > 0 {
+            &x[(t - 1) * h..]
+        } else {
+            &x[..]
+        };
+        let xn = rms_rows(rows, &self.final_norm, self.eps);
+        Ok(self.lm_head.forward(&xn, self.threads))
+    }
 
-        // Embeddings [t, h].
+    /// The decoder layers over the tokens of one or more sequences stacked as rows (each
+    /// already checked by [`Model::check_input`] at its cache's length): norms, projections and
+    /// feed-forward blocks see all rows at once, attention each sequence over its own cache.
+    /// Appends every sequence's positions to its cache; returns the last residual `[T, hidden]`.
+    pub(crate) fn run_stacked(
+        &self,
+        seqs: &mut [(&[u32], &mut KvCache)],
+        mut trace: Option<&mut Trace>,
+    ) -> Vec<f32> {
+        let h = self.config.hidden_size;
+        let threads = self.threads;
+        let t: usize = seqs.iter().map(|(tokens, _)| tokens.len()).sum();
+
+        // Embeddings [T, h].
         let mut x = vec![0.0f32; t * h];
-        for (row, &tok) in x.chunks_exact_mut(h).zip(tokens) {
+        let all_tokens = seqs.iter().flat_map(|(tokens, _)| tokens.iter());
+        for (row, &tok) in x.chunks_exact_mut(h).zip(all_tokens) {
             self.embed.decode_rows(tok as usize..tok as usize + 1, row);
         }
         if let Some(tr) = trace.as_deref_mut() {
             tr.hidden_states.push(x.clone());
         }
 
-        // cos/sin of every new position, shared by all layers.
-        let rope_cs: Vec<_> = (start_pos..start_pos + t)
+        // cos/sin of every row's position, shared by all layers.
+        let rope_cs: Vec<_> = seqs
+            .iter()
+            .flat_map(|(tokens, cache)| cache.len..cache.len + tokens.len())
             .map(|p| self.rope.cos_sin(p))
             .collect();
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention sub-block.
             let xn = rms_rows(&x, &layer.input_norm, self.eps);
-            let a = match (&layer.attn, &mut cache.layers[l]) {
-                (Attn::Mla(attn), LayerCache::Latent(c)) => {
-                    attn.forward(&xn, start_pos, &self.rope, &rope_cs, c, threads)
+            // The `unreachable!`s are OK because `check_input` compared every layer's kind.
+            let a = match &layer.attn {
+                Attn::Mla(attn) => {
+                    let mut spans: Vec<_> = seqs
+                        .iter_mut()
+                        .map(|(tokens, cache)| SeqSpan {
+                            start_pos: cache.len,
+                            len: tokens.len(),
+                            cache: match &mut cache.layers[l] {
+                                LayerCache::Latent(c) => c,
+                                LayerCache::Kv(_) => unreachable!("cache kind checked"),
+                            },
+                        })
+                        .collect();
+                    attn.forward(&xn, &mut spans, &self.rope, &rope_cs, threads)
                 }
-                (Attn::Gqa(attn), LayerCache::Kv(c)) => {
-                    attn.forward(&xn, start_pos, &rope_cs, c, threads)
+                Attn::Gqa(attn) => {
+                    let mut spans: Vec<_> = seqs
+                        .iter_mut()
+                        .map(|(tokens, cache)| SeqSpan {
+                            start_pos: cache.len,
+                            len: tokens.len(),
+                            cache: match &mut cache.layers[l] {
+                                LayerCache::Kv(c) => c,
+                                LayerCache::Latent(_) => unreachable!("cache kind checked"),
+                            },
+                        })
+                        .collect();
+                    attn.forward(&xn, &mut spans, &rope_cs, threads)
                 }
-                // OK because `check_input` compared every layer's kind.
-                _ => unreachable!("cache layer kind checked against the model"),
             };
             x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
 
@@ -356,18 +457,19 @@ impl<'a> Model<'a> {
                 tr.hidden_states.push(x.clone());
             }
         }
-        cache.len += t;
-
-        let rows = if last_only && t > 0 {
-            &x[(t - 1) * h..]
-        } else {
-            &x[..]
-        };
-        let xn = rms_rows(rows, &self.final_norm, self.eps);
-        Ok(self.lm_head.forward(&xn, threads))
+        for (tokens, cache) in seqs.iter_mut() {
+            cache.len += tokens.len();
+        }
+        x
     }
 
-    fn check_input(
+    /// The logits `[vocab]` of each row of `x` (`[rows, hidden]`, last residuals).
+    pub(crate) fn head_rows(&self, x: &[f32]) -> Vec<f32> {
+        let xn = rms_rows(x, &self.final_norm, self.eps);
+        self.lm_head.forward(&xn, self.threads)
+    }
+
+    pub(crate) fn check_input(
         &self,
         tokens: &[u32],
         start_pos: usize,

@@ -24,6 +24,7 @@ use frugal_kernels::{matmul, norm, rope, softmax};
 
 use super::heads::for_head_ranges;
 use super::linear::{load_f32_vec, Linear, Weights};
+use super::SeqSpan;
 use crate::ModelError;
 
 /// One layer's cache: keys (roped) and values of every position.
@@ -186,20 +187,19 @@ impl<'a> GqaAttention<'a> {
         [self.n_kv, self.head_dim]
     }
 
-    /// Attend for `t` tokens at positions `start_pos..start_pos + t`, appending their keys and
-    /// values to `cache` (which must hold exactly `start_pos` positions). `x` is the normed
-    /// input `[t, hidden]`; `rope_cs` holds each token's cos/sin (half-split pairs); returns
-    /// `[t, hidden]`.
+    /// Attend for the rows of `x` (the normed input `[T, hidden]`), which hold one or more
+    /// sequences one after another: `spans` gives each sequence's row count, first position
+    /// and cache (holding exactly `start_pos` positions; the rows' keys and values are
+    /// appended). `rope_cs` holds each row's cos/sin (half-split pairs). Projections run once
+    /// over all rows; attention runs per sequence over its own cache. Returns `[T, hidden]`.
     pub fn forward(
         &self,
         x: &[f32],
-        start_pos: usize,
+        spans: &mut [SeqSpan<'_, KvHeads>],
         rope_cs: &[(Vec<f32>, Vec<f32>)],
-        cache: &mut KvHeads,
         threads: usize,
     ) -> Vec<f32> {
         let (n, n_kv, d, rot) = (self.n_heads, self.n_kv, self.head_dim, self.rotary_dim);
-        let t = rope_cs.len();
         let mut q = self.q.forward(x, threads);
         let mut k = self.k.forward(x, threads);
         let v = self.v.forward(x, threads);
@@ -214,15 +214,25 @@ impl<'a> GqaAttention<'a> {
                 }
             }
         }
-        cache.k.extend_from_slice(&k);
-        cache.v.extend_from_slice(&v);
 
-        // Heads are independent: split them over threads when there is enough work.
-        let work = n * t * (start_pos + t) * d;
-        let cache = &*cache;
-        let heads_out = for_head_ranges(n, t, d, work, threads, |heads| {
-            self.attend_heads(&q, t, start_pos, heads, cache)
-        });
+        // Per sequence: append its keys and values, then attend over its own cache. Heads are
+        // independent: split them over threads when there is enough work.
+        let kv_row = n_kv * d;
+        let mut heads_out = Vec::with_capacity(q.len());
+        let mut row = 0;
+        for span in spans.iter_mut() {
+            let (t, start_pos) = (span.len, span.start_pos);
+            let rows = row * kv_row..(row + t) * kv_row;
+            span.cache.k.extend_from_slice(&k[rows.clone()]);
+            span.cache.v.extend_from_slice(&v[rows]);
+            let qs = &q[row * n * d..(row + t) * n * d];
+            let work = n * t * (start_pos + t) * d;
+            let cache: &KvHeads = span.cache;
+            heads_out.extend(for_head_ranges(n, t, d, work, threads, |heads| {
+                self.attend_heads(qs, t, start_pos, heads, cache)
+            }));
+            row += t;
+        }
         self.o.forward(&heads_out, threads)
     }
 

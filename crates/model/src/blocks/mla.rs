@@ -32,6 +32,7 @@ use frugal_kernels::{matmul, norm, rope, softmax};
 use super::heads::for_head_ranges;
 use super::linear::{load_f32_vec, Linear, Weights};
 use super::rope::RopeTable;
+use super::SeqSpan;
 use crate::ModelError;
 
 /// transformers builds `q_a_layernorm` and `kv_a_layernorm` with the default eps, not
@@ -149,25 +150,24 @@ impl<'a> MlaAttention<'a> {
         })
     }
 
-    /// Attend for `t` tokens at positions `start_pos..start_pos + t`, appending their latents
-    /// to `cache` (which must hold exactly `start_pos` positions). `x` is the normed input
-    /// `[t, hidden]`; `rope` holds each token's cos/sin ([`RopeTable::cos_sin`]); returns
-    /// `[t, hidden]`.
+    /// Attend for the rows of `x` (the normed input `[T, hidden]`), which hold one or more
+    /// sequences one after another: `spans` gives each sequence's row count, first position
+    /// and cache (holding exactly `start_pos` positions; the rows' latents are appended).
+    /// `rope_cs` holds each row's cos/sin ([`RopeTable::cos_sin`]). Projections run once over
+    /// all rows; attention runs per sequence over its own cache. Returns `[T, hidden]`.
     pub fn forward(
         &self,
         x: &[f32],
-        start_pos: usize,
+        spans: &mut [SeqSpan<'_, LatentCache>],
         rope_table: &RopeTable,
         rope_cs: &[(Vec<f32>, Vec<f32>)],
-        cache: &mut LatentCache,
         threads: usize,
     ) -> Vec<f32> {
         let (n, dn, dr, dv, r_kv) = (self.n_heads, self.dn, self.dr, self.dv, self.r_kv);
         let qk = dn + dr;
-        let t = x.len() / self.kv_a.cols();
         let interleaved = rope_table.interleaved();
 
-        // Queries [t, n, dn + dr].
+        // Queries [T, n, dn + dr].
         let mut q = match &self.q {
             QProj::LowRank { a, norm: w, b } => {
                 let mut qa = a.forward(x, threads);
@@ -179,29 +179,39 @@ impl<'a> MlaAttention<'a> {
             QProj::Direct(p) => p.forward(x, threads),
         };
 
-        // Latent and shared rope key [t, r_kv + dr] → cache.
+        // Latent and shared rope key [T, r_kv + dr] → each sequence's cache.
         let kv = self.kv_a.forward(x, threads);
-        for (i, row) in kv.chunks_exact(r_kv + dr).enumerate() {
-            let (cos, sin) = &rope_cs[i];
-            let mut c = row[..r_kv].to_vec();
-            norm::rmsnorm_inplace(&mut c, &self.kv_norm, LATENT_NORM_EPS);
-            let mut k = row[r_kv..].to_vec();
-            rope::rope_inplace(&mut k, cos, sin, interleaved);
-            cache.latent.extend_from_slice(&c);
-            cache.rope_key.extend_from_slice(&k);
-            for h in 0..n {
-                let qr = &mut q[(i * n + h) * qk + dn..(i * n + h + 1) * qk];
-                rope::rope_inplace(qr, cos, sin, interleaved);
+        let mut rows = kv.chunks_exact(r_kv + dr).enumerate();
+        for span in spans.iter_mut() {
+            for (i, row) in rows.by_ref().take(span.len) {
+                let (cos, sin) = &rope_cs[i];
+                let mut c = row[..r_kv].to_vec();
+                norm::rmsnorm_inplace(&mut c, &self.kv_norm, LATENT_NORM_EPS);
+                let mut k = row[r_kv..].to_vec();
+                rope::rope_inplace(&mut k, cos, sin, interleaved);
+                span.cache.latent.extend_from_slice(&c);
+                span.cache.rope_key.extend_from_slice(&k);
+                for h in 0..n {
+                    let qr = &mut q[(i * n + h) * qk + dn..(i * n + h + 1) * qk];
+                    rope::rope_inplace(qr, cos, sin, interleaved);
+                }
             }
         }
 
-        // Per head: absorb W_UK_h into the query, attend over latents, apply W_UV_h. Heads
-        // are independent: split them over threads when there is enough work.
-        let work = n * t * (start_pos + t) * (r_kv + dr);
-        let cache: &LatentCache = cache;
-        let heads_out = for_head_ranges(n, t, dv, work, threads, |heads| {
-            self.attend_heads(&q, t, start_pos, heads, cache)
-        });
+        // Per sequence and head: absorb W_UK_h into the query, attend over latents, apply
+        // W_UV_h. Heads are independent: split them over threads when there is enough work.
+        let mut heads_out = Vec::with_capacity(q.len() / qk * dv);
+        let mut row = 0;
+        for span in spans.iter() {
+            let (t, start_pos) = (span.len, span.start_pos);
+            let qs = &q[row * n * qk..(row + t) * n * qk];
+            let work = n * t * (start_pos + t) * (r_kv + dr);
+            let cache: &LatentCache = span.cache;
+            heads_out.extend(for_head_ranges(n, t, dv, work, threads, |heads| {
+                self.attend_heads(qs, t, start_pos, heads, cache)
+            }));
+            row += t;
+        }
         self.o.forward(&heads_out, threads)
     }
 

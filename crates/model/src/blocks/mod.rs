@@ -13,3 +13,15 @@ mod heads;
 pub mod linear;
 pub mod mla;
 pub mod rope;
+
+/// One sequence's rows in a batched attention call: rows `len` of the stacked input, at
+/// positions `start_pos..start_pos + len`, attending over (and appended to) `cache`.
+#[derive(Debug)]
+pub struct SeqSpan<'c, C> {
+    /// Position of the first row (the cache holds exactly this many positions).
+    pub start_pos: usize,
+    /// Rows (tokens) of this sequence.
+    pub len: usize,
+    /// The sequence's cache of this layer.
+    pub cache: &'c mut C,
+}
