@@ -1,5 +1,6 @@
 //! The `frugal` command line: a thin layer over the engine.
 
+mod bench;
 mod chat;
 mod default_model;
 mod experts;
@@ -58,6 +59,8 @@ enum Command {
         #[arg(long)]
         quant: Option<String>,
     },
+    /// Measure speed (prompt and generation tokens/s, like llama-bench) or memory bandwidth.
+    Bench(bench::BenchArgs),
     /// Serve the OpenAI API (chat, completions, models) and a chat page over HTTP.
     Serve(serve::ServeArgs),
     /// Download a model from the Hugging Face hub into the local hub cache.
@@ -83,6 +86,7 @@ fn main() {
             threads,
             quant,
         } => logits::run(&model, &tokens, chunk, threads, quant.as_deref()),
+        Command::Bench(args) => bench::run(&args),
         #[cfg(feature = "pull")]
         Command::Pull(args) => pull::run(&args),
         Command::Quantize(args) => quantize::run(&args),

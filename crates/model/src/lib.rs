@@ -3,6 +3,7 @@
 //! Architectures assembled from blocks: GQA or MLA attention, dense or MoE feed-forward with
 //! pluggable routers.
 //!
+//! - [`active`]: weight bytes one decode step reads (for bandwidth figures).
 //! - [`params`]: each architecture's tensor plan, from which parameter counts and KV cache sizes
 //!   follow.
 //! - [`blocks`]: linear layers over mapped weights, rope tables, MLA, GQA, MLP/MoE.
@@ -17,6 +18,7 @@
 //! - [`quantized_weights`]: quantize on load (a safetensors model run with quantized matrices).
 #![deny(missing_docs)]
 
+pub mod active;
 mod batch;
 pub mod blocks;
 mod error;

@@ -1,7 +1,10 @@
-//! Attention heads are independent: compute ranges of them on several threads and interleave
+//! Attention heads are independent: compute ranges of them on several threads (the shared
+//! [`ThreadPool`]) and interleave
 //! the results back into `[t, n_heads, d]`. Shared by GQA and MLA.
 
 use std::ops::Range;
+
+use frugal_kernels::pool::ThreadPool;
 
 use super::linear::PARALLEL_MIN_WORK;
 
@@ -19,6 +22,7 @@ pub(crate) fn for_head_ranges<F>(
 where
     F: Fn(Range<usize>) -> Vec<f32> + Sync,
 {
+    let pool = ThreadPool::global(threads);
     let threads = if work < PARALLEL_MIN_WORK {
         1
     } else {
@@ -28,18 +32,13 @@ where
         return attend(0..n);
     }
     let per = n.div_ceil(threads);
-    let attend = &attend;
-    let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|i| (i * per).min(n)..((i + 1) * per).min(n))
-            .filter(|r| !r.is_empty())
-            .map(|r| s.spawn(move || (r.start, attend(r))))
-            .collect();
-        handles
-            .into_iter()
-            // OK because a panic in a worker is a bug; re-raise it here.
-            .map(|h| h.join().expect("attention worker panicked"))
-            .collect()
+    let ranges: Vec<Range<usize>> = (0..threads)
+        .map(|i| (i * per).min(n)..((i + 1) * per).min(n))
+        .filter(|r| !r.is_empty())
+        .collect();
+    let parts: Vec<(usize, Vec<f32>)> = pool.map(ranges.len(), |i| {
+        let r = ranges[i].clone();
+        (r.start, attend(r))
     });
     // Each part is [t, heads in its range, d]; place it into [t, n, d].
     let mut out = vec![0.0f32; t * n * d];

@@ -14,19 +14,22 @@
 //! bytes, x)`, the fused dot product with f32 activations (weights dequantized exactly,
 //! activations never rounded), which is what transformers computes on the dequantized weights.
 //!
-//! Large products are split over threads by ranges of rows (`std::thread::scope`); each output
+//! Large products are split over threads by ranges of rows (the persistent
+//! [`frugal_kernels::pool::ThreadPool`]); each output
 //! value is one row's dot product, so the result does not depend on the thread count.
 
 use std::ops::Range;
 
 use frugal_formats::{DType, TensorSource, TensorView};
 use frugal_kernels::cpu::Isa;
+use frugal_kernels::pool::ThreadPool;
 use frugal_kernels::quant::{self, ActFormat, QuantType, QuantizedActs};
 use frugal_kernels::{convert, matmul};
 
 use crate::ModelError;
 
-/// Below this many multiply-adds a product runs on the calling thread: spawning costs more.
+/// Below this many multiply-adds a product runs on the calling thread: handing it to the
+/// pool costs more.
 pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 /// How a weight's elements are stored.
@@ -343,6 +346,7 @@ impl<'a> Linear<'a> {
         let x = &self.input(x);
         let mut y = vec![0.0f32; t * self.rows];
         let work = t * self.rows * self.cols;
+        let pool = ThreadPool::global(threads);
         let threads = if work < PARALLEL_MIN_WORK {
             1
         } else {
@@ -358,20 +362,8 @@ impl<'a> Linear<'a> {
             .map(|i| (i * per).min(self.rows)..((i + 1) * per).min(self.rows))
             .filter(|r| !r.is_empty())
             .collect();
-        let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
-            let handles: Vec<_> = ranges
-                .iter()
-                .map(|r| {
-                    let r = r.clone();
-                    s.spawn(move || self.rows_product(x, t, r))
-                })
-                .collect();
-            handles
-                .into_iter()
-                // OK because a panic in a worker is a bug; re-raise it here.
-                .map(|h| h.join().expect("linear worker panicked"))
-                .collect()
-        });
+        let parts: Vec<Vec<f32>> =
+            pool.map(ranges.len(), |i| self.rows_product(x, t, ranges[i].clone()));
         for (part, r) in parts.iter().zip(&ranges) {
             scatter(part, r.clone(), self.rows, &mut y);
         }

@@ -1,0 +1,406 @@
+//! `frugal bench`: speed in tokens per second, in the manner of llama.cpp's `llama-bench`, and
+//! the machine's memory read bandwidth that bounds it.
+//!
+//! - Prompt processing (`ppP`): `P` random token ids prefilled as one batch into an empty cache;
+//!   `P / seconds`.
+//! - Text generation (`tgN`): `N` decode steps of one random token each, from an empty cache;
+//!   `N / seconds`. Like llama-bench, no sampling: each step computes the last position's logits.
+//!
+//! Each test runs once untimed (warm-up: pages of the mapped file come into memory), then
+//! `-r` times; the mean and sample standard deviation of the per-repetition tokens/s are shown.
+//!
+//! Decoding one token reads the active weights once (attention, dense and shared FFNs, norms,
+//! routers, the LM head, one embedding row, and `k` of `E` routed experts per MoE layer; see
+//! [`frugal_model::active`]), so tg tokens/s × active bytes is the weight bandwidth achieved;
+//! it is set against the read bandwidth measured here at the same thread count (`--memory`
+//! alone prints that bandwidth for 1..N threads).
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use frugal_kernels::pool::ThreadPool;
+use frugal_model::active::active_bytes;
+use frugal_model::{KvCache, Model};
+
+use crate::load::open_model;
+
+/// `frugal bench` options.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// A model folder, a GGUF file, or ORG/NAME in the local Hugging Face cache (default: the
+    /// embedded model).
+    #[arg(long)]
+    model: Option<String>,
+    /// Prompt tokens prefilled per repetition (0: no pp test).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Tokens generated per repetition (0: no tg test).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    reps: usize,
+    /// Threads (default: available parallelism). With --memory: the largest count measured.
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Measure memory read bandwidth at 1..=threads threads instead of running a model.
+    #[arg(long)]
+    memory: bool,
+    /// Size of the array read by the bandwidth test, in MiB (well above the last-level cache).
+    #[arg(long, default_value_t = 1024)]
+    memory_mib: usize,
+    /// Use this read bandwidth (GB/s) for the fraction instead of measuring it.
+    #[arg(long)]
+    bandwidth: Option<f64>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run the command.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let threads = match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(t) => t,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    if args.memory_mib == 0 {
+        bail!("--memory-mib must be at least 1");
+    }
+    if args.memory {
+        return memory(args, threads);
+    }
+    if args.reps == 0 {
+        bail!("--repetitions must be at least 1");
+    }
+    if args.n_prompt == 0 && args.n_gen == 0 {
+        bail!("nothing to measure: -p and -n are both 0");
+    }
+    if args.bandwidth.is_some_and(|b| b.is_nan() || b <= 0.0) {
+        bail!("--bandwidth must be a positive number of GB/s");
+    }
+    model(args, threads)
+}
+
+/// Mean and sample standard deviation.
+fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// One test's results.
+#[derive(serde::Serialize)]
+struct TestResult {
+    /// `pp512`, `tg128`.
+    test: String,
+    tokens: usize,
+    /// Tokens/s of each repetition.
+    samples: Vec<f64>,
+    mean: f64,
+    sd: f64,
+}
+
+impl TestResult {
+    fn new(test: String, tokens: usize, seconds: &[f64]) -> Self {
+        let samples: Vec<f64> = seconds.iter().map(|s| tokens as f64 / s).collect();
+        let (mean, sd) = mean_sd(&samples);
+        TestResult {
+            test,
+            tokens,
+            samples,
+            mean,
+            sd,
+        }
+    }
+}
+
+/// Random token ids (a fixed-seed xorshift: runs are comparable, no token is special-cased).
+struct Tokens(u64);
+
+impl Tokens {
+    fn next(&mut self, vocab: usize) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % vocab as u64) as u32
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ModelReport {
+    model: String,
+    architecture: String,
+    threads: usize,
+    weight_bytes: u64,
+    active: ActiveJson,
+    tests: Vec<TestResult>,
+    /// tg tokens/s × active bytes per token.
+    tg_weight_gbs: Option<f64>,
+    memory_read_gbs: Option<f64>,
+    /// `tg_weight_gbs / memory_read_gbs`.
+    bandwidth_fraction: Option<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct ActiveJson {
+    per_token: u64,
+    embedding_row: u64,
+    lm_head: u64,
+    routed_experts: u64,
+    dense: u64,
+}
+
+fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
+    let spec = match &args.model {
+        Some(m) => m.clone(),
+        None => crate::default_model::path()?.to_string_lossy().into_owned(),
+    };
+    let files = open_model(&spec)?;
+    let config = files.config()?;
+    let mut model = Model::load(&files).with_context(|| format!("loading {spec}"))?;
+    model.set_threads(threads);
+    let vocab = model.vocab_size();
+    let max_pos = config.max_position_embeddings;
+    if args.n_prompt.max(args.n_gen) > max_pos {
+        bail!(
+            "-p/-n of {} is past the model's {max_pos} positions",
+            args.n_prompt.max(args.n_gen)
+        );
+    }
+    let infos = files
+        .tensors()
+        .map(|t| t.tensor_infos())
+        .unwrap_or_default();
+    let active = active_bytes(&config, &infos);
+
+    let mut tokens = Tokens(0x9E37_79B9_7F4A_7C15);
+    let mut tests = Vec::new();
+    // Progress on a terminal only: `\r` rewrites one line.
+    let tty = std::io::stderr().is_terminal();
+    let progress = |what: &str| {
+        if tty {
+            eprint!("\r{what:30}");
+        }
+    };
+    if args.n_prompt > 0 {
+        let mut secs = Vec::new();
+        for rep in 0..=args.reps {
+            progress(&format!("pp{} {rep}/{}", args.n_prompt, args.reps));
+            let ids: Vec<u32> = (0..args.n_prompt).map(|_| tokens.next(vocab)).collect();
+            let mut cache = KvCache::new(&model);
+            let t0 = Instant::now();
+            model.forward_last(&ids, 0, &mut cache)?;
+            // Repetition 0 is the warm-up.
+            if rep > 0 {
+                secs.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        tests.push(TestResult::new(
+            format!("pp{}", args.n_prompt),
+            args.n_prompt,
+            &secs,
+        ));
+    }
+    let mut tg = None;
+    if args.n_gen > 0 {
+        let mut secs = Vec::new();
+        for rep in 0..=args.reps {
+            progress(&format!("tg{} {rep}/{}", args.n_gen, args.reps));
+            let mut cache = KvCache::new(&model);
+            // Warm-up: one step, as llama-bench does.
+            let steps = if rep == 0 { 1 } else { args.n_gen };
+            let t0 = Instant::now();
+            for pos in 0..steps {
+                model.forward_last(&[tokens.next(vocab)], pos, &mut cache)?;
+            }
+            if rep > 0 {
+                secs.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        let r = TestResult::new(format!("tg{}", args.n_gen), args.n_gen, &secs);
+        tg = Some(r.mean);
+        tests.push(r);
+    }
+    progress("");
+
+    let tg_weight_gbs = tg.map(|tps| tps * active.per_token() as f64 / 1e9);
+    let memory_read_gbs = match (args.bandwidth, tg) {
+        (Some(b), _) => Some(b),
+        (None, Some(_)) => {
+            progress("measuring memory bandwidth");
+            let b = read_bandwidth(threads, args.memory_mib << 20, 3).best_gbs;
+            progress("");
+            Some(b)
+        }
+        (None, None) => None,
+    };
+    let report = ModelReport {
+        model: spec,
+        architecture: config.architecture.to_string(),
+        threads,
+        weight_bytes: active.total,
+        active: ActiveJson {
+            per_token: active.per_token(),
+            embedding_row: active.embedding_row,
+            lm_head: active.lm_head,
+            routed_experts: active.routed_experts,
+            dense: active.dense,
+        },
+        tests,
+        tg_weight_gbs,
+        memory_read_gbs,
+        bandwidth_fraction: tg_weight_gbs.zip(memory_read_gbs).map(|(a, b)| a / b),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "model: {} ({}, {} of weights)",
+        report.model,
+        report.architecture,
+        human(report.weight_bytes)
+    );
+    println!("threads: {threads}");
+    println!("{:>8}  {:>18}", "test", "t/s");
+    for t in &report.tests {
+        println!("{:>8}  {:>10.2} ± {:<6.2}", t.test, t.mean, t.sd);
+    }
+    println!(
+        "active bytes per token: {} (attention, dense and shared FFN, norms {}; routed \
+         experts {}; lm_head {}; embedding row {})",
+        human(active.per_token()),
+        human(active.dense),
+        human(active.routed_experts),
+        human(active.lm_head),
+        human(active.embedding_row),
+    );
+    if let (Some(w), Some(m)) = (report.tg_weight_gbs, report.memory_read_gbs) {
+        println!(
+            "tg weight traffic: {w:.2} GB/s = {:.0}% of the read bandwidth {m:.2} GB/s \
+             ({threads} thread{})",
+            100.0 * w / m,
+            if threads == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
+/// `1.23 GB`, `45.6 MB`, `7.8 kB`.
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.1} kB", b / 1e3)
+    }
+}
+
+/// Read bandwidth at one thread count.
+#[derive(serde::Serialize)]
+struct Bandwidth {
+    threads: usize,
+    /// The fastest pass (as STREAM reports).
+    best_gbs: f64,
+    mean_gbs: f64,
+}
+
+fn memory(args: &BenchArgs, max_threads: usize) -> anyhow::Result<()> {
+    let bytes = args.memory_mib << 20;
+    let results: Vec<Bandwidth> = (1..=max_threads)
+        .map(|t| read_bandwidth(t, bytes, args.reps.max(2)))
+        .collect();
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            bytes: usize,
+            read: &'a [Bandwidth],
+        }
+        println!(
+            "{}",
+            serde_json::to_string(&Out {
+                bytes,
+                read: &results
+            })?
+        );
+        return Ok(());
+    }
+    println!("memory read bandwidth ({} MiB array)", args.memory_mib);
+    println!("{:>8}  {:>10}  {:>10}", "threads", "best GB/s", "mean GB/s");
+    for r in &results {
+        println!(
+            "{:>8}  {:>10.2}  {:>10.2}",
+            r.threads, r.best_gbs, r.mean_gbs
+        );
+    }
+    Ok(())
+}
+
+/// Sum of `data` in 8 independent lanes (vectorisable; each load is used once).
+fn sum_lanes(data: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    let chunks = data.chunks_exact(8);
+    let tail: u64 = chunks.remainder().iter().fold(0, |a, &x| a.wrapping_add(x));
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.wrapping_add(x);
+        }
+    }
+    acc.iter().fold(tail, |a, &x| a.wrapping_add(x))
+}
+
+/// STREAM-like read test: `passes` timed sums of a `bytes` array split over `threads` threads
+/// of the process pool (in 4 MiB pieces, claimed dynamically), after one untimed pass.
+fn read_bandwidth(threads: usize, bytes: usize, passes: usize) -> Bandwidth {
+    const PIECE: usize = (4 << 20) / 8;
+    // Non-zero contents: the pages are really allocated, not the shared zero page.
+    let data: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    let pool = ThreadPool::global(threads);
+    let pieces: Vec<&[u64]> = data.chunks(PIECE).collect();
+    let mut gbs = Vec::with_capacity(passes);
+    for pass in 0..=passes {
+        let t0 = Instant::now();
+        let sums = pool.map(pieces.len(), |i| sum_lanes(pieces[i]));
+        let s = t0.elapsed().as_secs_f64();
+        // Keep the sums observable so the reads cannot be optimised away.
+        std::hint::black_box(sums);
+        if pass > 0 {
+            gbs.push(data.len() as f64 * 8.0 / s / 1e9);
+        }
+    }
+    let (mean, _) = mean_sd(&gbs);
+    Bandwidth {
+        threads,
+        best_gbs: gbs.iter().cloned().fold(0.0, f64::max),
+        mean_gbs: mean,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_sum_like_a_plain_sum() {
+        let v: Vec<u64> = (0..1003).map(|i| i * 2_654_435_761).collect();
+        let plain = v.iter().fold(0u64, |a, &x| a.wrapping_add(x));
+        assert_eq!(sum_lanes(&v), plain);
+    }
+
+    #[test]
+    fn mean_and_sample_sd() {
+        let (m, s) = mean_sd(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert_eq!(m, 5.0);
+        // Sample variance: 32 / 7.
+        assert!((s - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
+    }
+}

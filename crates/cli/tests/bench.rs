@@ -1,0 +1,137 @@
+//! `frugal bench`: the report's structure and its byte counts (no timing is asserted: speeds
+//! are only checked to be measured, i.e. positive and finite).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn frugal(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args)
+        .output()
+        .expect("running frugal")
+}
+
+#[test]
+fn reports_both_tests_and_active_bytes() {
+    // llama.cpp's own conversion of the DeepSeek-V2-Lite fixture: vocab 512, hidden 32,
+    // 27 layers (1 dense), 8 routed experts of FFN 16 with 3 used, all F32.
+    let path =
+        frugal_testdata::fixtures_dir().join("gguf/deepseek-v2-lite/deepseek-v2-lite-F32.gguf");
+    let out = frugal(&[
+        "bench",
+        "--model",
+        path.to_str().unwrap(),
+        "-p",
+        "3",
+        "-n",
+        "2",
+        "-r",
+        "2",
+        "--threads",
+        "2",
+        "--bandwidth",
+        "10",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let tests = r["tests"].as_array().unwrap();
+    let names: Vec<&str> = tests.iter().map(|t| t["test"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pp3", "tg2"]);
+    for t in tests {
+        let samples: Vec<f64> = t["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(samples.len(), 2);
+        assert!(samples.iter().all(|s| s.is_finite() && *s > 0.0));
+        let mean = samples.iter().sum::<f64>() / 2.0;
+        assert!((t["mean"].as_f64().unwrap() - mean).abs() <= 1e-9 * mean);
+    }
+    // Bytes by hand from the fixture's shapes (f32): one embedding row; the whole LM head;
+    // 26 MoE layers × 3 stacked expert tensors of 8 × 16 × 32, of which 3/8 are read.
+    let a = &r["active"];
+    assert_eq!(a["embedding_row"], 32 * 4);
+    assert_eq!(a["lm_head"], 512 * 32 * 4);
+    assert_eq!(a["routed_experts"], 26 * 3 * (8 * 16 * 32 * 4) * 3 / 8);
+    let per_token = a["per_token"].as_u64().unwrap();
+    assert_eq!(
+        per_token,
+        ["embedding_row", "lm_head", "routed_experts", "dense"]
+            .iter()
+            .map(|k| a[k].as_u64().unwrap())
+            .sum::<u64>()
+    );
+    let tg = tests[1]["mean"].as_f64().unwrap();
+    let gbs = r["tg_weight_gbs"].as_f64().unwrap();
+    assert!((gbs - tg * per_token as f64 / 1e9).abs() <= 1e-9 * gbs);
+    assert_eq!(r["memory_read_gbs"], 10.0);
+    assert!((r["bandwidth_fraction"].as_f64().unwrap() - gbs / 10.0).abs() <= 1e-12);
+}
+
+#[test]
+fn memory_test_reports_each_thread_count() {
+    let out = frugal(&[
+        "bench",
+        "--memory",
+        "--threads",
+        "2",
+        "--memory-mib",
+        "8",
+        "-r",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["bytes"], 8 << 20);
+    let read = r["read"].as_array().unwrap();
+    let threads: Vec<u64> = read
+        .iter()
+        .map(|b| b["threads"].as_u64().unwrap())
+        .collect();
+    assert_eq!(threads, [1, 2]);
+    for b in read {
+        let best = b["best_gbs"].as_f64().unwrap();
+        assert!(best.is_finite() && best > 0.0 && best >= b["mean_gbs"].as_f64().unwrap());
+    }
+}
+
+#[test]
+fn bad_arguments_are_named() {
+    for (args, expect) in [
+        (
+            &["bench", "--threads", "0"][..],
+            "--threads must be at least 1",
+        ),
+        (
+            &["bench", "-r", "0"][..],
+            "--repetitions must be at least 1",
+        ),
+        (&["bench", "-p", "0", "-n", "0"][..], "nothing to measure"),
+        (
+            &["bench", "--bandwidth=-1"][..],
+            "--bandwidth must be a positive",
+        ),
+        (
+            &["bench", "--model", "/nonexistent/model.gguf"][..],
+            "/nonexistent/model.gguf",
+        ),
+    ] {
+        let out = frugal(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+}

@@ -1,0 +1,465 @@
+//! A persistent, low-latency thread pool for the many small parallel steps of decoding.
+//!
+//! Decoding one token runs a few hundred matrix-vector products of tens of microseconds each.
+//! Spawning threads per product (`std::thread::scope`) costs tens of microseconds itself, and a
+//! general work-stealing pool adds allocation and queueing per call. This pool keeps its workers
+//! alive and hands them one job at a time:
+//!
+//! - A job is a borrowed closure `f(i)` over task indices `0..n`. The caller publishes it by
+//!   bumping an epoch counter, then works on tasks itself; every thread claims the next index
+//!   from one atomic counter, so uneven tasks balance out. No allocation happens per call.
+//! - After a job, a worker spins (polling the epoch) for [`SPIN`] before it parks on a condition
+//!   variable: back-to-back products find it awake, an idle process does not burn a core.
+//! - The call returns only after every worker has left the job, which is what makes lending
+//!   the closure's borrows (non-`'static` data) to other threads sound.
+//! - A panicking task stops the handing-out of further tasks; the first panic is re-raised on the
+//!   calling thread once all workers are done, and the pool stays usable.
+//! - A `parallel_for` made from inside a task (nested), runs serially on that thread. Calls from
+//!   several threads at once take turns.
+//!
+//! Which thread runs which task is not fixed, so callers make each task's result depend only on
+//! its index (as disjoint rows of a product do): the output is then the same for any number of
+//! threads.
+
+use std::any::Any;
+use std::cell::{Cell, UnsafeCell};
+use std::mem::MaybeUninit;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker polls for the next job before parking.
+pub const SPIN: Duration = Duration::from_micros(1000);
+
+thread_local! {
+    /// Set while this thread runs tasks of some pool: a nested call then runs serially.
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The job a pool holds before its first call.
+static NOOP: fn(usize) = |_| {};
+
+/// The job being run: a type-erased borrowed closure and its task count.
+#[derive(Clone, Copy)]
+struct Job {
+    /// Valid from publication until every worker has decremented `Shared::active`.
+    f: *const (dyn Fn(usize) + Sync),
+    n: usize,
+}
+
+/// State shared by the caller and the workers.
+struct Shared {
+    /// Written only by the (single, `call` locked) caller while no worker is in a job; read by
+    /// workers after they observe a new `epoch` (Acquire pairs with the caller's Release).
+    job: UnsafeCell<Job>,
+    /// Bumped once per job (and at shutdown).
+    epoch: AtomicUsize,
+    /// Next task index to hand out.
+    next: AtomicUsize,
+    /// Workers that have not yet finished the current job.
+    active: AtomicUsize,
+    /// The first panic of the current job, re-raised by the caller.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Workers parked (or about to park) on `wake`.
+    sleepers: AtomicUsize,
+    sleep: Mutex<()>,
+    wake: Condvar,
+    shutdown: AtomicBool,
+    /// Held for the duration of one job: calls from several threads take turns.
+    call: Mutex<()>,
+}
+
+// SAFETY: `job` is the only non-Sync field; its accesses are ordered by `epoch`/`active` as
+// described on the field (one writer while no reader can be active).
+unsafe impl Sync for Shared {}
+// SAFETY: the raw closure pointer is only dereferenced while the caller keeps it alive.
+unsafe impl Send for Shared {}
+
+/// A fixed set of worker threads plus the calling thread. See the module documentation.
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("threads", &self.threads())
+            .finish()
+    }
+}
+
+impl ThreadPool {
+    /// A pool running jobs on `threads` threads in all: the caller and `threads - 1` workers.
+    /// `threads` of 0 counts as 1 (no workers; every call runs serially).
+    pub fn new(threads: usize) -> Self {
+        let shared = Arc::new(Shared {
+            job: UnsafeCell::new(Job { f: &NOOP, n: 0 }),
+            epoch: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            panic: Mutex::new(None),
+            sleepers: AtomicUsize::new(0),
+            sleep: Mutex::new(()),
+            wake: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            call: Mutex::new(()),
+        });
+        let workers = (1..threads.max(1))
+            .map(|i| {
+                let s = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("frugal-pool-{i}"))
+                    .spawn(move || worker(&s))
+                    // OK because failing to start a thread at start-up is an unrecoverable
+                    // resource error (as in std::thread::spawn).
+                    .expect("starting a pool thread")
+            })
+            .collect();
+        ThreadPool { shared, workers }
+    }
+
+    /// The process-wide pool of `threads` threads (0 counts as 1), started on first use and
+    /// kept for the life of the process. Models call this with their configured thread count.
+    pub fn global(threads: usize) -> &'static ThreadPool {
+        static POOLS: OnceLock<Mutex<Vec<&'static ThreadPool>>> = OnceLock::new();
+        let threads = threads.max(1);
+        let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
+        // A poisoned list is still a valid list (pushes are the only writes).
+        let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pools.iter().find(|p| p.threads() == threads) {
+            return p;
+        }
+        let p: &'static ThreadPool = Box::leak(Box::new(ThreadPool::new(threads)));
+        pools.push(p);
+        p
+    }
+
+    /// Threads a job runs on, the caller included.
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Run `f(i)` for every `i` in `0..n_tasks`, spread over the pool's threads, and return
+    /// when all have finished. `f` may borrow from the caller. If a task panics, the remaining
+    /// unclaimed tasks are skipped and the panic is re-raised here.
+    pub fn parallel_for<F>(&self, n_tasks: usize, f: F)
+    where
+        F: Fn(usize) + Sync,
+    {
+        if n_tasks == 0 {
+            return;
+        }
+        if n_tasks == 1 || self.workers.is_empty() || IN_TASK.with(Cell::get) {
+            (0..n_tasks).for_each(f);
+            return;
+        }
+        let s = &*self.shared;
+        // A poisoned lock only means an earlier caller panicked after its job was complete.
+        let _turn = s.call.lock().unwrap_or_else(|e| e.into_inner());
+        let f: &(dyn Fn(usize) + Sync) = &f;
+        // SAFETY: only the lifetime is erased. The pointer is dereferenced by workers only
+        // between this publication and their `active` decrement, and this function does not
+        // return (nor unwind) before `active` is back to 0, so `f` outlives every use.
+        let f: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
+        // SAFETY: `active` is 0 (the previous call waited for it) so no worker reads `job`.
+        unsafe { *s.job.get() = Job { f, n: n_tasks } };
+        s.next.store(0, Ordering::Relaxed);
+        s.active.store(self.workers.len(), Ordering::Relaxed);
+        // SeqCst: pairs with the workers' `sleepers` increment so a wake-up is never lost.
+        s.epoch.fetch_add(1, Ordering::SeqCst);
+        if s.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            s.wake.notify_all();
+        }
+        run_tasks(s, Job { f, n: n_tasks });
+        let mut spins = 0u32;
+        while s.active.load(Ordering::Acquire) != 0 {
+            if spins < 1 << 12 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let panic = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
+    }
+
+    /// `(0..n_tasks).map(f).collect()`, with the calls spread over the pool (see
+    /// [`ThreadPool::parallel_for`]). One allocation: the result.
+    pub fn map<T, F>(&self, n_tasks: usize, f: F) -> Vec<T>
+    where
+        T: Send,
+        F: Fn(usize) -> T + Sync,
+    {
+        let mut out: Vec<MaybeUninit<T>> = Vec::with_capacity(n_tasks);
+        // SAFETY: MaybeUninit needs no initialisation; every slot is written below before
+        // being read (or the function unwinds, leaking the written ones).
+        unsafe { out.set_len(n_tasks) };
+        let slots = SendPtr(out.as_mut_ptr());
+        self.parallel_for(n_tasks, |i| {
+            let v = f(i);
+            // SAFETY: `i < n_tasks` and each index runs exactly once, so the writes are to
+            // distinct, in-bounds slots.
+            unsafe { slots.get().add(i).write(MaybeUninit::new(v)) };
+        });
+        // SAFETY: parallel_for returned normally, so all n_tasks slots were written.
+        let mut out = std::mem::ManuallyDrop::new(out);
+        unsafe { Vec::from_raw_parts(out.as_mut_ptr() as *mut T, n_tasks, out.capacity()) }
+    }
+
+    /// Call `f(i, chunk)` for the `chunk_len`-element chunks of `data` (the last may be
+    /// shorter), spread over the pool.
+    pub fn for_each_chunk_mut<T, F>(&self, data: &mut [T], chunk_len: usize, f: F)
+    where
+        T: Send,
+        F: Fn(usize, &mut [T]) + Sync,
+    {
+        assert!(chunk_len > 0, "for_each_chunk_mut: chunk_len is 0");
+        let len = data.len();
+        let base = SendPtr(data.as_mut_ptr());
+        self.parallel_for(len.div_ceil(chunk_len), |i| {
+            let start = i * chunk_len;
+            let end = (start + chunk_len).min(len);
+            // SAFETY: chunks for distinct `i` are disjoint ranges inside `data`, which is
+            // mutably borrowed for the whole call.
+            let chunk =
+                unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
+            f(i, chunk);
+        });
+    }
+}
+
+/// A raw pointer that tasks may share: each task touches a disjoint part of what it points to.
+struct SendPtr<T>(*mut T);
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
+// SAFETY: used only for disjoint writes, see the call sites.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        let s = &*self.shared;
+        s.shutdown.store(true, Ordering::SeqCst);
+        s.epoch.fetch_add(1, Ordering::SeqCst);
+        {
+            let _g = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            s.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            // A worker never panics (tasks are caught), so there is nothing to report.
+            let _ = w.join();
+        }
+    }
+}
+
+/// Claim and run tasks of `job` until none is left, catching a panic into `s.panic`.
+fn run_tasks(s: &Shared, job: Job) {
+    IN_TASK.with(|c| c.set(true));
+    // SAFETY: see `parallel_for`: the closure is alive until `active` reaches 0, which this
+    // thread's caller (or this worker's decrement after returning) has not yet allowed.
+    let f = unsafe { &*job.f };
+    let result = catch_unwind(AssertUnwindSafe(|| loop {
+        let i = s.next.fetch_add(1, Ordering::Relaxed);
+        if i >= job.n {
+            break;
+        }
+        f(i);
+    }));
+    IN_TASK.with(|c| c.set(false));
+    if let Err(p) = result {
+        // Stop handing out tasks; keep the first panic.
+        s.next.store(job.n, Ordering::Relaxed);
+        let mut slot = s.panic.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(p);
+        }
+    }
+}
+
+/// A worker: wait for a new epoch (spin, then park), run its job, report done; until shutdown.
+fn worker(s: &Shared) {
+    // The epoch the pool was created with, not the current one: a job published before this
+    // thread got to run must still be seen as new.
+    let mut seen = 0;
+    loop {
+        let start = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            let e = s.epoch.load(Ordering::Acquire);
+            if e != seen {
+                seen = e;
+                break;
+            }
+            polls += 1;
+            if polls & 63 != 0 || start.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Park. `sleepers` is raised before the epoch is re-checked (both SeqCst), so a
+            // caller either sees a sleeper and notifies under the lock, or we see its epoch.
+            let mut g = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            s.sleepers.fetch_add(1, Ordering::SeqCst);
+            while s.epoch.load(Ordering::SeqCst) == seen {
+                g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            s.sleepers.fetch_sub(1, Ordering::SeqCst);
+            drop(g);
+            seen = s.epoch.load(Ordering::Acquire);
+            break;
+        }
+        if s.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: the epoch changed (Acquire), so the caller's write of `job` is visible and
+        // it will not write again before this worker decrements `active`.
+        let job = unsafe { *s.job.get() };
+        run_tasks(s, job);
+        s.active.fetch_sub(1, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn every_task_runs_exactly_once() {
+        for threads in [1, 2, 3, 8] {
+            let pool = ThreadPool::new(threads);
+            for n in [0, 1, 2, 7, 100, 1000] {
+                let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                pool.parallel_for(n, |i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(
+                    hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                    "threads {threads}, n {n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn results_equal_serial() {
+        // A float reduction per task: each task's value is computed the same way whichever
+        // thread runs it, so the parallel result equals the serial one bit for bit.
+        let data: Vec<f32> = (0..10_000)
+            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3)
+            .collect();
+        let serial: Vec<f32> = data.chunks(97).map(|c| c.iter().sum()).collect();
+        for threads in [1, 2, 4, 7] {
+            let pool = ThreadPool::new(threads);
+            let chunks: Vec<&[f32]> = data.chunks(97).collect();
+            let par = pool.map(chunks.len(), |i| chunks[i].iter().sum::<f32>());
+            assert_eq!(
+                par.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                serial.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "threads {threads}"
+            );
+        }
+    }
+
+    #[test]
+    fn many_calls_back_to_back_and_after_parking() {
+        let pool = ThreadPool::new(3);
+        let total = AtomicU64::new(0);
+        for round in 0..2000u64 {
+            pool.parallel_for(5, |i| {
+                total.fetch_add(round * 5 + i as u64, Ordering::Relaxed);
+            });
+            if round == 1000 {
+                // Long enough for the workers to park.
+                std::thread::sleep(SPIN * 5);
+            }
+        }
+        let n = 2000 * 5;
+        assert_eq!(total.load(Ordering::Relaxed), (n * (n - 1) / 2) as u64);
+    }
+
+    #[test]
+    fn chunks_are_disjoint_and_complete() {
+        let pool = ThreadPool::new(4);
+        let mut v = vec![0usize; 1003];
+        pool.for_each_chunk_mut(&mut v, 10, |i, c| {
+            for (j, x) in c.iter_mut().enumerate() {
+                *x = i * 10 + j;
+            }
+        });
+        assert_eq!(v, (0..1003).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn panic_propagates_and_pool_survives() {
+        let pool = ThreadPool::new(3);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.parallel_for(64, |i| {
+                if i == 17 {
+                    panic!("task 17 failed");
+                }
+            })
+        }));
+        let msg = r.expect_err("the panic must reach the caller");
+        assert_eq!(msg.downcast_ref::<&str>(), Some(&"task 17 failed"));
+        // Still works, and the earlier panic is not reported again.
+        let sum = AtomicUsize::new(0);
+        pool.parallel_for(64, |i| {
+            sum.fetch_add(i, Ordering::Relaxed);
+        });
+        assert_eq!(sum.load(Ordering::Relaxed), 64 * 63 / 2);
+    }
+
+    #[test]
+    fn nested_calls_run_serially() {
+        let pool = ThreadPool::new(4);
+        let out = pool.map(8, |i| pool.map(8, |j| i * 8 + j).into_iter().sum::<usize>());
+        let expect: Vec<usize> = (0..8).map(|i| (0..8).map(|j| i * 8 + j).sum()).collect();
+        assert_eq!(out, expect);
+    }
+
+    #[test]
+    fn concurrent_callers_take_turns() {
+        let pool = ThreadPool::new(3);
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        pool.parallel_for(10, |i| {
+                            total.fetch_add(i, Ordering::Relaxed);
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 4 * 200 * 45);
+    }
+
+    #[test]
+    fn global_pool_is_shared_per_thread_count() {
+        let a = ThreadPool::global(2);
+        let b = ThreadPool::global(2);
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a.threads(), 2);
+        assert_eq!(ThreadPool::global(0).threads(), 1);
+    }
+}
