@@ -48,6 +48,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// The next 64 random bits.
+    #[allow(clippy::should_implement_trait)] // Infinite and never `None`: not an iterator.
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
