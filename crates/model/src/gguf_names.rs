@@ -36,6 +36,7 @@
 //! | `mlp.gate.e_score_correction_bias` | `exp_probs_b.bias` |
 //! | `mlp.shared_experts.{gate,up,down}_proj` | `ffn_{gate,up,down}_shexp` |
 //! | `mlp.experts.E.{gate,up,down}_proj`, `block_sparse_moe.experts.E.{w1,w3,w2}` | `ffn_{gate,up,down}_exps`\[E\] |
+//! | `mlp.experts.E.{gate,up}_proj` when merged | `ffn_gate_up_exps`\[E\], first / second half of its rows |
 
 use frugal_formats::{TensorSource, TensorView};
 
@@ -127,7 +128,27 @@ impl<'a> Weights<'a> for GgufNames<'a> {
 
     fn tensor(&self, name: &str) -> Option<TensorView<'a>> {
         let loc = gguf_location(name)?;
-        let mut t = self.inner.tensor(&loc.name)?;
+        // Some converters merge each layer's expert gate and up projections into one
+        // `ffn_gate_up_exps` `[E, 2·n_ff, cols]`: per expert its n_ff gate rows, then its n_ff
+        // up rows (llama.cpp's graph splits the product's first and second halves).
+        let (mut t, merged_half) = match self.inner.tensor(&loc.name) {
+            Some(t) => (t, None),
+            None if loc.expert.is_some() => {
+                let half = if loc.name.contains(".ffn_gate_exps.") {
+                    0
+                } else if loc.name.contains(".ffn_up_exps.") {
+                    1
+                } else {
+                    return None;
+                };
+                let merged = loc
+                    .name
+                    .replace(".ffn_gate_exps.", ".ffn_gate_up_exps.")
+                    .replace(".ffn_up_exps.", ".ffn_gate_up_exps.");
+                (self.inner.tensor(&merged)?, Some(half))
+            }
+            None => return None,
+        };
         let Some(e) = loc.expert else {
             if loc.name.ends_with("attn_k_b.weight") || loc.name.ends_with("attn_v_b.weight") {
                 // `[n_head, a, b]` → `[n_head · a, b]`: the same bytes.
@@ -146,11 +167,24 @@ impl<'a> Weights<'a> for GgufNames<'a> {
             return None;
         }
         let per = t.data.len() / n_exp;
+        let data = &t.data[e * per..(e + 1) * per];
+        let Some(half) = merged_half else {
+            return Some(TensorView {
+                name: t.name,
+                dtype: t.dtype,
+                shape: vec![rows, cols],
+                data,
+            });
+        };
+        // Whole rows of whole blocks: an even row count splits the bytes evenly.
+        if rows % 2 != 0 || per % 2 != 0 {
+            return None;
+        }
         Some(TensorView {
             name: t.name,
             dtype: t.dtype,
-            shape: vec![rows, cols],
-            data: &t.data[e * per..(e + 1) * per],
+            shape: vec![rows / 2, cols],
+            data: &data[half * per / 2..(half + 1) * per / 2],
         })
     }
 }
@@ -194,5 +228,86 @@ mod tests {
         );
         assert_eq!(loc("model.layers.x.mlp.gate.weight"), None);
         assert_eq!(loc("model.layers.1.mlp.experts.2.w9.weight"), None);
+    }
+
+    /// llama.cpp's DeepSeek-V3 Q4_K_M file with each layer's `ffn_gate_exps` and `ffn_up_exps`
+    /// merged into `ffn_gate_up_exps` (per expert: gate rows, then up rows), in memory.
+    struct Merged {
+        file: frugal_formats::gguf::GgufFile,
+        merged: std::collections::HashMap<String, (Vec<usize>, Vec<u8>)>,
+    }
+
+    impl TensorSource for Merged {
+        fn tensor_infos(&self) -> Vec<frugal_formats::TensorInfo> {
+            Vec::new()
+        }
+        fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
+            if name.contains("_exps.") && !name.contains("down") {
+                let (shape, data) = self.merged.get(name)?;
+                let t = self.file.tensor(&name.replace("gate_up", "gate"))?;
+                return Some(TensorView {
+                    name: t.name,
+                    dtype: t.dtype,
+                    shape: shape.clone(),
+                    data,
+                });
+            }
+            self.file.tensor(name)
+        }
+    }
+
+    #[test]
+    fn merged_gate_up_experts_split_into_gate_and_up() {
+        let path = frugal_testdata::fixtures_dir().join("gguf/deepseek-v3/deepseek-v3-Q4_K_M.gguf");
+        let file = frugal_formats::gguf::GgufFile::open(path).expect("committed fixture");
+        let mut merged = std::collections::HashMap::new();
+        for l in 0..8 {
+            let (Some(g), Some(u)) = (
+                file.tensor(&format!("blk.{l}.ffn_gate_exps.weight")),
+                file.tensor(&format!("blk.{l}.ffn_up_exps.weight")),
+            ) else {
+                continue;
+            };
+            let [n, rows, cols] = g.shape[..] else {
+                panic!("3-D")
+            };
+            let per = g.data.len() / n;
+            let mut data = Vec::new();
+            for e in 0..n {
+                data.extend_from_slice(&g.data[e * per..(e + 1) * per]);
+                data.extend_from_slice(&u.data[e * per..(e + 1) * per]);
+            }
+            merged.insert(
+                format!("blk.{l}.ffn_gate_up_exps.weight"),
+                (vec![n, 2 * rows, cols], data),
+            );
+        }
+        assert!(!merged.is_empty(), "the fixture has routed experts");
+        let m = Merged { file, merged };
+        let plain = GgufNames {
+            inner: &m.file,
+            exact_activations: false,
+        };
+        let split = GgufNames {
+            inner: &m,
+            exact_activations: false,
+        };
+        let mut checked = 0;
+        for l in 0..8 {
+            for e in 0..64 {
+                for proj in ["gate_proj", "up_proj"] {
+                    let name = format!("model.layers.{l}.mlp.experts.{e}.{proj}.weight");
+                    let Some(want) = plain.tensor(&name) else {
+                        continue;
+                    };
+                    let got = split.tensor(&name).expect("found in the merged tensor");
+                    assert_eq!(got.shape, want.shape, "{name}");
+                    assert_eq!(got.dtype, want.dtype, "{name}");
+                    assert!(got.data == want.data, "{name}: bytes differ");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 4, "{checked}");
     }
 }
