@@ -172,14 +172,44 @@ fn llama_q8_0() {
     check_quant("llama", "Q8_0", Some(SAME_CODES_TOL));
 }
 
-/// Positions 0..10 agree with llama.cpp to 1e-6, through every Q5_0 and Q8_0 matrix, so codes
-/// and kernels agree; some later positions (10..17, 19, 20, 22, 24, 26) differ by up to 0.115
-/// while the others stay at 1e-6: a per-position difference on llama.cpp's side not identified
-/// yet (llama Q8_0 and qwen2 Q4_K_M, the same tensor types, agree at every position). This
-/// bound only catches gross errors; the exact path is held to 1e-4 as everywhere.
+/// Where llama Q4_K_M's default path first parts from llama.cpp: position 10, layer 0.
+///
+/// Layer 0's `gate` and `up` at position 10 are Q5_0 products whose f32 block terms the two
+/// sides add in different orders, so they may differ by an ulp (as about half of all elements
+/// do). At one element both do, and `silu(gate)·up`, the value of largest magnitude of the third
+/// 32-value block of `ffn_down`'s input, comes out as -3.0221016 in llama.cpp and -3.0221024
+/// (3 ulps away) here. Its Q8_0 scale
+/// `d = amax/127` is then 0.023796076 vs 0.023796082 = 3119·2^-17, which is exactly halfway
+/// between two f16 values: llama.cpp stores f16 0.02379, we store (ties to even) 0.0238. That one
+/// f16 step in one block's scale moves position 10's residual by 3.8e-4 after layer 0; through
+/// layer 1's attention every later position sees it, and a later position's logits move (by up to
+/// 0.115) only where its own Q8_0 codes change: positions 18, 21, 23 and 25 still agree to 1e-6.
+/// llama.cpp gives bit-identical logits decoding this prompt one token at a time, with weight
+/// repacking off, or on 1 thread, so no other path of llama.cpp's is involved; its matrix
+/// products reproduce (to 1e-6) from its own inputs with the reference Q8_0 quantizer. Tie-level
+/// sensitivity, not a difference in method; the positions before it are held to the usual bound.
+const LLAMA_Q4_K_M_FIRST_TIE: usize = 10;
+
 #[test]
 fn llama_q4_k_m() {
-    check_quant("llama", "Q4_K_M", Some(0.2));
+    // The exact path (and the printed numbers) as for every quantized file.
+    check_quant("llama", "Q4_K_M", None);
+    let (fast, st) = run("llama", "Q4_K_M", FAST);
+    let lcpp = f32_tensor(&st, "logits");
+    let vocab = st.tensor("logits").unwrap().shape[1];
+    let before = LLAMA_Q4_K_M_FIRST_TIE * vocab;
+    let head = max_abs_diff(&fast[..before], &lcpp[..before]);
+    let all = max_abs_diff(&fast, &lcpp);
+    eprintln!("llama-Q4_K_M positions 0..{LLAMA_Q4_K_M_FIRST_TIE}: {head:.3e}, all: {all:.3e}");
+    assert!(
+        head <= SAME_CODES_TOL,
+        "llama-Q4_K_M quantized activations vs llama.cpp before the f16 tie: {head}"
+    );
+    // After the tie: one f16 step of one activation scale, amplified where codes flip.
+    assert!(
+        all <= 0.2,
+        "llama-Q4_K_M quantized activations vs llama.cpp: {all}"
+    );
 }
 
 #[test]
