@@ -178,9 +178,9 @@ fn llama_q8_0() {
 /// sides add in different orders, so they may differ by an ulp (as about half of all elements
 /// do). At one element both do, and `silu(gate)·up`, the value of largest magnitude of the third
 /// 32-value block of `ffn_down`'s input, comes out as -3.0221016 in llama.cpp and -3.0221024
-/// (3 ulps away) here. Its Q8_0 scale
-/// `d = amax/127` is then 0.023796076 vs 0.023796082 = 3119·2^-17, which is exactly halfway
-/// between two f16 values: llama.cpp stores f16 0.02379, we store (ties to even) 0.0238. That one
+/// (3 ulps away) here. Its Q8_0 scale `d = amax/127` is then 0.023796076 vs 0.023796082 =
+/// 3119·2^-17, which is exactly halfway between two f16 values: llama.cpp stores f16 0.02379, we
+/// store (ties to even) 0.0238. That one
 /// f16 step in one block's scale moves position 10's residual by 3.8e-4 after layer 0; through
 /// layer 1's attention every later position sees it, and a later position's logits move (by up to
 /// 0.115) only where its own Q8_0 codes change: positions 18, 21, 23 and 25 still agree to 1e-6.
