@@ -370,6 +370,29 @@ impl<'a> Linear<'a> {
         y
     }
 
+    /// `Y = X W[rows]^T` for a block of rows only, on the calling thread: `x` is `[t, cols]`,
+    /// the result `[t, rows.len()]`. A view of part of a stacked weight (one attention head's
+    /// slice of a per-head projection), computed as [`Linear::forward`] computes those rows
+    /// (quantized weights on the fast path: `x` quantized once here), with no weight copied.
+    /// The caller parallelises, e.g. over heads.
+    pub fn forward_rows(&self, rows: Range<usize>, x: &[f32]) -> Vec<f32> {
+        assert!(
+            rows.end <= self.rows && rows.start <= rows.end,
+            "{}: rows {rows:?} past {}",
+            self.name,
+            self.rows
+        );
+        assert_eq!(
+            x.len() % self.cols,
+            0,
+            "{}: input is not [t, {}]",
+            self.name,
+            self.cols
+        );
+        let t = x.len() / self.cols;
+        self.rows_product(&self.input(x), t, rows)
+    }
+
     /// The input of a product: `[t, cols]` f32 rows, and for quantized weights on the fast
     /// path each row quantized to the weight type's activation format.
     fn input<'x>(&self, x: &'x [f32]) -> Input<'x> {
@@ -567,6 +590,15 @@ mod tests {
         for name in ["f32", "bf16", "f16"] {
             let lin = Linear::load(&&m, name, rows, cols, 128).unwrap();
             assert_eq!(lin.forward(&x, 1), want, "{name}");
+            // A block of rows alone: those columns of the naive product.
+            let part = lin.forward_rows(1..4, &x);
+            for ti in 0..3 {
+                assert_eq!(
+                    part[ti * 3..(ti + 1) * 3],
+                    want[ti * rows + 1..ti * rows + 4],
+                    "{name} rows 1..4"
+                );
+            }
         }
     }
 
@@ -722,6 +754,16 @@ mod tests {
             moved = moved.max((a - e).abs());
         }
         assert!(moved > 0.0, "activations were not quantized");
+        // Rows 2..5 alone quantize x the same way: the same columns of the Q8_0-step product.
+        let part = lin.forward_rows(2..5, &x);
+        for ti in 0..3 {
+            for (a, b) in part[ti * 3..(ti + 1) * 3]
+                .iter()
+                .zip(&want_q[ti * rows + 2..ti * rows + 5])
+            {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+            }
+        }
         let mut dec = vec![0.0f32; 2 * cols];
         lin.decode_rows(2..4, &mut dec);
         assert_eq!(dec, wf[2 * cols..4 * cols]);

@@ -205,7 +205,8 @@ impl<'a> MlaAttention<'a> {
         for span in spans.iter() {
             let (t, start_pos) = (span.len, span.start_pos);
             let qs = &q[row * n * qk..(row + t) * n * qk];
-            let work = n * t * (start_pos + t) * (r_kv + dr);
+            // Attention over the cache plus the per-head W_UK / W_UV products.
+            let work = n * t * ((start_pos + t) * (r_kv + dr) + (dn + dv) * r_kv);
             let cache: &LatentCache = span.cache;
             heads_out.extend(for_head_ranges(n, t, dv, work, threads, |heads| {
                 self.attend_heads(qs, t, start_pos, heads, cache)
@@ -217,6 +218,14 @@ impl<'a> MlaAttention<'a> {
 
     /// Attention outputs `[t, heads.len(), dv]` of a range of heads for `t` queries `q`
     /// (`[t, n, dn + dr]`, rope applied) at positions `start_pos..`, over `cache`.
+    ///
+    /// The per-head products with `W_UK_h^T` and `W_UV_h` run on the weights as stored
+    /// ([`Linear::forward_rows`] over the head's rows: quantized weights use the integer dot
+    /// kernels, with `q_nope_h` and `o_lat_h` quantized to the weight's activation format
+    /// unless exact activations were asked for), so no weight is dequantized per token.
+    /// Only `kv_b_proj` (Hugging Face's joint layout, and older GGUF converters' `attn_kv_b`)
+    /// stores `W_UK_h` untransposed, so there its rows are decoded to f32 once per head and
+    /// call (shared by the call's `t` queries) to fold the queries.
     fn attend_heads(
         &self,
         q: &[f32],
@@ -229,55 +238,61 @@ impl<'a> MlaAttention<'a> {
         let qk = dn + dr;
         let nh = heads.len();
         let mut out = vec![0.0f32; t * nh * dv];
-        let mut w_uk = vec![0.0f32; dn * r_kv];
-        let mut w_uv = vec![0.0f32; dv * r_kv];
-        let mut q_lat = vec![0.0f32; r_kv];
-        let mut o_lat = vec![0.0f32; r_kv];
-        let mut w_uk_t = match self.kv_b {
-            KvB::Joint(_) => Vec::new(),
-            KvB::Split { .. } => vec![0.0f32; r_kv * dn],
+        let mut q_nope = vec![0.0f32; t * dn];
+        let mut o_lat = vec![0.0f32; t * r_kv];
+        let mut w_uk = match self.kv_b {
+            KvB::Joint(_) => vec![0.0f32; dn * r_kv],
+            KvB::Split { .. } => Vec::new(),
         };
         let mut scores = Vec::with_capacity(start_pos + t);
         for (j, h) in heads.enumerate() {
-            match &self.kv_b {
+            for (i, dst) in q_nope.chunks_exact_mut(dn).enumerate() {
+                dst.copy_from_slice(&q[(i * n + h) * qk..(i * n + h) * qk + dn]);
+            }
+            // q_lat = W_UK_h^T q_nope for every query: [t, r_kv].
+            let q_lat = match &self.kv_b {
+                // `k_b` holds W_UK_h^T: r_kv rows of length dn, a plain product.
+                KvB::Split { k_b, .. } => k_b.forward_rows(h * r_kv..(h + 1) * r_kv, &q_nope),
                 KvB::Joint(kv_b) => {
                     let base = h * (dn + dv);
                     kv_b.decode_rows(base..base + dn, &mut w_uk);
-                    kv_b.decode_rows(base + dn..base + dn + dv, &mut w_uv);
-                }
-                KvB::Split { k_b, v_b } => {
-                    k_b.decode_rows(h * r_kv..(h + 1) * r_kv, &mut w_uk_t);
-                    for (c, row) in w_uk_t.chunks_exact(dn).enumerate() {
-                        for (d, &v) in row.iter().enumerate() {
-                            w_uk[d * r_kv + c] = v;
+                    let mut q_lat = vec![0.0f32; t * r_kv];
+                    for (qn, ql) in q_nope.chunks_exact(dn).zip(q_lat.chunks_exact_mut(r_kv)) {
+                        for (d, row) in w_uk.chunks_exact(r_kv).enumerate() {
+                            matmul::axpy(qn[d], row, ql);
                         }
                     }
-                    v_b.decode_rows(h * dv..(h + 1) * dv, &mut w_uv);
+                    q_lat
                 }
-            }
+            };
             for i in 0..t {
-                let qh = &q[(i * n + h) * qk..(i * n + h + 1) * qk];
-                let (q_nope, q_rope) = qh.split_at(dn);
-                // q_lat = W_UK_h^T q_nope
-                q_lat.iter_mut().for_each(|v| *v = 0.0);
-                for (d, row) in w_uk.chunks_exact(r_kv).enumerate() {
-                    matmul::axpy(q_nope[d], row, &mut q_lat);
-                }
+                let q_rope = &q[(i * n + h) * qk + dn..(i * n + h + 1) * qk];
+                let ql = &q_lat[i * r_kv..(i + 1) * r_kv];
                 // Causal: token i sees every cached position up to its own.
                 let ctx = start_pos + i + 1;
                 scores.clear();
                 scores.extend((0..ctx).map(|s| {
                     let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
                     let k = &cache.rope_key[s * dr..(s + 1) * dr];
-                    (matmul::dot(&q_lat, c) + matmul::dot(q_rope, k)) * self.scale
+                    (matmul::dot(ql, c) + matmul::dot(q_rope, k)) * self.scale
                 }));
                 softmax::softmax_inplace(&mut scores);
-                o_lat.iter_mut().for_each(|v| *v = 0.0);
+                let ol = &mut o_lat[i * r_kv..(i + 1) * r_kv];
+                ol.iter_mut().for_each(|v| *v = 0.0);
                 for (s, &p) in scores.iter().enumerate() {
-                    matmul::axpy(p, &cache.latent[s * r_kv..(s + 1) * r_kv], &mut o_lat);
+                    matmul::axpy(p, &cache.latent[s * r_kv..(s + 1) * r_kv], ol);
                 }
-                let dst = &mut out[(i * nh + j) * dv..(i * nh + j + 1) * dv];
-                matmul::matvec(&w_uv, &o_lat, dst);
+            }
+            // o_h = W_UV_h o_lat for every query: [t, dv] (plain rows in both layouts).
+            let o = match &self.kv_b {
+                KvB::Split { v_b, .. } => v_b.forward_rows(h * dv..(h + 1) * dv, &o_lat),
+                KvB::Joint(kv_b) => {
+                    let base = h * (dn + dv);
+                    kv_b.forward_rows(base + dn..base + dn + dv, &o_lat)
+                }
+            };
+            for (i, oh) in o.chunks_exact(dv).enumerate() {
+                out[(i * nh + j) * dv..(i * nh + j + 1) * dv].copy_from_slice(oh);
             }
         }
         out
