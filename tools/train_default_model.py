@@ -17,7 +17,9 @@ Writes assets/default-model/ (config.json, generation_config.json, model.safeten
 tokenizer.json, tokenizer_config.json; each earlier phase's model goes to
 $FRUGAL_PHASE_OUT/phase{k}, default in the temp folder, for --resume) and assets/default-model/eval/greedy.json (1,000 held-out problems
 with transformers' greedy output, what frugal's tests compare against). Never edit those files
-by hand. This script is not part of fixtures/regenerate.sh: it trains for over an hour here.
+by hand. This script is not part of fixtures/regenerate.sh: it trains for about 25 minutes on a
+quiet two-core machine (0.26 s per step; a rerun reproduced the original log step for step
+through step 600) and over an hour on a busy one.
 
 The task. "What is 4821 + 377?" or "What is 377 - 4821?": operands 0..9999 (1 to 4 digits, each
 length equally likely), + or -, results may be negative. A few other phrasings ("Compute a + b.",
