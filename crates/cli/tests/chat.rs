@@ -180,7 +180,42 @@ struct Session<'a> {
     name: &'a str,
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    /// Starts `command` in a detached `columns`×50 session on a private server socket in
+    /// `dir` (the test touches no one else's tmux), and waits for the chat banner.
+    fn start(
+        tmux: &'a str,
+        dir: &std::path::Path,
+        name: &'a str,
+        columns: u32,
+        command: &str,
+    ) -> Self {
+        let session = Session {
+            tmux,
+            socket: dir.join("tmux.sock").display().to_string(),
+            name,
+        };
+        let columns = columns.to_string();
+        let out = session.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            &columns,
+            "-y",
+            "50",
+            command,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        session.wait_for("the banner", |s| s.contains("/help"));
+        session
+    }
+
     fn cmd(&self, args: &[&str]) -> Output {
         Command::new(self.tmux)
             .args(["-S", &self.socket])
@@ -238,29 +273,7 @@ fn terminal_chat_in_tmux() {
         env!("CARGO_BIN_EXE_frugal"),
         model()
     );
-    // A private server socket: the test touches no one else's tmux.
-    let session = Session {
-        tmux,
-        socket: dir.path().join("tmux.sock").display().to_string(),
-        name: "frugalchat",
-    };
-    let out = session.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        session.name,
-        "-x",
-        "200",
-        "-y",
-        "50",
-        &command,
-    ]);
-    assert!(
-        out.status.success(),
-        "tmux: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    session.wait_for("the banner", |s| s.contains("/help"));
+    let session = Session::start(tmux, dir.path(), "frugalchat", 200, &command);
     session.cmd(&["send-keys", "-t", session.name, "hi", "Enter"]);
     let screen = session.wait_for("the first answer", |s| s.matches("tok/s]").count() >= 1);
     let first = head(&one);
@@ -295,28 +308,7 @@ fn ctrl_c_stops_the_answer_and_the_session_continues() {
         env!("CARGO_BIN_EXE_frugal"),
         model()
     );
-    let session = Session {
-        tmux,
-        socket: dir.path().join("tmux.sock").display().to_string(),
-        name: "frugalctrlc",
-    };
-    let out = session.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        session.name,
-        "-x",
-        "200",
-        "-y",
-        "50",
-        &command,
-    ]);
-    assert!(
-        out.status.success(),
-        "tmux: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    session.wait_for("the banner", |s| s.contains("/help"));
+    let session = Session::start(tmux, dir.path(), "frugalctrlc", 200, &command);
     // The prompt is back when the last non-blank line is a bare `>` after `n` speed lines.
     let prompt_back = |s: &str, n: usize| -> bool {
         s.matches("tok/s").count() >= n
@@ -360,28 +352,7 @@ fn default_model_chat_in_tmux() {
         dir.path().display(),
         env!("CARGO_BIN_EXE_frugal"),
     );
-    let session = Session {
-        tmux,
-        socket: dir.path().join("tmux.sock").display().to_string(),
-        name: "frugaldefault",
-    };
-    let out = session.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        session.name,
-        "-x",
-        "120",
-        "-y",
-        "50",
-        &command,
-    ]);
-    assert!(
-        out.status.success(),
-        "tmux: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    session.wait_for("the banner", |s| s.contains("/help"));
+    let session = Session::start(tmux, dir.path(), "frugaldefault", 120, &command);
     session.cmd(&[
         "send-keys",
         "-t",

@@ -22,6 +22,41 @@ fn reference(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("reference.json")).expect("JSON")
 }
 
+/// `frugal run --format json` greedy on `r`'s prompt ids must generate transformers' ids;
+/// returns the JSON object.
+fn assert_greedy_tokens(
+    name: &str,
+    model: &std::path::Path,
+    r: &Value,
+    cache: &std::path::Path,
+) -> Value {
+    let max = r["max_new_tokens"].to_string();
+    let out = frugal(
+        &[
+            "run",
+            "--model",
+            model.to_str().expect("UTF-8"),
+            "--prompt-tokens",
+            &csv(&r["prompt_ids"]),
+            "--temperature",
+            "0",
+            "--max-tokens",
+            &max,
+            "--format",
+            "json",
+        ],
+        cache,
+    );
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(got["tokens"], r["greedy_new_ids"], "{name}");
+    got
+}
+
 fn csv(v: &Value) -> String {
     let ids: Vec<String> = v
         .as_array()
@@ -49,30 +84,7 @@ fn greedy_run_equals_transformers_generate() {
     ] {
         let r = reference(name);
         let model = frugal_testdata::fixtures_dir().join("models").join(name);
-        let max = r["max_new_tokens"].to_string();
-        let out = frugal(
-            &[
-                "run",
-                "--model",
-                model.to_str().expect("UTF-8"),
-                "--prompt-tokens",
-                &csv(&r["prompt_ids"]),
-                "--temperature",
-                "0",
-                "--max-tokens",
-                &max,
-                "--format",
-                "json",
-            ],
-            cache.path(),
-        );
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-        assert_eq!(got["tokens"], r["greedy_new_ids"], "{name}");
+        let got = assert_greedy_tokens(name, &model, &r, cache.path());
         assert_eq!(
             got["usage"]["prompt_tokens"],
             r["prompt_ids"].as_array().expect("ids").len()
@@ -254,29 +266,6 @@ fn greedy_run_on_gguf_equals_transformers_generate() {
             .join("gguf")
             .join(name)
             .join(format!("{name}-F32.gguf"));
-        let max = r["max_new_tokens"].to_string();
-        let out = frugal(
-            &[
-                "run",
-                "--model",
-                gguf.to_str().expect("UTF-8"),
-                "--prompt-tokens",
-                &csv(&r["prompt_ids"]),
-                "--temperature",
-                "0",
-                "--max-tokens",
-                &max,
-                "--format",
-                "json",
-            ],
-            cache.path(),
-        );
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-        assert_eq!(got["tokens"], r["greedy_new_ids"], "{name}");
+        assert_greedy_tokens(name, &gguf, &r, cache.path());
     }
 }

@@ -50,8 +50,20 @@ impl Isa {
         .into_iter()
     }
 
-    /// Whether this CPU can run kernels written for `self`.
+    /// Whether this CPU can run kernels written for `self`. The CPU is asked once; after that
+    /// this is one load and a bit test, cheap enough to call for every row.
     pub fn is_available(self) -> bool {
+        static MASK: OnceLock<u32> = OnceLock::new();
+        let mask = *MASK.get_or_init(|| {
+            Isa::all()
+                .filter(|i| i.ask_cpu())
+                .fold(0, |m, i| m | 1 << i as u32)
+        });
+        mask & (1 << self as u32) != 0
+    }
+
+    /// The CPU feature tests behind [`Isa::is_available`].
+    fn ask_cpu(self) -> bool {
         match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
@@ -62,13 +74,13 @@ impl Isa {
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
-                Isa::Avx2.is_available()
+                Isa::Avx2.ask_cpu()
                     && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vl")
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => Isa::Avx512.is_available() && is_x86_feature_detected!("avx512vnni"),
+            Isa::Avx512Vnni => Isa::Avx512.ask_cpu() && is_x86_feature_detected!("avx512vnni"),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]

@@ -26,7 +26,7 @@
 use frugal_kernels::cpu::Isa;
 use frugal_kernels::quant::dot::vec_dot;
 use frugal_kernels::quant::{dequantize_row, ActFormat, QuantBlock, QuantType, QuantizedActs};
-use frugal_testdata::Rng;
+use frugal_testdata::{f32s_le as f32s, Rng};
 use safetensors::SafeTensors;
 
 const LEGACY: [QuantType; 7] = [
@@ -228,13 +228,6 @@ fn simd_paths_match_the_scalar_reference() {
             .collect();
         eprintln!("{ty}: max |simd − scalar| / S: {}", report.join(", "));
     }
-}
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
 }
 
 #[test]

@@ -24,7 +24,7 @@ use frugal_kernels::cpu::Isa;
 use frugal_kernels::quant::{
     dequantize_row, dot::vec_dot, ActFormat, QuantBlock, QuantType, QuantizedActs,
 };
-use frugal_testdata::Rng;
+use frugal_testdata::{f32s_le as f32s, Rng};
 use safetensors::SafeTensors;
 
 const TYPES: [QuantType; 6] = [
@@ -206,13 +206,6 @@ fn scalar_matches_dequantized_f64_dot() {
         }
     }
     eprintln!("worst relative error vs dequantized f64: {worst:e}");
-}
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! - Truncated, overlong and not-whole-block inputs are errors for every type.
 
 use frugal_kernels::quant::{dequantize_row, vec_dot_row, QuantError, QuantType};
-use frugal_testdata::Rng;
+use frugal_testdata::{f32s_le as f32s, Rng};
 use safetensors::SafeTensors;
 
 /// Relative tolerance of the fused dot product, against `Σ|x|·max|w|` (see the module doc).
@@ -28,13 +28,6 @@ const SUPPORTED: [&str; 16] = [
 fn fixture() -> Vec<u8> {
     let path = frugal_testdata::fixtures_dir().join("quant/quant_refs.safetensors");
     std::fs::read(&path).unwrap_or_else(|e| panic!("{} is committed: {e}", path.display()))
-}
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
 }
 
 /// `(|a − b| / (Σ|x|·max|w|))`, with `b` the f64 dot of `w` and `x`.

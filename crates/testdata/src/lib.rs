@@ -74,3 +74,11 @@ impl Rng {
         ((self.next() as u16 & 1) << 15) | (exp << 10) | (self.next() as u16 & 0x3ff)
     }
 }
+
+/// Little-endian f32 bytes (a safetensors or GGUF F32 tensor's data) as values.
+pub fn f32s_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}

@@ -24,8 +24,6 @@ mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use std::sync::OnceLock;
-
 use crate::cpu::Isa;
 use crate::quant::act::BlockQ8_1;
 use crate::quant::fp4::{e8m0_to_f32_half, KVALUES_MXFP4};
@@ -88,16 +86,9 @@ fn dot<B: Block32>(isa: Isa, w: &[B], a: &[B::Act]) -> f32 {
     }
 }
 
-/// `isa` if this CPU runs it, else [`Isa::Scalar`]. [`Isa::is_available`] asks the CPU
-/// (several feature tests); this is one cached load, cheap enough for every row.
+/// `isa` if this CPU runs it, else [`Isa::Scalar`].
 fn available(isa: Isa) -> Isa {
-    static MASK: OnceLock<u32> = OnceLock::new();
-    let mask = *MASK.get_or_init(|| {
-        Isa::available()
-            .into_iter()
-            .fold(0, |m, i| m | 1 << i as u32)
-    });
-    if mask & (1 << isa as u32) != 0 {
+    if isa.is_available() {
         isa
     } else {
         Isa::Scalar
