@@ -17,6 +17,9 @@ use frugal_formats::config::{Architecture, Attention, ModelConfig, WeightQuantiz
 use frugal_formats::{ModelFiles, TensorSource};
 use frugal_kernels::norm;
 
+use std::sync::Arc;
+
+use crate::blocks::experts::{ExpertStore, RoutedExpert};
 use crate::blocks::ffn::{Mlp, Moe, Routing};
 use crate::blocks::gqa::{GqaAttention, KvHeads};
 use crate::blocks::linear::{load_f32_vec, Linear, Weights};
@@ -50,8 +53,8 @@ pub(crate) struct Layer<'a> {
     pub(crate) ffn: Ffn<'a>,
 }
 
-/// A loaded model of any supported family; weights stay in the mapped files of `ModelFiles`.
-#[derive(Debug)]
+/// A loaded model of any supported family; weights stay in the mapped files of `ModelFiles`
+/// (routed experts: or come from an [`ExpertStore`], [`Model::set_expert_store`]).
 pub struct Model<'a> {
     config: ModelConfig,
     embed: Linear<'a>,
@@ -61,6 +64,18 @@ pub struct Model<'a> {
     rope: RopeTable,
     eps: f32,
     threads: usize,
+    expert_store: Option<Arc<dyn ExpertStore + 'a>>,
+}
+
+impl std::fmt::Debug for Model<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .field("layers", &self.layers.len())
+            .field("threads", &self.threads)
+            .field("expert_store", &self.expert_store.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The former name of [`Model`], when only DeepSeek ran.
@@ -295,6 +310,7 @@ impl<'a> Model<'a> {
             lm_head,
             rope,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            expert_store: None,
         })
     }
 
@@ -305,6 +321,25 @@ impl<'a> Model<'a> {
             Attention::Mla(m) => [self.layers.len(), m.kv_lora_rank, m.qk_rope_head_dim],
             Attention::Gqa(g) => [self.layers.len(), g.num_kv_heads, g.head_dim],
         }
+    }
+
+    /// Take routed experts' weights from `store` from now on (`None`: from the mapped file
+    /// again). See [`crate::blocks::experts`].
+    pub fn set_expert_store(&mut self, store: Option<Arc<dyn ExpertStore + 'a>>) {
+        self.expert_store = store;
+    }
+
+    /// Every routed expert of every MoE layer, with where its bytes lie (for an
+    /// [`ExpertStore`] to read them itself).
+    pub fn routed_experts(&self) -> Vec<RoutedExpert<'a>> {
+        self.layers
+            .iter()
+            .filter_map(|layer| match &layer.ffn {
+                Ffn::Moe(moe) => Some(moe.routed_experts()),
+                Ffn::Dense(_) => None,
+            })
+            .flatten()
+            .collect()
     }
 
     /// Use up to `threads` threads for large matrix products (at least 1).
@@ -459,7 +494,7 @@ impl<'a> Model<'a> {
             let f = match &layer.ffn {
                 Ffn::Dense(mlp) => mlp.forward(&xn, threads),
                 Ffn::Moe(moe) => {
-                    let (out, routes) = moe.forward(&xn, threads);
+                    let (out, routes) = moe.forward(&xn, threads, self.expert_store.as_deref());
                     if let Some(tr) = trace.as_deref_mut() {
                         tr.routed.push((l, routes));
                     }

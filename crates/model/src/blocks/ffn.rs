@@ -21,6 +21,7 @@
 use frugal_formats::config::{MoeConfig, ScoringFunc, TopkMethod};
 use frugal_kernels::{activation, softmax};
 
+use super::experts::{ExpertStore, RoutedExpert};
 use super::linear::{load_f32_vec, Linear, Weights};
 use crate::ModelError;
 
@@ -96,6 +97,16 @@ impl<'a> Mlp<'a> {
             up: lin(names.up, inter, hidden)?,
             down: lin(names.down, hidden, inter)?,
         })
+    }
+
+    /// The gate, up and down projections.
+    pub(crate) fn projections(&self) -> [&Linear<'a>; 3] {
+        [&self.gate, &self.up, &self.down]
+    }
+
+    /// An MLP of these three projections.
+    pub(crate) fn from_projections(gate: Linear<'a>, up: Linear<'a>, down: Linear<'a>) -> Self {
+        Mlp { gate, up, down }
     }
 
     /// Bytes of the gate, up and down weights as stored.
@@ -252,27 +263,32 @@ impl Rule {
 /// A DeepSeekMoE block: router, routed experts, shared experts.
 #[derive(Debug)]
 pub struct Moe<'a> {
+    /// The decoder layer this block belongs to (how an [`ExpertStore`] names its experts).
+    layer: usize,
     router: Router<'a>,
     experts: Vec<Mlp<'a>>,
     shared: Option<Mlp<'a>>,
 }
 
 impl<'a> Moe<'a> {
-    /// Load `prefix.{gate,experts.E,shared_experts}` (`prefix` = `model.layers.L.mlp`).
+    /// Load `prefix.{gate,experts.E,shared_experts}` (`prefix` = `model.layers.L.mlp`) of
+    /// decoder layer `layer`.
     pub fn load(
         src: &dyn Weights<'a>,
+        layer: usize,
         prefix: &str,
         hidden: usize,
         moe: &MoeConfig,
         fp8_block: usize,
     ) -> Result<Self, ModelError> {
-        Self::load_named(src, prefix, MlpNames::PROJ, hidden, moe, fp8_block)
+        Self::load_named(src, layer, prefix, MlpNames::PROJ, hidden, moe, fp8_block)
     }
 
     /// [`Moe::load`] with the experts' projections named `expert_names` (Mixtral:
     /// `prefix` = `model.layers.L.block_sparse_moe`, [`MlpNames::W123`]).
     pub fn load_named(
         src: &dyn Weights<'a>,
+        layer: usize,
         prefix: &str,
         expert_names: MlpNames,
         hidden: usize,
@@ -303,6 +319,7 @@ impl<'a> Moe<'a> {
             None
         };
         Ok(Moe {
+            layer,
             router: Router::load(src, prefix, hidden, moe, fp8_block)?,
             experts,
             shared,
@@ -315,37 +332,98 @@ impl<'a> Moe<'a> {
         self.experts.iter().map(Mlp::stored_bytes).collect()
     }
 
-    /// `[t, hidden]` → `[t, hidden]`, also returning each token's routing.
-    pub fn forward(&self, x: &[f32], threads: usize) -> (Vec<f32>, Vec<Routing>) {
-        let h = self.router.weight.cols();
+    /// The routed experts, with where their bytes are.
+    pub fn routed_experts(&self) -> impl Iterator<Item = RoutedExpert<'a>> + '_ {
+        self.experts
+            .iter()
+            .enumerate()
+            .map(|(expert, mlp)| RoutedExpert {
+                layer: self.layer,
+                expert,
+                parts: mlp.expert_bytes(),
+            })
+    }
+
+    /// The router's choice for each row of `x` (`[t, hidden]`) without running the experts:
+    /// how a store guesses which experts the next layer will want.
+    pub fn route(&self, x: &[f32], threads: usize) -> Vec<Routing> {
+        self.router.route(x, threads)
+    }
+
+    /// `[t, hidden]` → `[t, hidden]`, also returning each token's routing. With a `store`,
+    /// routed experts' bytes come from it (see [`super::experts`]); otherwise from the map.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        threads: usize,
+        store: Option<&dyn ExpertStore>,
+    ) -> (Vec<f32>, Vec<Routing>) {
         let routes = self.router.route(x, threads);
         let mut out = vec![0.0f32; x.len()];
-        // Group tokens by expert so each chosen expert's weights are decoded once per chunk.
-        for (e, expert) in self.experts.iter().enumerate() {
-            let users: Vec<(usize, f32)> = routes
-                .iter()
-                .enumerate()
-                .filter_map(|(t, r)| r.iter().find(|c| c.0 == e).map(|c| (t, c.1)))
-                .collect();
-            if users.is_empty() {
-                continue;
+        // The experts any token chose, ascending (the order transformers adds them in).
+        let mut chosen: Vec<usize> = routes.iter().flatten().map(|c| c.0).collect();
+        chosen.sort_unstable();
+        chosen.dedup();
+        match store {
+            None => {
+                let experts: Vec<(usize, &Mlp<'a>)> =
+                    chosen.iter().map(|&e| (e, &self.experts[e])).collect();
+                run_experts(&experts, &routes, x, &mut out, threads);
             }
-            let xs: Vec<f32> = users
-                .iter()
-                .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
-                .collect();
-            let ys = expert.forward(&xs, threads);
-            for (&(t, w), y) in users.iter().zip(ys.chunks_exact(h)) {
-                for (o, v) in out[t * h..(t + 1) * h].iter_mut().zip(y) {
-                    *o += v * w;
-                }
-            }
+            Some(store) => store.with_experts(self.layer, &chosen, &mut |bytes| {
+                let rebased: Vec<Mlp<'_>> = chosen
+                    .iter()
+                    .zip(bytes)
+                    .map(|(&e, b)| {
+                        self.experts[e]
+                            .rebased(b)
+                            // A store handing back bytes of another length is a bug in it.
+                            .expect("expert store returned bytes of the stored length")
+                    })
+                    .collect();
+                let experts: Vec<(usize, &Mlp<'_>)> =
+                    chosen.iter().copied().zip(&rebased).collect();
+                run_experts(&experts, &routes, x, &mut out, threads);
+            }),
         }
         if let Some(shared) = &self.shared {
             let s = shared.forward(x, threads);
             out.iter_mut().zip(&s).for_each(|(o, v)| *o += v);
         }
         (out, routes)
+    }
+}
+
+/// Add `Σ_e w_e · expert_e(x_t)` into `out` for every token `t`, over the chosen `experts`
+/// (`(id, weights)`, ascending id; `routes[t]` the token's `(expert, weight)` pairs).
+/// Tokens are grouped by expert so each chosen expert's weights are read once per call.
+fn run_experts(
+    experts: &[(usize, &Mlp<'_>)],
+    routes: &[Routing],
+    x: &[f32],
+    out: &mut [f32],
+    threads: usize,
+) {
+    let h = out.len() / routes.len().max(1);
+    for &(e, expert) in experts {
+        let users: Vec<(usize, f32)> = routes
+            .iter()
+            .enumerate()
+            .filter_map(|(t, r)| r.iter().find(|c| c.0 == e).map(|c| (t, c.1)))
+            .collect();
+        if users.is_empty() {
+            continue;
+        }
+        let xs: Vec<f32> = users
+            .iter()
+            .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
+            .collect();
+        let ys = expert.forward(&xs, threads);
+        for (&(t, w), y) in users.iter().zip(ys.chunks_exact(h)) {
+            for (o, v) in out[t * h..(t + 1) * h].iter_mut().zip(y) {
+                *o += v * w;
+            }
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! value is one row's dot product, so the result does not depend on the thread count.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use frugal_formats::{DType, TensorSource, TensorView};
 use frugal_kernels::cpu::Isa;
@@ -33,7 +34,7 @@ use crate::ModelError;
 pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 /// How a weight's elements are stored.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Storage<'a> {
     F32(&'a [u8]),
     Bf16(&'a [u8]),
@@ -56,7 +57,7 @@ enum Storage<'a> {
 }
 
 /// An FP8 weight's block scales as stored.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 enum ScaleBytes<'a> {
     F32(&'a [u8]),
     Bf16(&'a [u8]),
@@ -76,7 +77,8 @@ impl ScaleBytes<'_> {
 /// A `[rows, cols]` weight matrix.
 #[derive(Debug)]
 pub struct Linear<'a> {
-    name: String,
+    /// Shared, so that a rebased view ([`Linear::rebased`]) costs no allocation.
+    name: Arc<str>,
     rows: usize,
     cols: usize,
     storage: Storage<'a>,
@@ -241,7 +243,7 @@ impl<'a> Linear<'a> {
             }
         };
         Ok(Linear {
-            name: name.to_string(),
+            name: name.into(),
             rows,
             cols,
             storage,
@@ -261,6 +263,55 @@ impl<'a> Linear<'a> {
     /// The checkpoint name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The weight's bytes as stored (for FP8, without the block scales): a view into the mapped
+    /// file, unless the matrix came from memory.
+    pub fn stored_data(&self) -> &'a [u8] {
+        match &self.storage {
+            Storage::F32(d) | Storage::Bf16(d) | Storage::F16(d) => d,
+            Storage::Quant { data, .. } | Storage::Fp8 { data, .. } => data,
+        }
+    }
+
+    /// The same matrix over another copy of its stored bytes (`data` must equal
+    /// [`Linear::stored_data`] byte for byte in layout and length): how an expert cache hands
+    /// the MoE block weights it read into its own memory. FP8 block scales stay where they
+    /// were. `None` if `data` has the wrong length.
+    pub fn rebased<'b>(&self, data: &'b [u8]) -> Option<Linear<'b>>
+    where
+        'a: 'b,
+    {
+        if data.len() != self.stored_data().len() {
+            return None;
+        }
+        let storage = match &self.storage {
+            Storage::F32(_) => Storage::F32(data),
+            Storage::Bf16(_) => Storage::Bf16(data),
+            Storage::F16(_) => Storage::F16(data),
+            Storage::Quant {
+                ty,
+                row_bytes,
+                exact_activations,
+                ..
+            } => Storage::Quant {
+                ty: *ty,
+                data,
+                row_bytes: *row_bytes,
+                exact_activations: *exact_activations,
+            },
+            Storage::Fp8 { scale, block, .. } => Storage::Fp8 {
+                data,
+                scale: *scale,
+                block: *block,
+            },
+        };
+        Some(Linear {
+            name: self.name.clone(),
+            rows: self.rows,
+            cols: self.cols,
+            storage,
+        })
     }
 
     /// Bytes of the weight as stored (the mapped data, plus FP8 block scales): what reading

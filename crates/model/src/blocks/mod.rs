@@ -6,7 +6,9 @@
 //! - [`gqa`]: grouped-query attention with its K/V cache (bias, q/k norm, sliding window).
 //! - [`mla`]: multi-head latent attention over a compressed cache.
 //! - [`ffn`]: SwiGLU MLP, the MoE routers (DeepSeek, Mixtral, Qwen3-MoE), the MoE block.
+//! - [`experts`]: where the MoE block gets routed experts' bytes ([`experts::ExpertStore`]).
 
+pub mod experts;
 pub mod ffn;
 pub mod gqa;
 mod heads;

@@ -143,6 +143,7 @@ impl<'a> Ctx<'a, '_> {
         match self.config.ffn.moe.as_ref().filter(|m| m.is_moe_layer(l)) {
             Some(moe) => Ok(Ffn::Moe(Moe::load_named(
                 self.src,
+                l,
                 &format!("model.layers.{l}.{block}"),
                 names,
                 self.config.hidden_size,
