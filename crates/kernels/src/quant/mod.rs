@@ -33,6 +33,7 @@ pub mod legacy;
 pub mod quantize;
 
 pub use act::{ActFormat, BlockQ8K, BlockQ8_1, QuantizedActs};
+pub use dot::gemm;
 pub use float::{BlockBF16, BlockF16, BlockF32};
 pub use fp4::BlockMXFP4;
 pub use iquants::{BlockIQ4NL, BlockIQ4XS};
@@ -256,6 +257,12 @@ pub enum QuantError {
         expected: ActFormat,
         /// The format given.
         got: ActFormat,
+    },
+    /// Operands of a product whose shapes do not fit together.
+    #[error("quantized product: {what}")]
+    Shape {
+        /// What does not fit.
+        what: String,
     },
     /// A row so long its byte size overflows `usize`.
     #[error("{ty}: a row of {n} weights is too large")]

@@ -52,6 +52,16 @@ pub fn vec_dot(
         });
     }
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
+    dot_checked(isa, ty, row, acts)
+}
+
+/// [`vec_dot`] after its checks (and `isa` known available).
+fn dot_checked(
+    isa: Isa,
+    ty: QuantType,
+    row: &[u8],
+    acts: &QuantizedActs,
+) -> Result<f32, QuantError> {
     use QuantType::*;
     Ok(match ty {
         F32 => float::f32(isa, row, acts.f32s()),
@@ -72,6 +82,76 @@ pub fn vec_dot(
         IQ4XS => kquants::iq4_xs(isa, blocks(row), acts.q8k()),
         other => return Err(QuantError::Unsupported { ty: other.name() }),
     })
+}
+
+/// A block of a quantized matrix product: for each weight row `r` of `rows` (`n` rows of type
+/// `ty`, each `ty.row_bytes(k)` bytes, back to back) and each activation row `t` of `acts`
+/// (all `k` long, in `ty.act_format()`), `out[t * out_stride + r] = Σ W[r]·A[t]`.
+///
+/// Every value equals [`vec_dot`]`(isa, ty, row, acts[t])` bit for bit, whatever the tiling,
+/// so a product's result does not depend on how many tokens share it. The checks run once per
+/// call, not per row.
+///
+/// Errors: as [`vec_dot`]; `rows` not whole rows; activations of different lengths; `out` too
+/// short for `acts.len()` rows of stride `out_stride ≥ n`.
+pub fn gemm(
+    isa: Isa,
+    ty: QuantType,
+    rows: &[u8],
+    acts: &[QuantizedActs],
+    out: &mut [f32],
+    out_stride: usize,
+) -> Result<(), QuantError> {
+    let Some(first) = acts.first() else {
+        return Ok(());
+    };
+    let k = first.len();
+    let format = ty
+        .act_format()
+        .ok_or(QuantError::Unsupported { ty: ty.name() })?;
+    for a in acts {
+        if a.format() != format {
+            return Err(QuantError::ActFormat {
+                ty: ty.name(),
+                expected: format,
+                got: a.format(),
+            });
+        }
+        if a.len() != k {
+            return Err(QuantError::Shape {
+                what: format!(
+                    "activation rows of {} and {k} values in one product",
+                    a.len()
+                ),
+            });
+        }
+    }
+    let row_bytes = ty.row_bytes(k)?;
+    if row_bytes == 0 || rows.len() % row_bytes != 0 {
+        return Err(QuantError::ByteLength {
+            ty: ty.name(),
+            n: k,
+            expected: row_bytes,
+            got: rows.len(),
+        });
+    }
+    let n = rows.len() / row_bytes;
+    if out_stride < n || out.len() < (acts.len() - 1) * out_stride + n {
+        return Err(QuantError::Shape {
+            what: format!(
+                "output of {} values for {} × {n} with stride {out_stride}",
+                out.len(),
+                acts.len()
+            ),
+        });
+    }
+    let isa = if isa.is_available() { isa } else { Isa::Scalar };
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        for (t, a) in acts.iter().enumerate() {
+            out[t * out_stride + r] = dot_checked(isa, ty, row, a)?;
+        }
+    }
+    Ok(())
 }
 
 /// The row as blocks; `vec_dot` checked its length.
