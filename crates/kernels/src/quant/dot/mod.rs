@@ -127,7 +127,7 @@ pub fn gemm(
         }
     }
     let row_bytes = ty.row_bytes(k)?;
-    if row_bytes == 0 || rows.len() % row_bytes != 0 {
+    if row_bytes == 0 || !rows.len().is_multiple_of(row_bytes) {
         return Err(QuantError::ByteLength {
             ty: ty.name(),
             n: k,
