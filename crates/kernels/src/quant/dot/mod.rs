@@ -146,7 +146,9 @@ pub fn gemm(
         });
     }
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
-    if kquants::gemm(isa, ty, rows, acts, out, out_stride) {
+    if kquants::gemm(isa, ty, rows, acts, out, out_stride)
+        || legacy::gemm(isa, ty, rows, acts, out, out_stride)
+    {
         return Ok(());
     }
     for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
