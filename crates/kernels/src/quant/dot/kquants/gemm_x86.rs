@@ -25,6 +25,9 @@
 //! 2 × 4 (AVX2, 16 registers): decoding a super-block costs about as much as its dot with one
 //! token, so the token count is what amortizes it.
 //!
+// The tiles index several arrays (rows, tokens, code vectors) by the same loop counters.
+#![allow(clippy::needless_range_loop)]
+
 use super::x86::isum::{PAIR_K, QUAD_K, WORD_K};
 use super::x86::{bsums, codes_k4, codes_q6k, f16, load32, transpose_sum8, Codes};
 use crate::quant::act::BlockQ8K;
@@ -104,14 +107,21 @@ unsafe fn decode256<B: TileBlock>(
     }
 }
 
-/// Q4_K/Q5_K's fields: `qs`, `qh` (Q5_K), packed scales, `d`, `dmin`.
+/// Q4_K/Q5_K's fields: `qs`, `qh` (Q5_K), a pointer to the packed scales, `d`, `dmin`.
+type K4Fields<'a> = (
+    &'a [u8; 128],
+    Option<&'a [u8; 32]>,
+    *const u8,
+    [u8; 2],
+    [u8; 2],
+);
+
+/// Q4_K/Q5_K's fields (see [`K4Fields`]).
 ///
 /// # Safety
 /// `B::KIND` is Q4K or Q5K and names `B`'s real type.
 #[inline(always)]
-unsafe fn k4_fields<B: TileBlock>(
-    w: &B,
-) -> (&[u8; 128], Option<&[u8; 32]>, *const u8, [u8; 2], [u8; 2]) {
+unsafe fn k4_fields<B: TileBlock>(w: &B) -> K4Fields<'_> {
     // Both start `d, dmin, scales` and have more than 16 bytes after the scales' start, so
     // the 16-byte read of `k4_scales_simd` at byte 4 stays inside the block.
     let scales = (w as *const B).cast::<u8>().wrapping_add(4);
