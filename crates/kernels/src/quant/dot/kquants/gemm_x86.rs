@@ -27,7 +27,7 @@
 //! across token lanes (`tile8`); fewer tokens (the rest of a batch) take the general
 //! tile, which reduces eight blocks at a time as `vec_dot` does. With one token rows go one at
 //! a time: reading two rows side by side from DRAM measured 2-3× slower.
-//!
+
 // The tiles index several arrays (rows, tokens, code vectors) by the same loop counters.
 #![allow(clippy::needless_range_loop)]
 
