@@ -520,13 +520,21 @@ impl<'a> Model<'a> {
     /// changes little from one layer to the next, so the guess is often right, and the store
     /// reads them while layer `l`'s experts and the next attention compute.
     fn prefetch_after(&self, l: usize, x: &[f32], store: &dyn ExpertStore) {
-        let next = self.layers[l + 1..].iter().enumerate().find_map(|(i, layer)| match &layer.ffn {
-            Ffn::Moe(moe) => Some((l + 1 + i, layer, moe)),
-            Ffn::Dense(_) => None,
-        });
+        let next = self.layers[l + 1..]
+            .iter()
+            .enumerate()
+            .find_map(|(i, layer)| match &layer.ffn {
+                Ffn::Moe(moe) => Some((l + 1 + i, layer, moe)),
+                Ffn::Dense(_) => None,
+            });
         if let Some((m, layer, moe)) = next {
             let xn = rms_rows(x, &layer.post_attn_norm, self.eps);
-            let mut ids: Vec<usize> = moe.route(&xn, self.threads).iter().flatten().map(|c| c.0).collect();
+            let mut ids: Vec<usize> = moe
+                .route(&xn, self.threads)
+                .iter()
+                .flatten()
+                .map(|c| c.0)
+                .collect();
             ids.sort_unstable();
             ids.dedup();
             store.prefetch(m, &ids);

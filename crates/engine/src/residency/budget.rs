@@ -52,9 +52,15 @@ pub struct MemoryPlan {
     pub expert_cache: u64,
 }
 
-/// GB with two decimals, for messages.
+/// `1.23 GB`, `45.6 MB` or `1024 bytes`, for messages.
 fn gb(b: u64) -> String {
-    format!("{:.2} GB", b as f64 / 1e9)
+    if b >= 1_000_000_000 {
+        format!("{:.2} GB", b as f64 / 1e9)
+    } else if b >= 1_000_000 {
+        format!("{:.1} MB", b as f64 / 1e6)
+    } else {
+        format!("{b} bytes")
+    }
 }
 
 impl MemoryPlan {
@@ -63,7 +69,7 @@ impl MemoryPlan {
         let fixed = dense_bytes + kv_bytes + OVERHEAD;
         if fixed >= max_memory {
             return Err(format!(
-                "--max-memory {} is too small: the parts that stay in memory need {} (weights other than routed experts {}, KV cache {}, overhead {}), before any expert cache",
+                "a budget of {} is too small: the parts that stay in memory need {} (weights other than routed experts {}, KV cache {}, overhead {}), before any expert cache",
                 gb(max_memory),
                 gb(fixed),
                 gb(dense_bytes),
@@ -113,8 +119,14 @@ mod tests {
     #[test]
     fn splits_a_budget_or_says_what_does_not_fit() {
         let p = MemoryPlan::new(4 << 30, 1 << 30, 100 << 20).unwrap();
-        assert_eq!(p.expert_cache, (4 << 30) - (1 << 30) - (100 << 20) - OVERHEAD);
+        assert_eq!(
+            p.expert_cache,
+            (4 << 30) - (1 << 30) - (100 << 20) - OVERHEAD
+        );
         let e = MemoryPlan::new(1024, 1 << 30, 0).unwrap_err();
-        assert!(e.contains("too small") && e.contains("1.07 GB"), "{e}");
+        assert!(
+            e.contains("too small") && e.contains("1.07 GB") && e.contains("1024 bytes"),
+            "{e}"
+        );
     }
 }

@@ -135,6 +135,24 @@ impl CacheStats {
         }
     }
 
+    /// The counters accumulated since `earlier` (a snapshot of the same cache); the
+    /// resident and capacity figures are this snapshot's.
+    pub fn since(&self, earlier: &CacheStats) -> CacheStats {
+        CacheStats {
+            hits: self.hits - earlier.hits,
+            misses: self.misses - earlier.misses,
+            prefetch_hits: self.prefetch_hits - earlier.prefetch_hits,
+            prefetch_reads: self.prefetch_reads - earlier.prefetch_reads,
+            evictions: self.evictions - earlier.evictions,
+            overflow_reads: self.overflow_reads - earlier.overflow_reads,
+            fallbacks: self.fallbacks - earlier.fallbacks,
+            bytes_read: self.bytes_read - earlier.bytes_read,
+            read_seconds: self.read_seconds - earlier.read_seconds,
+            stall_seconds: self.stall_seconds - earlier.stall_seconds,
+            ..*self
+        }
+    }
+
     /// A few lines for people: hit rate, reads, stall.
     pub fn summary(&self) -> String {
         format!(
@@ -810,10 +828,14 @@ impl ExpertStore for ExpertCache<'_> {
                 // SAFETY: the entry is pinned and Resident: its slot is not written until it
                 // is unpinned and evicted.
                 &Held::Slot(slot, idx) => shared.parts_in(idx, unsafe {
-                    shared.arena.range(slot * shared.slot_size, shared.slot_size)
+                    shared
+                        .arena
+                        .range(slot * shared.slot_size, shared.slot_size)
                 }),
                 // SAFETY: our own buffer, fully written above.
-                Held::Overflow(buf, idx) => shared.parts_in(*idx, unsafe { buf.range(0, buf.len()) }),
+                Held::Overflow(buf, idx) => {
+                    shared.parts_in(*idx, unsafe { buf.range(0, buf.len()) })
+                }
                 Held::Pending(_) => unreachable!("every overflow was read"),
             })
             .collect();

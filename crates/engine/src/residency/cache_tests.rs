@@ -76,15 +76,28 @@ fn cache<'a>(
 }
 
 /// Asks for `experts` of `layer` and checks every byte against the file's content.
-fn request(c: &ExpertCache<'_>, locs: &[ExpertLocation], data: &[u8], layer: usize, experts: &[usize]) {
+fn request(
+    c: &ExpertCache<'_>,
+    locs: &[ExpertLocation],
+    data: &[u8],
+    layer: usize,
+    experts: &[usize],
+) {
     let mut calls = 0;
     c.with_experts(layer, experts, &mut |bytes| {
         calls += 1;
         assert_eq!(bytes.len(), experts.len());
         for (b, &e) in bytes.iter().zip(experts) {
-            let l = locs.iter().find(|l| l.layer == layer && l.expert == e).unwrap();
+            let l = locs
+                .iter()
+                .find(|l| l.layer == layer && l.expert == e)
+                .unwrap();
             for (got, &(off, len)) in [b.gate, b.up, b.down].iter().zip(&l.parts) {
-                assert_eq!(*got, &data[off as usize..off as usize + len], "layer {layer} expert {e}");
+                assert_eq!(
+                    *got,
+                    &data[off as usize..off as usize + len],
+                    "layer {layer} expert {e}"
+                );
             }
         }
     });
@@ -171,7 +184,10 @@ fn prefetched_experts_are_hits() {
     c.prefetch(2, &[1, 3]);
     request(&c, &locs, &data, 2, &[1, 2, 3]);
     let s = c.stats();
-    assert_eq!((s.hits, s.misses, s.prefetch_hits, s.prefetch_reads), (2, 1, 2, 2));
+    assert_eq!(
+        (s.hits, s.misses, s.prefetch_hits, s.prefetch_reads),
+        (2, 1, 2, 2)
+    );
     assert_eq!(s.bytes_read, 3 * 11_000);
 }
 
@@ -216,12 +232,25 @@ fn refuses_belady_and_bytes_outside_a_file() {
         expert: 0,
         parts: mapped(&locs, &data)[0],
     }];
-    let e = ExpertCache::for_experts(&experts, |_| None, CacheConfig {
-        capacity: 1 << 20,
-        policy: Policy::Lru,
-        io_threads: 1,
-        prefetch: false,
-    })
+    let e = ExpertCache::for_experts(
+        &experts,
+        |_| None,
+        CacheConfig {
+            capacity: 1 << 20,
+            policy: Policy::Lru,
+            io_threads: 1,
+            prefetch: false,
+        },
+    )
     .unwrap_err();
-    assert!(matches!(e, CacheError::NotInFile { layer: 1, expert: 0 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            CacheError::NotInFile {
+                layer: 1,
+                expert: 0
+            }
+        ),
+        "{e}"
+    );
 }

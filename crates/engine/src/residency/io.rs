@@ -243,7 +243,10 @@ mod tests {
             // SAFETY: the buffer is ours alone.
             let b = unsafe { buf.range_mut(0, span_len) };
             r.read_range(off, len, b).unwrap();
-            assert_eq!(&b[head..head + len], &data[off as usize..off as usize + len]);
+            assert_eq!(
+                &b[head..head + len],
+                &data[off as usize..off as usize + len]
+            );
         }
         // SAFETY: as above.
         let b = unsafe { buf.range_mut(0, ALIGN * 2) };
