@@ -41,11 +41,23 @@ pub fn replay(
         );
     }
     files.advise_random();
+    let slot = ExpertCache::for_experts(
+        &experts,
+        |b| files.locate(b),
+        CacheConfig {
+            capacity: 0,
+            policy: Policy::Lru,
+            io_threads: 1,
+            prefetch: false,
+        },
+    )?
+    .slot_size();
     println!(
-        "replay of {} tokens × {} MoE layers against {model}, expert cache {:.2} GB:",
+        "replay of {} tokens × {} MoE layers against {model}, expert cache {:.2} GB ({} slots of {slot} bytes):",
         trace.tokens.len(),
         trace.layers.len(),
-        capacity as f64 / 1e9
+        capacity as f64 / 1e9,
+        capacity / slot as u64,
     );
     println!(
         "{:>14}  {:>8}  {:>10}  {:>9}  {:>9}  {:>9}",
