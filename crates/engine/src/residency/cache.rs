@@ -389,6 +389,7 @@ pub struct ExpertCache<'a> {
     layer_quota: usize,
     policy: Policy,
     prefetch: bool,
+    io_threads: usize,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -578,6 +579,7 @@ impl<'a> ExpertCache<'a> {
             layer_quota,
             policy: config.policy,
             prefetch: config.prefetch,
+            io_threads: config.io_threads.max(1),
             workers,
         })
     }
@@ -672,6 +674,27 @@ impl<'a> ExpertCache<'a> {
         Some(slot)
     }
 
+    /// Reads expert `idx` into `buf`, a temporary buffer of one slot's size (the mapped bytes
+    /// if the read fails).
+    fn read_overflow(&self, idx: usize, buf: &AlignedBuf) {
+        let shared = &*self.shared;
+        // SAFETY: a fresh buffer, written by this thread only.
+        let b = unsafe { buf.range_mut(0, buf.len()) };
+        Shared::start_read(&mut shared.lock());
+        let r = shared.read_into(idx, b);
+        let mut st = shared.lock();
+        Shared::end_read(&mut st);
+        match r {
+            Ok(()) => st.c.bytes_read += shared.locations[idx].len() as u64,
+            Err(e) => {
+                shared.log_failure(idx, &e);
+                st.c.fallbacks += 1;
+                drop(st);
+                self.copy_mapped(idx, b);
+            }
+        }
+    }
+
     /// Copies the mapped bytes of `idx` into `buf` at its regions (after a failed read).
     fn copy_mapped(&self, idx: usize, buf: &mut [u8]) {
         let loc = &self.shared.locations[idx];
@@ -759,30 +782,29 @@ impl ExpertStore for ExpertCache<'_> {
             }
         }
         let stall = Instant::now();
-        // Overflow reads on this thread, while the I/O threads read the rest.
-        for &k in &overflow {
-            let Held::Pending(idx) = held[k] else {
-                unreachable!("overflow entries are pending")
-            };
-            let buf = AlignedBuf::new(shared.slot_size);
-            // SAFETY: a fresh buffer of our own.
-            let b = unsafe { buf.range_mut(0, buf.len()) };
-            let mut st_start = shared.lock();
-            Shared::start_read(&mut st_start);
-            drop(st_start);
-            let r = shared.read_into(idx, b);
-            let mut st = shared.lock();
-            Shared::end_read(&mut st);
-            match r {
-                Ok(()) => st.c.bytes_read += shared.locations[idx].len() as u64,
-                Err(e) => {
-                    shared.log_failure(idx, &e);
-                    st.c.fallbacks += 1;
-                    drop(st);
-                    self.copy_mapped(idx, b);
+        // Overflow reads: in scoped threads (as many as the I/O threads), while the I/O
+        // threads read the rest.
+        if !overflow.is_empty() {
+            let bufs: Vec<(usize, usize, AlignedBuf)> = overflow
+                .iter()
+                .map(|&k| match held[k] {
+                    Held::Pending(idx) => (k, idx, AlignedBuf::new(shared.slot_size)),
+                    _ => unreachable!("overflow entries are pending"),
+                })
+                .collect();
+            let chunk = bufs.len().div_ceil(self.io_threads);
+            std::thread::scope(|scope| {
+                for part in bufs.chunks(chunk) {
+                    scope.spawn(move || {
+                        for (_, idx, buf) in part {
+                            self.read_overflow(*idx, buf);
+                        }
+                    });
                 }
+            });
+            for (k, idx, buf) in bufs {
+                held[k] = Held::Overflow(buf, idx);
             }
-            held[k] = Held::Overflow(buf, idx);
         }
         if waits {
             let mut st = shared.lock();
