@@ -325,7 +325,9 @@ fn quantized_expert_bytes_follow_the_block_size() {
 
 /// The percentage in the first line of `section` (after `after`) that starts with `policy`.
 fn hit_rate(text: &str, after: &str, policy: &str) -> String {
-    let from = text.find(after).unwrap_or_else(|| panic!("no {after:?} in {text}"));
+    let from = text
+        .find(after)
+        .unwrap_or_else(|| panic!("no {after:?} in {text}"));
     let line = text[from..]
         .lines()
         .find(|l| l.trim_start().starts_with(policy))
@@ -356,16 +358,42 @@ fn replay_through_the_real_cache_equals_the_simulation() {
     let trace = dir.path().join("trace.json");
     let trace = trace.to_str().expect("UTF-8");
     let out = frugal(
-        &["experts", "--model", gguf, "--prompt-file", prompt.to_str().expect("UTF-8"), "--max-tokens", "8", "--save-trace", trace],
+        &[
+            "experts",
+            "--model",
+            gguf,
+            "--prompt-file",
+            prompt.to_str().expect("UTF-8"),
+            "--max-tokens",
+            "8",
+            "--save-trace",
+            trace,
+        ],
         dir.path(),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let probe = frugal(
-        &["experts", "--trace", trace, "--replay-model", gguf, "--expert-cache", "1"],
+        &[
+            "experts",
+            "--trace",
+            trace,
+            "--replay-model",
+            gguf,
+            "--expert-cache",
+            "1",
+        ],
         dir.path(),
     );
     let text = String::from_utf8_lossy(&probe.stdout).into_owned();
-    assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
     let slot: u64 = text
         .split("slots of ")
         .nth(1)
@@ -390,7 +418,11 @@ fn replay_through_the_real_cache_equals_the_simulation() {
             dir.path(),
         );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(text.contains(&format!("({slots} slots of")), "{text}");
         for policy in ["lru", "per-layer lru"] {
             let sim = hit_rate(&text, "cache simulation", policy);
