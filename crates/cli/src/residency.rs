@@ -13,7 +13,7 @@ use frugal_model::params::kv_cache_bytes_per_token;
 use frugal_model::Model;
 
 /// Memory flags shared by run, chat, serve and bench.
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct MemoryFlags {
     /// Memory budget for the whole process (4G, 4096M, 0.5G): routed experts are then read
     /// from the model file on demand into an expert cache of what is left after the other
@@ -35,6 +35,19 @@ pub struct MemoryFlags {
     /// With --max-memory: reads in flight at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub io_threads: usize,
+}
+
+impl Default for MemoryFlags {
+    /// No budget (the flags' defaults).
+    fn default() -> Self {
+        MemoryFlags {
+            max_memory: None,
+            expert_cache: None,
+            expert_policy: "lru".into(),
+            prefetch: false,
+            io_threads: 4,
+        }
+    }
 }
 
 impl MemoryFlags {
