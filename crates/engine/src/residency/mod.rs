@@ -18,12 +18,14 @@
 //! - [`cache`]: the expert cache, an [`frugal_model::blocks::experts::ExpertStore`] with a
 //!   byte budget and one of the policies above, reading misses from the model file.
 //! - [`io`]: its reads (`O_DIRECT`, or buffered with the pages dropped after each read).
+//! - [`stats`]: its counters (hits, misses, bytes read, stall time).
 //! - [`budget`]: `--max-memory`: what of a process budget is left for the cache.
 
 pub mod budget;
 pub mod cache;
 pub mod io;
 pub mod policy;
+pub mod stats;
 pub mod trace;
 
 pub use budget::{parse_size, MemoryPlan};
