@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use frugal_formats::gguf::GgufModel;
 use frugal_model::quant_plan::Preset;
-use frugal_model::quantize_gguf::quantize_gguf;
+use frugal_model::quantize_gguf::{quantize_gguf, requantize_gguf};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Arguments of `frugal quantize`.
@@ -23,6 +23,11 @@ pub struct QuantizeArgs {
     /// llama.cpp preset: Q4_K_M, Q8_0, Q4_0, Q5_K_M, Q6_K, IQ4_XS, ... (any case).
     #[arg(long = "type")]
     pub ty: String,
+    /// Accept quantized input tensors: dequantize them and quantize again (as llama.cpp's
+    /// --allow-requantize). Precision is lost twice; meant for a smaller copy such as an
+    /// expert-cache fallback (`--expert-fallback`), not for a model to ship.
+    #[arg(long)]
+    pub allow_requantize: bool,
     /// Threads for quantizing (default: available parallelism).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -84,7 +89,18 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
         ProgressBar::hidden()
     };
     let start = Instant::now();
-    let result = quantize_gguf(
+    if args.allow_requantize {
+        eprintln!(
+            "warning: --allow-requantize: quantized tensors are dequantized and quantized again, \
+             which loses more quality than quantizing from F32/F16/BF16"
+        );
+    }
+    let quantize = if args.allow_requantize {
+        requantize_gguf::<BufWriter<std::fs::File>>
+    } else {
+        quantize_gguf::<BufWriter<std::fs::File>>
+    };
+    let result = quantize(
         &model,
         preset,
         BufWriter::new(file),

@@ -3,6 +3,12 @@
 //! moved to the end, split keys dropped), the tensors in llama.cpp's order with the types of
 //! [`crate::quant_plan`], each quantized by `frugal_kernels::quant::quantize` (bit-exact with
 //! llama.cpp's quantizers), so the output file is byte for byte the one `llama-quantize` writes.
+//!
+//! With `allow_requantize` (llama.cpp's `--allow-requantize`), quantized input tensors are
+//! accepted too: each row is dequantized (`frugal_kernels::quant::dequantize_row`) and
+//! quantized again. That loses precision twice (the input's rounding, then the output's), so it
+//! is for making a smaller copy of a model whose full-precision weights are not at hand, such as
+//! a low-bit fallback for the expert cache, not for a model to ship.
 
 use std::io::Write;
 
@@ -32,7 +38,8 @@ pub enum QuantizeError {
     /// A tensor to convert whose input type cannot be read as f32 here.
     #[error(
         "tensor '{name}' is {dtype}: only F32, F16 and BF16 tensors can be quantized \
-         (requantizing a quantized file loses precision; start from an F32/F16/BF16 GGUF)"
+         (requantizing a quantized file loses precision; start from an F32/F16/BF16 GGUF, \
+         or pass --allow-requantize)"
     )]
     UnsupportedInput {
         /// The tensor.
@@ -92,19 +99,43 @@ fn numel(ne: &[u64]) -> usize {
     ne.iter().product::<u64>() as usize
 }
 
-/// Decodes an F32/F16/BF16 tensor to f32.
-fn to_f32(name: &str, dtype: DType, data: &[u8], n: usize) -> Result<Vec<f32>, QuantizeError> {
+/// Decodes an F32/F16/BF16 tensor's rows (`n` values, `n_per_row` a row) to f32; with
+/// `requantize`, also a ggml block type's rows (dequantized).
+fn to_f32(
+    name: &str,
+    dtype: DType,
+    data: &[u8],
+    n: usize,
+    n_per_row: usize,
+    requantize: bool,
+) -> Result<Vec<f32>, QuantizeError> {
     let mut out = vec![0f32; n];
+    let unsupported = || QuantizeError::UnsupportedInput {
+        name: name.to_owned(),
+        dtype,
+    };
     match dtype {
         DType::F32 => frugal_kernels::convert::f32_bytes_to_f32(data, &mut out),
         DType::F16 => frugal_kernels::convert::f16_bytes_to_f32(data, &mut out),
         DType::BF16 => frugal_kernels::convert::bf16_bytes_to_f32(data, &mut out),
-        other => {
-            return Err(QuantizeError::UnsupportedInput {
+        other if requantize => {
+            let qt = other
+                .ggml_id()
+                .and_then(QuantType::from_ggml_id)
+                .ok_or_else(unsupported)?;
+            let kerr = |source| QuantizeError::Kernel {
                 name: name.to_owned(),
-                dtype: other,
-            })
+                source,
+            };
+            let row = qt.row_bytes(n_per_row).map_err(kerr)?;
+            if n_per_row == 0 || data.len() != row * (n / n_per_row) {
+                return Err(unsupported());
+            }
+            for (src, dst) in data.chunks_exact(row).zip(out.chunks_exact_mut(n_per_row)) {
+                frugal_kernels::quant::dequantize_row(qt, src, dst).map_err(kerr)?;
+            }
         }
+        _ => return Err(unsupported()),
     }
     Ok(out)
 }
@@ -144,7 +175,20 @@ pub fn quantize_gguf<W: Write>(
     threads: usize,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<QuantizeReport, QuantizeError> {
-    quantize_in_slabs(model, preset, out, threads, progress, SLAB_VALUES)
+    quantize_in_slabs(model, preset, out, threads, false, progress, SLAB_VALUES)
+}
+
+/// [`quantize_gguf`] that also accepts quantized input tensors (`--allow-requantize`): their
+/// rows are dequantized, then quantized to the planned type. A tensor whose planned type is
+/// its own is copied unchanged, as llama.cpp does.
+pub fn requantize_gguf<W: Write>(
+    model: &GgufModel,
+    preset: Preset,
+    out: W,
+    threads: usize,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<QuantizeReport, QuantizeError> {
+    quantize_in_slabs(model, preset, out, threads, true, progress, SLAB_VALUES)
 }
 
 /// [`quantize_gguf`], decoding at most `slab_values` f32 values (whole rows) at a time.
@@ -153,6 +197,7 @@ fn quantize_in_slabs<W: Write>(
     preset: Preset,
     out: W,
     threads: usize,
+    requantize: bool,
     progress: &mut dyn FnMut(usize, usize, &str),
     slab_values: usize,
 ) -> Result<QuantizeReport, QuantizeError> {
@@ -197,6 +242,8 @@ fn quantize_in_slabs<W: Write>(
                 t.dtype,
                 &view.data[r0 * src_row..r1 * src_row],
                 (r1 - r0) * n_per_row,
+                n_per_row,
+                requantize,
             )?;
             let q = quantize_tensor(&t.name, &x, n_per_row, p.to, threads)?;
             stream.write_tensor_part(&q)?;
@@ -227,12 +274,22 @@ mod tests {
             Preset::Q4_K_M,
             &mut whole,
             1,
+            false,
             &mut |_, _, _| {},
             usize::MAX,
         )
         .unwrap();
         // One row per slab (stacked experts are hundreds of rows).
-        quantize_in_slabs(&model, Preset::Q4_K_M, &mut rows, 1, &mut |_, _, _| {}, 1).unwrap();
+        quantize_in_slabs(
+            &model,
+            Preset::Q4_K_M,
+            &mut rows,
+            1,
+            false,
+            &mut |_, _, _| {},
+            1,
+        )
+        .unwrap();
         assert!(whole == rows);
         assert!(whole == std::fs::read(dir.join("deepseek-v3-Q4_K_M.gguf")).unwrap());
     }

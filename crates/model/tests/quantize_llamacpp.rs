@@ -158,3 +158,50 @@ fn every_preset_equals_llama_cpp() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `requantize_gguf` (`--allow-requantize`) on llama.cpp's Q8_0 file: every tensor gets the
+/// type the Q4_K_M plan gives it, and the requantized rows equal the quantizer applied to
+/// gguf-py's dequantization of the Q8_0 rows (`qwen3-moe-Q8_0.dequant.safetensors`, an
+/// independent dequantizer), so the dequantize step adds nothing of its own.
+#[test]
+fn requantizing_dequantizes_like_gguf_py_then_quantizes() {
+    use frugal_kernels::quant::quantize::quantize_rows;
+    use frugal_kernels::quant::QuantType;
+    use frugal_model::quantize_gguf::requantize_gguf;
+
+    let dir = frugal_testdata::fixtures_dir().join("gguf/qwen3-moe");
+    let src = GgufModel::open(dir.join("qwen3-moe-Q8_0.gguf")).unwrap();
+    let mut ours = Vec::new();
+    let report = requantize_gguf(&src, Preset::Q4_K_M, &mut ours, 2, &mut |_, _, _| {}).unwrap();
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), &ours).unwrap();
+    let out = GgufModel::open(tmp.path()).unwrap();
+    let mut requantized = 0;
+    for p in &report.tensors {
+        let t = out.tensor(&p.tensor.name).expect("every planned tensor is written");
+        assert_eq!(t.dtype, p.to, "{}", p.tensor.name);
+        requantized += usize::from(p.to != p.tensor.dtype && p.tensor.dtype.is_quantized());
+    }
+    assert!(requantized > 0, "some Q8_0 tensors were requantized");
+
+    let samples = std::fs::read(dir.join("qwen3-moe-Q8_0.dequant.safetensors")).unwrap();
+    let samples = safetensors::SafeTensors::deserialize(&samples).unwrap();
+    let mut checked = 0;
+    for (name, view) in samples.tensors() {
+        let rows: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let n_per_row = view.shape()[1];
+        let to = out.tensor(&name).unwrap().dtype;
+        let qt = QuantType::from_ggml_id(to.ggml_id().unwrap()).unwrap();
+        let row = qt.row_bytes(n_per_row).unwrap();
+        let mut want = vec![0u8; row * view.shape()[0]];
+        quantize_rows(qt, &rows, n_per_row, &mut want, 1).unwrap();
+        let got = &out.tensor(&name).unwrap().data[..want.len()];
+        assert!(got == want, "{name}: requantized rows differ");
+        checked += 1;
+    }
+    assert!(checked > 0);
+}
