@@ -1,12 +1,14 @@
 //! `--max-memory`, `--expert-policy`, `--prefetch`: running a model whose routed experts do
 //! not all fit in memory, with an expert cache (`frugal_engine::residency::cache`) in the
-//! budget left after the parts that stay mapped.
+//! budget left after the parts that stay mapped. `--expert-fallback`: part of that budget
+//! holds low-bit copies of experts from another GGUF of the same model
+//! (`frugal_engine::residency::tiered`), used on a miss instead of waiting for the read.
 
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use frugal_engine::residency::{
-    parse_size, CacheConfig, CacheStats, ExpertCache, MemoryPlan, Policy,
+    parse_size, CacheConfig, CacheStats, ExpertCache, MemoryPlan, Policy, TieredCache,
 };
 use frugal_formats::ModelFiles;
 use frugal_model::params::kv_cache_bytes_per_token;
@@ -35,6 +37,16 @@ pub struct MemoryFlags {
     /// With --max-memory: reads in flight at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub io_threads: usize,
+    /// With --max-memory or --expert-cache: a lower-bit GGUF of the same model (e.g. made by
+    /// `frugal quantize MODEL.gguf LOW.gguf --type q2_k --allow-requantize`). On a miss, an
+    /// expert whose low-bit copy is resident is computed with that copy at once (inexact) while
+    /// the full-precision read goes on in the background.
+    #[arg(long, value_name = "PATH")]
+    pub expert_fallback: Option<String>,
+    /// With --expert-fallback: the share of the expert cache's memory that holds low-bit
+    /// copies (e.g. 30%, 0.3).
+    #[arg(long, default_value = "30%", value_name = "SHARE")]
+    pub fallback_share: String,
 }
 
 impl Default for MemoryFlags {
@@ -46,6 +58,8 @@ impl Default for MemoryFlags {
             expert_policy: "lru".into(),
             prefetch: false,
             io_threads: 4,
+            expert_fallback: None,
+            fallback_share: "30%".into(),
         }
     }
 }
@@ -73,12 +87,95 @@ impl MemoryFlags {
         if self.io_threads == 0 {
             bail!("--io-threads must be at least 1");
         }
+        self.share()?;
+        if self.expert_fallback.is_some()
+            && self.max_memory.is_none()
+            && self.expert_cache.is_none()
+        {
+            bail!(
+                "--expert-fallback needs --max-memory or --expert-cache (a bounded expert cache)"
+            );
+        }
         Ok(())
+    }
+
+    /// `--fallback-share` as a fraction in [0, 1).
+    fn share(&self) -> anyhow::Result<f64> {
+        let s = self.fallback_share.trim();
+        let v = match s.strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+            None => s.parse::<f64>(),
+        };
+        match v {
+            Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+            _ => bail!("--fallback-share {s:?} is not a share below 100% (e.g. 30% or 0.3)"),
+        }
     }
 }
 
 /// An attached expert cache, for its statistics.
-pub type Cache<'a> = Arc<ExpertCache<'a>>;
+#[derive(Clone)]
+pub enum Cache<'a> {
+    /// One tier.
+    Full(Arc<ExpertCache<'a>>),
+    /// With a low-bit fallback tier.
+    Tiered(Arc<TieredCache<'a>>),
+}
+
+impl Cache<'_> {
+    /// The counters so far.
+    pub fn stats(&self) -> CacheStats {
+        match self {
+            Cache::Full(c) => c.stats(),
+            Cache::Tiered(c) => c.stats(),
+        }
+    }
+}
+
+/// The low-bit fallback's routed experts, checked against `model`'s: the same architecture,
+/// sizes, and experts. Its files are kept for the rest of the process (as the model's are).
+fn fallback_experts(
+    path: &str,
+    model: &Model<'_>,
+) -> anyhow::Result<(
+    &'static ModelFiles,
+    Vec<frugal_model::blocks::experts::RoutedExpert<'static>>,
+)> {
+    let files = ModelFiles::open(path).with_context(|| format!("--expert-fallback {path}"))?;
+    // Lives as long as the process: the cache's I/O and the mapped fallback views need it.
+    let files: &'static ModelFiles = Box::leak(Box::new(files));
+    let low = Model::load(files).with_context(|| format!("--expert-fallback {path}"))?;
+    let (a, b) = (model.config(), low.config());
+    let mismatch = |what: &str, x: &dyn std::fmt::Debug, y: &dyn std::fmt::Debug| {
+        anyhow::anyhow!(
+            "--expert-fallback {path} is not a copy of the same model: {what} is {y:?}, the model's is {x:?}"
+        )
+    };
+    if a.architecture != b.architecture {
+        return Err(mismatch("architecture", &a.architecture, &b.architecture));
+    }
+    if a.hidden_size != b.hidden_size {
+        return Err(mismatch("hidden_size", &a.hidden_size, &b.hidden_size));
+    }
+    if a.num_hidden_layers != b.num_hidden_layers {
+        return Err(mismatch(
+            "num_hidden_layers",
+            &a.num_hidden_layers,
+            &b.num_hidden_layers,
+        ));
+    }
+    if a.ffn != b.ffn {
+        return Err(mismatch("the feed-forward configuration", &a.ffn, &b.ffn));
+    }
+    let experts = low.routed_experts();
+    let ids = |e: &[frugal_model::blocks::experts::RoutedExpert<'_>]| {
+        e.iter().map(|r| (r.layer, r.expert)).collect::<Vec<_>>()
+    };
+    if ids(&experts) != ids(&model.routed_experts()) {
+        bail!("--expert-fallback {path}: its routed experts are not the model's (layers or ids differ)");
+    }
+    Ok((files, experts))
+}
 
 /// With `--max-memory`, gives `model` an expert cache sized from the budget for a context of
 /// `context_tokens`, and prints the split on stderr; without it, nothing.
@@ -115,19 +212,39 @@ pub fn attach<'a>(
         // OK: one of the two flags is given.
         None => plan.expect("--max-memory given").expert_cache,
     };
-    let cache = ExpertCache::for_experts(
-        &experts,
-        |b| files.locate(b),
-        CacheConfig {
+    let config = |capacity| -> anyhow::Result<CacheConfig> {
+        Ok(CacheConfig {
             capacity,
             policy: flags.policy()?,
             io_threads: flags.io_threads,
             prefetch: flags.prefetch,
-        },
+        })
+    };
+    let share = flags.share()?;
+    let low_capacity = match flags.expert_fallback {
+        Some(_) => (capacity as f64 * share) as u64,
+        None => 0,
+    };
+    let full = ExpertCache::for_experts(
+        &experts,
+        |b| files.locate(b),
+        config(capacity - low_capacity)?,
     )?;
     // Touching a dense tensor should not read the neighbouring experts ahead.
     files.advise_random();
-    let cache = Arc::new(cache);
+    let cache = match &flags.expert_fallback {
+        None => Cache::Full(Arc::new(full)),
+        Some(path) => {
+            let (low_files, low_experts) = fallback_experts(path, model)?;
+            let low = ExpertCache::for_experts(
+                &low_experts,
+                |b| low_files.locate(b),
+                config(low_capacity)?,
+            )?;
+            low_files.advise_random();
+            Cache::Tiered(Arc::new(TieredCache::new(full, low)))
+        }
+    };
     let stats = cache.stats();
     let plan = match plan {
         Some(p) => p.summary() + "; ",
@@ -136,13 +253,23 @@ pub fn attach<'a>(
     eprintln!(
         "{plan}expert cache {:.2} GB ({} bytes per slot): {} of {} routed experts ({:.2} GB) fit in {} slots",
         stats.capacity_bytes as f64 / 1e9,
-        cache.slot_size(),
+        stats.capacity_bytes.checked_div(stats.slots).unwrap_or(0),
         stats.slots.min(experts.len() as u64),
         experts.len(),
         routed as f64 / 1e9,
         stats.slots
     );
-    model.set_expert_store(Some(cache.clone()));
+    if let Some(l) = &stats.low_tier {
+        eprintln!(
+            "low-bit fallback tier {:.2} GB ({} slots)",
+            l.capacity_bytes as f64 / 1e9,
+            l.slots
+        );
+    }
+    match &cache {
+        Cache::Full(c) => model.set_expert_store(Some(c.clone())),
+        Cache::Tiered(c) => model.set_expert_store(Some(c.clone())),
+    }
     Ok(Some(cache))
 }
 

@@ -178,7 +178,9 @@ fn requantizing_dequantizes_like_gguf_py_then_quantizes() {
     let out = GgufModel::open(tmp.path()).unwrap();
     let mut requantized = 0;
     for p in &report.tensors {
-        let t = out.tensor(&p.tensor.name).expect("every planned tensor is written");
+        let t = out
+            .tensor(&p.tensor.name)
+            .expect("every planned tensor is written");
         assert_eq!(t.dtype, p.to, "{}", p.tensor.name);
         requantized += usize::from(p.to != p.tensor.dtype && p.tensor.dtype.is_quantized());
     }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use frugal_formats::DType;
 use frugal_model::blocks::experts::{ExpertBytes, ExpertStore, RoutedExpert};
 
 use super::io::{align_up, span, AlignedBuf, RangeReader, ALIGN};
@@ -164,6 +165,8 @@ struct Shared {
     locations: Vec<ExpertLocation>,
     /// Each expert's byte offset of its gate/up/down region within a slot.
     regions: Vec<[usize; 3]>,
+    /// Each expert's matrix types as its store was given them (handed back with the bytes).
+    dtypes: Vec<Option<[DType; 3]>>,
     readers: Vec<RangeReader>,
     slot_size: usize,
     arena: AlignedBuf,
@@ -205,6 +208,7 @@ impl Shared {
             gate: at(0),
             up: at(1),
             down: at(2),
+            dtypes: self.dtypes[idx],
         }
     }
 
@@ -436,9 +440,11 @@ impl<'a> ExpertCache<'a> {
                 prefetched: false,
             })
             .collect();
+        let dtypes = mapped.iter().map(|m| m.dtypes).collect();
         let shared = Arc::new(Shared {
             locations,
             regions,
+            dtypes,
             readers,
             slot_size,
             arena: AlignedBuf::new(slots * slot_size),
@@ -521,7 +527,15 @@ impl<'a> ExpertCache<'a> {
             capacity_bytes: (st.slot_owner.len() * self.shared.slot_size) as u64,
             slots: st.slot_owner.len() as u64,
             direct_io: self.shared.readers.iter().all(RangeReader::is_direct),
+            low_tier: None,
         }
+    }
+
+    /// Whether expert `expert` of `layer` is resident now (read and not evicted): a request
+    /// for it would not wait.
+    pub fn is_resident(&self, layer: usize, expert: usize) -> bool {
+        self.index(layer, expert)
+            .is_some_and(|i| self.shared.lock().entries[i].state == State::Resident)
     }
 
     fn index(&self, layer: usize, expert: usize) -> Option<usize> {

@@ -47,6 +47,7 @@ fn mapped<'a>(locs: &[ExpertLocation], data: &'a [u8]) -> Vec<ExpertBytes<'a>> {
                 gate: at(0),
                 up: at(1),
                 down: at(2),
+                dtypes: None,
             }
         })
         .collect()

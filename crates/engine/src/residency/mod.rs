@@ -20,15 +20,20 @@
 //! - [`io`]: its reads (`O_DIRECT`, or buffered with the pages dropped after each read).
 //! - [`stats`]: its counters (hits, misses, bytes read, stall time).
 //! - [`budget`]: `--max-memory`: what of a process budget is left for the cache.
+//! - [`tiered`]: `--expert-fallback`: a second tier of low-bit expert copies, used on a
+//!   full-precision miss instead of waiting for the read.
 
 pub mod budget;
 pub mod cache;
 pub mod io;
 pub mod policy;
 pub mod stats;
+pub mod tiered;
 pub mod trace;
 
 pub use budget::{parse_size, MemoryPlan};
 pub use cache::{CacheConfig, CacheError, CacheStats, ExpertCache};
 pub use policy::{simulate, Capacity, Policy, SimResult};
+pub use stats::LowTierStats;
+pub use tiered::TieredCache;
 pub use trace::{LayerUsage, RoutingTrace, TraceError};

@@ -37,6 +37,27 @@ pub struct CacheStats {
     pub slots: u64,
     /// Whether reads bypass the page cache (`O_DIRECT`).
     pub direct_io: bool,
+    /// The low-bit fallback tier's counters (`--expert-fallback`), if there is one.
+    pub low_tier: Option<LowTierStats>,
+}
+
+/// Counters of the low-bit fallback tier ([`super::tiered::TieredCache`]).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct LowTierStats {
+    /// Requested experts computed with their low-bit copy (full precision not resident).
+    pub fallback_uses: u64,
+    /// Low-bit copies found resident when asked for.
+    pub hits: u64,
+    /// Low-bit copies read (in the background after a full-precision miss, or on demand).
+    pub reads: u64,
+    /// Bytes of low-bit copies read.
+    pub bytes_read: u64,
+    /// Low-bit copies resident now.
+    pub resident_experts: u64,
+    /// The tier's slots' total size.
+    pub capacity_bytes: u64,
+    /// Its number of slots.
+    pub slots: u64,
 }
 
 impl CacheStats {
@@ -73,12 +94,39 @@ impl CacheStats {
             bytes_read: self.bytes_read - earlier.bytes_read,
             read_seconds: self.read_seconds - earlier.read_seconds,
             stall_seconds: self.stall_seconds - earlier.stall_seconds,
+            low_tier: match (self.low_tier, earlier.low_tier) {
+                (Some(a), Some(b)) => Some(LowTierStats {
+                    fallback_uses: a.fallback_uses - b.fallback_uses,
+                    hits: a.hits - b.hits,
+                    reads: a.reads - b.reads,
+                    bytes_read: a.bytes_read - b.bytes_read,
+                    ..a
+                }),
+                (a, _) => a,
+            },
             ..*self
         }
     }
 
     /// A few lines for people: hit rate, reads, stall.
     pub fn summary(&self) -> String {
+        let mut s = self.full_summary();
+        if let Some(l) = &self.low_tier {
+            s += &format!(
+                "\nlow-bit fallback: {} uses; {} hits, {} reads ({:.2} GB); resident {} experts in {} slots ({:.2} GB)",
+                l.fallback_uses,
+                l.hits,
+                l.reads,
+                l.bytes_read as f64 / 1e9,
+                l.resident_experts,
+                l.slots,
+                l.capacity_bytes as f64 / 1e9,
+            );
+        }
+        s
+    }
+
+    fn full_summary(&self) -> String {
         format!(
             "expert cache: {:.1}% hits ({} hits, {} misses, {} prefetch hits of {} prefetched), {} evictions, {} overflow reads, {} fallbacks\n\
              expert reads: {:.2} GB in {:.2} s ({:.2} GB/s{}), stall {:.2} s\n\

@@ -12,10 +12,12 @@
 //! The store only supplies bytes; the arithmetic is the MoE block's, so a cached expert gives
 //! exactly the result of the mapped one.
 
+use frugal_formats::DType;
+
 use super::ffn::Mlp;
 
 /// A routed expert's three stored matrices (`gate`, `up`, `down`), as bytes laid out exactly
-/// as in the model file.
+/// as in the model file, or as in a lower-bit copy of it when `dtypes` says so.
 #[derive(Clone, Copy, Debug)]
 pub struct ExpertBytes<'b> {
     /// The gate projection (`[inter, hidden]`).
@@ -24,6 +26,10 @@ pub struct ExpertBytes<'b> {
     pub up: &'b [u8],
     /// The down projection (`[hidden, inter]`).
     pub down: &'b [u8],
+    /// The element types of gate, up and down. A store handing back the model file's own
+    /// bytes may leave this `None`; a store's low-bit fallback copy (another GGUF of the same
+    /// model) must name its types, and the MoE block then computes with that copy.
+    pub dtypes: Option<[DType; 3]>,
 }
 
 impl ExpertBytes<'_> {
@@ -51,11 +57,13 @@ pub struct RoutedExpert<'a> {
 }
 
 /// Supplies routed experts' weights to the MoE blocks. Implementations decide what stays in
-/// memory; they must hand back bytes equal to the model file's.
+/// memory; they must hand back bytes equal to the model file's, or a lower-bit copy of the
+/// same matrices with their types named.
 pub trait ExpertStore: Send + Sync {
     /// Call `f` once, with the bytes of each of `experts` (ids of decoder layer `layer`, in
     /// the order given). The slices live only for the call, so the store may evict them
-    /// afterwards. Misses are read before `f` runs.
+    /// afterwards. Misses are read before `f` runs, unless the store hands back a lower-bit
+    /// copy of an expert instead (with its [`ExpertBytes::dtypes`]).
     fn with_experts(&self, layer: usize, experts: &[usize], f: &mut dyn FnMut(&[ExpertBytes<'_>]));
 
     /// A hint that `experts` of decoder layer `layer` will probably be asked for soon (for
@@ -79,6 +87,7 @@ impl<'a> Mlp<'a> {
             gate: gate.stored_data(),
             up: up.stored_data(),
             down: down.stored_data(),
+            dtypes: Some([gate.stored_dtype(), up.stored_dtype(), down.stored_dtype()]),
         }
     }
 
@@ -93,6 +102,32 @@ impl<'a> Mlp<'a> {
             gate.rebased(bytes.gate)?,
             up.rebased(bytes.up)?,
             down.rebased(bytes.down)?,
+        ))
+    }
+
+    /// The same MLP over `bytes`: [`Mlp::rebased`] when they are of this expert's own types
+    /// (or `dtypes` is `None`), else a view of another type over them
+    /// ([`super::linear::Linear::quantized_view`]). `None` if a length or type does not fit.
+    pub fn rebased_as<'b>(&self, bytes: &ExpertBytes<'b>) -> Option<Mlp<'b>>
+    where
+        'a: 'b,
+    {
+        let projections = self.projections();
+        let Some(types) = bytes.dtypes else {
+            return self.rebased(bytes);
+        };
+        if projections
+            .iter()
+            .zip(types)
+            .all(|(p, t)| p.stored_dtype() == t)
+        {
+            return self.rebased(bytes);
+        }
+        let [gate, up, down] = projections;
+        Some(Mlp::from_projections(
+            gate.quantized_view(types[0], bytes.gate)?,
+            up.quantized_view(types[1], bytes.up)?,
+            down.quantized_view(types[2], bytes.down)?,
         ))
     }
 }

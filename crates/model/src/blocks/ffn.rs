@@ -376,7 +376,7 @@ impl<'a> Moe<'a> {
                     .zip(bytes)
                     .map(|(&e, b)| {
                         self.experts[e]
-                            .rebased(b)
+                            .rebased_as(b)
                             // A store handing back bytes of another length is a bug in it.
                             .expect("expert store returned bytes of the stored length")
                     })

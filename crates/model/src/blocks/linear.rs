@@ -542,6 +542,66 @@ fn scatter(part: &[f32], rows: Range<usize>, total: usize, y: &mut [f32]) {
     }
 }
 
+/// Views of a matrix over bytes of another type (the expert cache's low-bit fallback copies).
+impl<'a> Linear<'a> {
+    /// The element type of the stored weight.
+    pub fn stored_dtype(&self) -> DType {
+        match &self.storage {
+            Storage::F32(_) => DType::F32,
+            Storage::Bf16(_) => DType::BF16,
+            Storage::F16(_) => DType::F16,
+            // OK: every QuantType is a ggml type DType knows.
+            Storage::Quant { ty, .. } => {
+                DType::from_ggml_id(ty.ggml_id()).expect("a ggml block type")
+            }
+            Storage::Fp8 { .. } => DType::F8E4M3,
+        }
+    }
+
+    /// The same matrix (name, rows, cols) over `data` stored as `dtype`: a lower-bit copy of
+    /// the weight, as the expert cache hands back from its fallback tier. `None` if `data` is
+    /// not exactly `rows` rows of `cols` values of `dtype`, or `dtype` is FP8 (needs block
+    /// scales) or a type without kernels. Quantized copies keep this matrix's activation mode.
+    pub fn quantized_view<'b>(&self, dtype: DType, data: &'b [u8]) -> Option<Linear<'b>>
+    where
+        'a: 'b,
+    {
+        let n = self.rows.checked_mul(self.cols)?;
+        let plain = |width: usize| (data.len() == n.checked_mul(width)?).then_some(data);
+        let storage = match dtype {
+            DType::F32 => Storage::F32(plain(4)?),
+            DType::BF16 => Storage::Bf16(plain(2)?),
+            DType::F16 => Storage::F16(plain(2)?),
+            other => {
+                let ty = QuantType::from_ggml_id(other.ggml_id()?).filter(|q| q.is_supported())?;
+                let row_bytes = ty.row_bytes(self.cols).ok()?;
+                if data.len() != row_bytes.checked_mul(self.rows)? {
+                    return None;
+                }
+                let exact_activations = matches!(
+                    self.storage,
+                    Storage::Quant {
+                        exact_activations: true,
+                        ..
+                    }
+                );
+                Storage::Quant {
+                    ty,
+                    data,
+                    row_bytes,
+                    exact_activations,
+                }
+            }
+        };
+        Some(Linear {
+            name: self.name.clone(),
+            rows: self.rows,
+            cols: self.cols,
+            storage,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
