@@ -130,6 +130,14 @@ impl Cache<'_> {
             Cache::Tiered(c) => c.stats(),
         }
     }
+
+    /// Bytes of one full-precision slot.
+    pub fn slot_size(&self) -> usize {
+        match self {
+            Cache::Full(c) => c.slot_size(),
+            Cache::Tiered(c) => c.full().slot_size(),
+        }
+    }
 }
 
 /// The low-bit fallback's routed experts, checked against `model`'s: the same architecture,
@@ -253,7 +261,7 @@ pub fn attach<'a>(
     eprintln!(
         "{plan}expert cache {:.2} GB ({} bytes per slot): {} of {} routed experts ({:.2} GB) fit in {} slots",
         stats.capacity_bytes as f64 / 1e9,
-        stats.capacity_bytes.checked_div(stats.slots).unwrap_or(0),
+        cache.slot_size(),
         stats.slots.min(experts.len() as u64),
         experts.len(),
         routed as f64 / 1e9,

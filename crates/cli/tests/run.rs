@@ -406,3 +406,56 @@ fn bad_memory_budgets_are_named() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("mixture-of-experts"));
 }
+
+/// `--expert-fallback` with another model's GGUF is refused at start, naming what differs;
+/// with the model's own Q8_0 copy and a cache of one full-precision slot, `--stats` counts
+/// fallback uses.
+#[test]
+fn expert_fallback_checks_the_model_and_counts_its_uses() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let gguf = |name: &str, ty: &str| {
+        frugal_testdata::fixtures_dir()
+            .join("gguf")
+            .join(name)
+            .join(format!("{name}-{ty}.gguf"))
+            .to_str()
+            .expect("UTF-8")
+            .to_owned()
+    };
+    let model = gguf("qwen3-moe", "F32");
+    let run = |fallback: &str, cache_size: &str| {
+        frugal(
+            &[
+                "run",
+                "--model",
+                &model,
+                "--prompt-tokens",
+                "1,2,3,4,5,6,7,8",
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "8",
+                "--stats",
+                "--expert-cache",
+                cache_size,
+                "--expert-fallback",
+                fallback,
+                "--fallback-share",
+                "90%",
+            ],
+            cache.path(),
+        )
+    };
+    let out = run(&gguf("mixtral", "Q8_0"), "1M");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is not a copy of the same model: architecture"),
+        "{stderr}"
+    );
+    // 90% of the cache for low-bit copies leaves one full-precision slot or so.
+    let out = run(&gguf("qwen3-moe", "Q8_0"), "400K");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(count_before(&stderr, " uses;") > 0, "{stderr}");
+}
