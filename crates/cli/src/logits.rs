@@ -34,6 +34,7 @@ pub fn run(
     chunk: Option<usize>,
     threads: Option<usize>,
     quant: Option<&str>,
+    memory: &crate::residency::MemoryFlags,
 ) -> anyhow::Result<()> {
     let tokens = parse_tokens(tokens)?;
     if chunk == Some(0) {
@@ -49,11 +50,15 @@ pub fn run(
     if let Some(t) = threads {
         m.set_threads(t);
     }
+    let experts = crate::residency::attach(memory, &files, &mut m, tokens.len())?;
     let vocab = m.vocab_size();
     let mut cache = KvCache::new(&m);
     let mut logits = Vec::with_capacity(tokens.len() * vocab);
     for part in tokens.chunks(chunk.unwrap_or(tokens.len())) {
         logits.extend(m.forward(part, cache.len(), &mut cache)?);
+    }
+    if let Some(s) = crate::residency::stats(&experts) {
+        eprintln!("{}", s.summary());
     }
     let rows: Vec<&[f32]> = logits.chunks_exact(vocab).collect();
     // f32 values serialise in their shortest round-tripping form.

@@ -60,6 +60,10 @@ enum Command {
         /// Quantize a safetensors model's matrices on load (q8_0, q4_k, ...).
         #[arg(long)]
         quant: Option<String>,
+        /// --max-memory / --expert-cache / --expert-fallback: run with an expert cache (its
+        /// statistics go to stderr), e.g. to measure the fallback's logit difference.
+        #[command(flatten)]
+        memory: crate::residency::MemoryFlags,
     },
     /// Measure speed (prompt and generation tokens/s, like llama-bench) or memory bandwidth.
     Bench(bench::BenchArgs),
@@ -96,7 +100,8 @@ fn main() {
             chunk,
             threads,
             quant,
-        } => logits::run(&model, &tokens, chunk, threads, quant.as_deref()),
+            memory,
+        } => logits::run(&model, &tokens, chunk, threads, quant.as_deref(), &memory),
         Command::Bench(args) => bench::run(&args),
         #[cfg(feature = "pull")]
         Command::Pull(args) => pull::run(&args),
