@@ -194,3 +194,31 @@ fn logits_with_quant_q8_0_match_llama_cpps_q8_0_weights() {
         assert!(d <= 1e-4, "{reference}: max |diff| {d}");
     }
 }
+
+/// A quantized input is refused, pointing at `--allow-requantize`; with it, the Q8_0 file is
+/// requantized to Q2_K (with the warning that quality is lost), and the result runs.
+#[test]
+fn allow_requantize_requantizes_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q2k.gguf");
+    let input = fixture("gguf/qwen3-moe/qwen3-moe-Q8_0.gguf");
+    let args = ["quantize", &input, out.to_str().unwrap(), "--type", "q2_k"];
+    let o = frugal(&args);
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("--allow-requantize"), "{stderr}");
+    let o = frugal(&[&args[..], &["--allow-requantize"]].concat());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("loses more quality"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("Q2_K"), "{stdout}");
+    let o = frugal(&[
+        "logits",
+        "--model",
+        out.to_str().unwrap(),
+        "--tokens",
+        "1,2,3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
