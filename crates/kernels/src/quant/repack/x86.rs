@@ -1,0 +1,145 @@
+//! x86-64 paths of the interleaved Q4_K product: eight rows in the eight i32/f32 lanes of a
+//! 256-bit vector, activations broadcast four bytes at a time.
+//!
+//! A 32-byte load of codes is four bytes of each of the eight rows (module docs); its low
+//! nibbles meet the four activations of sub-block `2c` at that position, its high nibbles
+//! those of sub-block `2c + 1`, each broadcast to all eight lanes. AVX2 multiplies with
+//! `pmaddubsw` (i16 pairs, summed over a sub-block's eight loads: at most
+//! `8·2·15·128 = 30720 < 2^15`) and applies the sub-block scale with `pmaddwd`; VNNI sums
+//! with `vpdpbusd` and scales with `vpmulld`. The offsets' term `Σ_s m_s·(bsum_2s +
+//! bsum_2s+1)` is four `pmaddwd` of (offset pair) × (bsum pair) per block.
+
+use super::{CODES, D, DMIN, MINS, RECORD, ROWS, SCALES};
+use crate::quant::BlockQ8K;
+use std::arch::x86_64::*;
+
+/// Bytes `p..p+32`, any alignment.
+#[inline(always)]
+unsafe fn load32(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// The four activation bytes at `p` in every i32 lane.
+#[inline(always)]
+unsafe fn bcast4(p: *const i8) -> __m256i {
+    // SAFETY: the caller guarantees 4 readable bytes.
+    _mm256_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
+}
+
+/// One record's offsets term and float step, shared by both paths: `isum` (eight row
+/// lanes) is the block's exact scaled code sum; returns `acc + (dall·isum − dm·summs)` per
+/// lane with IEEE products and sums in `vec_dot`'s order (no fused multiply-add).
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn finish(rec: *const u8, a: &BlockQ8K, isum: __m256i, acc: __m256) -> __m256 {
+    // SAFETY: `rec` is a whole record (RECORD bytes); `bsums` is 32 bytes.
+    unsafe {
+        // bsum_2s + bsum_2s+1 for s = 0..8 as i16 (|·| ≤ 2·16·128): pairs (2t, 2t + 1) per
+        // i32 lane t.
+        let bs = load32(a.bsums.as_ptr().cast());
+        let bp = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bs),
+            _mm256_extracti128_si256::<1>(bs),
+        );
+        let bp = _mm256_castsi128_si256(bp);
+        let mut summs = _mm256_setzero_si256();
+        for t in 0..4 {
+            let pair = _mm256_permutevar8x32_epi32(bp, _mm256_set1_epi32(t as i32));
+            // Lane r: (m_{r,2t}, m_{r,2t+1}) as i16.
+            let m = _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(MINS + 16 * t).cast()));
+            summs = _mm256_add_epi32(summs, _mm256_madd_epi16(m, pair));
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(D).cast()));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(DMIN).cast()));
+        let ad = _mm256_set1_ps(a.d());
+        let (dall, dm) = (_mm256_mul_ps(ad, d), _mm256_mul_ps(ad, dmin));
+        let t = _mm256_sub_ps(
+            _mm256_mul_ps(dall, _mm256_cvtepi32_ps(isum)),
+            _mm256_mul_ps(dm, _mm256_cvtepi32_ps(summs)),
+        );
+        _mm256_add_ps(acc, t)
+    }
+}
+
+/// Sub-block `s`'s eight row scales as i32 lanes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn scales(rec: *const u8, s: usize) -> __m256i {
+    // SAFETY: 8 bytes inside the record.
+    unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(rec.add(SCALES + 8 * s).cast())) }
+}
+
+/// The AVX2 path (also taken for AVX-512 without VNNI).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `recs` must hold `a.len()` records.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn avx2(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = _mm256_setzero_ps();
+    for (j, a) in a.iter().enumerate() {
+        // SAFETY: record `j` is inside `recs` (the caller's contract); every offset below is
+        // inside the record and `a.qs` (256 bytes).
+        unsafe {
+            let rec = recs.as_ptr().add(j * RECORD);
+            let mut isum = _mm256_setzero_si256();
+            for c in 0..4 {
+                let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for q in 0..8 {
+                    let x = load32(rec.add(CODES + 256 * c + 32 * q));
+                    let al = bcast4(a.qs.as_ptr().add(64 * c + 4 * q));
+                    let ah = bcast4(a.qs.as_ptr().add(64 * c + 32 + 4 * q));
+                    let xl = _mm256_and_si256(x, m4);
+                    let xh = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
+                    lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(xl, al));
+                    hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(xh, ah));
+                }
+                // The scale in both i16 halves of lane r: pmaddwd adds the pair and scales.
+                let sl = scales(rec, 2 * c);
+                let sh = scales(rec, 2 * c + 1);
+                let sl = _mm256_or_si256(sl, _mm256_slli_epi32::<16>(sl));
+                let sh = _mm256_or_si256(sh, _mm256_slli_epi32::<16>(sh));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(lo, sl));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(hi, sh));
+            }
+            acc = finish(rec, a, isum, acc);
+        }
+    }
+    // SAFETY: `out` is 8 f32.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+}
+
+/// The AVX-512 VNNI path (256-bit `vpdpbusd`).
+///
+/// # Safety
+/// AVX2, FMA, F16C, AVX-512 F/VL/VNNI must be available; `recs` must hold `a.len()` records.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn vnni(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = _mm256_setzero_ps();
+    for (j, a) in a.iter().enumerate() {
+        // SAFETY: as in `avx2`.
+        unsafe {
+            let rec = recs.as_ptr().add(j * RECORD);
+            let mut isum = _mm256_setzero_si256();
+            for c in 0..4 {
+                let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for q in 0..8 {
+                    let x = load32(rec.add(CODES + 256 * c + 32 * q));
+                    let al = bcast4(a.qs.as_ptr().add(64 * c + 4 * q));
+                    let ah = bcast4(a.qs.as_ptr().add(64 * c + 32 + 4 * q));
+                    let xl = _mm256_and_si256(x, m4);
+                    let xh = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
+                    lo = _mm256_dpbusd_epi32(lo, xl, al);
+                    hi = _mm256_dpbusd_epi32(hi, xh, ah);
+                }
+                isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(lo, scales(rec, 2 * c)));
+                isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(hi, scales(rec, 2 * c + 1)));
+            }
+            acc = finish(rec, a, isum, acc);
+        }
+    }
+    // SAFETY: `out` is 8 f32.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+}
