@@ -31,6 +31,7 @@ use frugal_kernels::{matmul, norm, rope, softmax};
 
 use super::heads::for_head_ranges;
 use super::linear::{load_f32_vec, Linear, Weights};
+use super::products::forward_many;
 use super::rope::RopeTable;
 use super::SeqSpan;
 use crate::ModelError;
@@ -167,20 +168,32 @@ impl<'a> MlaAttention<'a> {
         let qk = dn + dr;
         let interleaved = rope_table.interleaved();
 
-        // Queries [T, n, dn + dr].
+        // Queries [T, n, dn + dr] and the latent with the shared rope key [T, r_kv + dr]: the
+        // two products of x run as one parallel step over one quantization of x.
+        let t = x.len() / self.kv_a.cols();
+        let mut kv = vec![0.0f32; t * (r_kv + dr)];
         let mut q = match &self.q {
             QProj::LowRank { a, norm: w, b } => {
-                let mut qa = a.forward(x, threads);
+                let mut qa = vec![0.0f32; t * a.rows()];
+                forward_many(
+                    &[a, &self.kv_a],
+                    x,
+                    &mut [&mut qa[..], &mut kv[..]],
+                    threads,
+                );
                 for row in qa.chunks_exact_mut(a.rows()) {
                     norm::rmsnorm_inplace(row, w, LATENT_NORM_EPS);
                 }
                 b.forward(&qa, threads)
             }
-            QProj::Direct(p) => p.forward(x, threads),
+            QProj::Direct(p) => {
+                let mut q = vec![0.0f32; t * p.rows()];
+                forward_many(&[p, &self.kv_a], x, &mut [&mut q[..], &mut kv[..]], threads);
+                q
+            }
         };
 
-        // Latent and shared rope key [T, r_kv + dr] → each sequence's cache.
-        let kv = self.kv_a.forward(x, threads);
+        // Latents and rope keys → each sequence's cache.
         let mut rows = kv.chunks_exact(r_kv + dr).enumerate();
         for span in spans.iter_mut() {
             for (i, row) in rows.by_ref().take(span.len) {
