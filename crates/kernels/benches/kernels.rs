@@ -5,6 +5,11 @@
 //!   on every available ISA. Reported as weight GB/s (bytes of `W` / time): decode is bound by
 //!   streaming the weights, so this is the number to compare with memory bandwidth.
 //! - GEMM: `matmul::matmul_wt` (f32, `[t, k] × [n, k]ᵀ`) in GFLOP/s (`2·t·n·k / time`).
+//! - Quantized products through `quant::gemm` (`qgemm`), next to the per-row `vec_dot` loop
+//!   they replace (`old`), for the types of Q4_K_M files: with 1 token as weight GB/s (decode),
+//!   with 8, 32, 64 tokens as GFLOP/s (prefill; an expert sees ~50 tokens of a 512-token
+//!   batch), on 2048×2048, a 512×1024 and a 1408×2048 (DeepSeek-V2-Lite) expert. `cold`: a
+//!   64 MB Q4_K matrix (larger than the L3) read once per pass, i.e. from DRAM.
 //!
 //! Plain `harness = false` timing: one warm-up pass, then passes until `MIN_TIME` has elapsed,
 //! reporting the fastest pass (least disturbed by other processes on a shared machine).
@@ -12,7 +17,7 @@
 
 use frugal_kernels::cpu::Isa;
 use frugal_kernels::matmul::matmul_wt;
-use frugal_kernels::quant::{dot::vec_dot, QuantType, QuantizedActs};
+use frugal_kernels::quant::{dot::vec_dot, gemm, QuantType, QuantizedActs};
 use frugal_testdata::Rng;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -154,5 +159,89 @@ fn main() {
             "{name:<40} {:>10.1} µs {gflops:>8.2} GFLOP/s",
             d.as_secs_f64() * 1e6
         );
+    }
+    qgemm(&mut rng, &wanted);
+}
+
+/// The `qgemm` and `cold` rows (module docs): old per-row `vec_dot` loop against `gemm`.
+fn qgemm(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
+    println!(
+        "{:<36} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "qgemm (rows×cols) type isa tokens", "old µs", "new µs", "old", "new", "new/old"
+    );
+    let types = [
+        QuantType::Q4K,
+        QuantType::Q6K,
+        QuantType::Q8_0,
+        QuantType::Q5K,
+        QuantType::Q5_0,
+    ];
+    let shapes = [(2048usize, 2048usize), (512, 1024), (1408, 2048)];
+    let mut cases: Vec<(usize, usize, QuantType, usize, &str)> = Vec::new();
+    for (rows, cols) in shapes {
+        for ty in types {
+            for tokens in [1usize, 8, 32, 64] {
+                cases.push((rows, cols, ty, tokens, "qgemm"));
+            }
+        }
+    }
+    // 16384 × 4096 Q4_K: 36 MB; 16384 × 7168: 66 MB, past this machine's 32 MB L3.
+    cases.push((16384, 7168, QuantType::Q4K, 1, "cold"));
+    cases.push((16384, 7168, QuantType::Q6K, 1, "cold"));
+    for (rows, cols, ty, tokens, what) in cases {
+        let isas: Vec<Isa> = Isa::available()
+            .into_iter()
+            .filter(|&isa| isa != Isa::Scalar)
+            .filter(|isa| {
+                wanted(&format!(
+                    "{what} {rows}x{cols} {} {isa} t={tokens}",
+                    ty.name()
+                ))
+            })
+            .collect();
+        if isas.is_empty() {
+            continue;
+        }
+        let format = ty.act_format().expect("kernel type");
+        let acts: Vec<QuantizedActs> = (0..tokens)
+            .map(|_| {
+                let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+                QuantizedActs::from_f32(format, &x).expect("whole blocks")
+            })
+            .collect();
+        let w = weights(rng, ty, rows, cols);
+        let rb = ty.row_bytes(cols).expect("whole blocks");
+        for isa in isas {
+            let name = format!("{what} {rows}x{cols} {} {isa} t={tokens}", ty.name());
+            let mut y = vec![0.0f32; rows * tokens];
+            let old = time(|| {
+                for (r, row) in w.chunks_exact(rb).enumerate() {
+                    for (t, a) in acts.iter().enumerate() {
+                        y[t * rows + r] = vec_dot(isa, ty, black_box(row), a).expect("valid");
+                    }
+                }
+                black_box(&y);
+            });
+            let new = time(|| {
+                gemm(isa, ty, black_box(&w), &acts, &mut y, rows).expect("valid");
+                black_box(&y);
+            });
+            let rate = |d: Duration| {
+                if tokens == 1 {
+                    w.len() as f64 / d.as_secs_f64() / 1e9
+                } else {
+                    2.0 * (rows * cols * tokens) as f64 / d.as_secs_f64() / 1e9
+                }
+            };
+            let unit = if tokens == 1 { "GB/s" } else { "GFLOP/s" };
+            println!(
+                "{name:<36} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>7.2} {unit}",
+                old.as_secs_f64() * 1e6,
+                new.as_secs_f64() * 1e6,
+                rate(old),
+                rate(new),
+                old.as_secs_f64() / new.as_secs_f64()
+            );
+        }
     }
 }

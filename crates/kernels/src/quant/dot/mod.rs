@@ -146,6 +146,11 @@ pub fn gemm(
         });
     }
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
+    if kquants::gemm(isa, ty, rows, acts, out, out_stride)
+        || legacy::gemm(isa, ty, rows, acts, out, out_stride)
+    {
+        return Ok(());
+    }
     for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
         for (t, a) in acts.iter().enumerate() {
             out[t * out_stride + r] = dot_checked(isa, ty, row, a)?;

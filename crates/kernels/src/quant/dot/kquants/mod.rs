@@ -23,6 +23,8 @@
 //! Files: this one (dispatch, scale unpacking, scalar reference), `x86.rs` (AVX2, AVX-512,
 //! AVX-512 VNNI), `neon.rs` (AArch64, with and without `sdot`).
 
+#[cfg(target_arch = "x86_64")]
+mod gemm_x86;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "x86_64")]
@@ -32,7 +34,9 @@ use crate::cpu::Isa;
 use crate::quant::act::BlockQ8K;
 use crate::quant::iquants::KVALUES_IQ4NL;
 use crate::quant::kquants::scale_min_k4;
-use crate::quant::{BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use crate::quant::{
+    BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QuantType, QuantizedActs, QK_K,
+};
 
 /// Picks the path for `isa` (which `vec_dot` has checked is available).
 macro_rules! dispatch {
@@ -61,6 +65,52 @@ dispatch!(q4_k, BlockQ4K);
 dispatch!(q5_k, BlockQ5K);
 dispatch!(q6_k, BlockQ6K);
 dispatch!(iq4_xs, BlockIQ4XS);
+
+/// The tiled product (`quant::gemm`) where `isa` and `ty` have one (x86: Q4_K, Q5_K, Q6_K on
+/// AVX2, AVX-512, AVX-512 VNNI); `false` (nothing written) otherwise. `gemm` has checked the
+/// shapes and that `isa` is available; `acts` is not empty.
+#[allow(unused_variables)]
+pub(super) fn gemm(
+    isa: Isa,
+    ty: QuantType,
+    rows: &[u8],
+    acts: &[QuantizedActs],
+    out: &mut [f32],
+    stride: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+            return false;
+        }
+        let a: Vec<&[BlockQ8K]> = acts.iter().map(|a| a.q8k()).collect();
+        let nb = a[0].len();
+        macro_rules! run {
+            ($block:ty) => {{
+                let w: &[$block] = super::blocks(rows);
+                // SAFETY: `gemm` checked that `isa` is available (the features each module
+                // enables are what `Isa::is_available` tests), that `rows` is whole rows of
+                // `nb` blocks, every activation row `nb` blocks, and `out`'s length.
+                unsafe {
+                    match isa {
+                        Isa::Avx2 => gemm_x86::avx2::gemm(w, nb, &a, out, stride),
+                        Isa::Avx512 => gemm_x86::avx512::gemm(w, nb, &a, out, stride),
+                        _ => gemm_x86::vnni::gemm(w, nb, &a, out, stride),
+                    }
+                }
+                true
+            }};
+        }
+        match ty {
+            QuantType::Q4K => run!(BlockQ4K),
+            QuantType::Q5K => run!(BlockQ5K),
+            QuantType::Q6K => run!(BlockQ6K),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 #[inline(always)]
 fn f16(b: [u8; 2]) -> f32 {

@@ -13,12 +13,12 @@ use crate::quant::{BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K,
 use std::arch::x86_64::*;
 
 /// One super-block's codes: vector `k` holds weights `32k..32k+32`.
-type Codes = [__m256i; 8];
+pub(super) type Codes = [__m256i; 8];
 
 /// An f16 to f32 with F16C (exact, as the scalar path's software conversion).
 #[target_feature(enable = "f16c")]
 #[inline]
-unsafe fn f16(b: [u8; 2]) -> f32 {
+pub(super) unsafe fn f16(b: [u8; 2]) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(
         _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
     ))
@@ -30,7 +30,7 @@ unsafe fn f16(b: [u8; 2]) -> f32 {
 /// `p..p+32` must be readable; AVX2 must be available.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn load32(p: *const u8) -> __m256i {
+pub(super) unsafe fn load32(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 32 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(p.cast()) }
 }
@@ -85,7 +85,7 @@ unsafe fn codes_q3k(w: &BlockQ3K) -> Codes {
 /// one; with `qh`, bit `2c` (resp. `2c + 1`) of `qh[l]` adds 16.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn codes_k4(qs: &[u8; 128], qh: Option<&[u8; 32]>) -> Codes {
+pub(super) unsafe fn codes_k4(qs: &[u8; 128], qh: Option<&[u8; 32]>) -> Codes {
     let m4 = _mm256_set1_epi8(0x0f);
     let mut out = [_mm256_setzero_si256(); 8];
     for c in 0..4 {
@@ -111,7 +111,7 @@ unsafe fn codes_k4(qs: &[u8; 128], qh: Option<&[u8; 32]>) -> Codes {
 /// of `ql[64h + 32(t % 2) + l]`, high bits `2t..2t+2` of `qh[32h + l]` as bits 4..6.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn codes_q6k(w: &BlockQ6K) -> Codes {
+pub(super) unsafe fn codes_q6k(w: &BlockQ6K) -> Codes {
     let m4 = _mm256_set1_epi8(0x0f);
     let mut out = [_mm256_setzero_si256(); 8];
     for h in 0..2 {
@@ -191,7 +191,7 @@ unsafe fn hsum_pair(x: __m256i, y: __m256i) -> (i32, i32) {
 /// Q8_K's 16 block sums as i16 lanes.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn bsums(a: &BlockQ8K) -> __m256i {
+pub(super) unsafe fn bsums(a: &BlockQ8K) -> __m256i {
     // SAFETY: `bsums` is 32 bytes.
     unsafe { load32(a.bsums.as_ptr().cast()) }
 }
@@ -199,7 +199,7 @@ unsafe fn bsums(a: &BlockQ8K) -> __m256i {
 /// 16 bytes of `p` widened to i16 lanes, signed or unsigned.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn widen16(p: &[u8; 16], signed: bool) -> __m256i {
+pub(super) unsafe fn widen16(p: &[u8; 16], signed: bool) -> __m256i {
     // SAFETY: 16 bytes.
     let v = unsafe { _mm_loadu_si128(p.as_ptr().cast()) };
     if signed {
@@ -214,12 +214,12 @@ unsafe fn widen16(p: &[u8; 16], signed: bool) -> __m256i {
 /// returned as eight i32 lanes whose sum it is (reduced by the caller with its other sums).
 /// No intermediate overflows: `pmaddubsw` pairs are at most `2·63·128` (k-quants) or
 /// `2·127·127` (IQ4_XS) < 2^15, and a block's scaled sums stay below 2^28.
-mod isum {
+pub(super) mod isum {
     use super::*;
 
     /// `pshufb` patterns for sub-blocks of 16: vector `k` takes scale `2k` in its low 128-bit
     /// half and `2k + 1` in its high half, from a register holding 8 scales in both halves.
-    const PAIR_K: [[u8; 32]; 4] = {
+    pub(in crate::quant::dot::kquants) const PAIR_K: [[u8; 32]; 4] = {
         let mut m = [[0u8; 32]; 4];
         let mut k = 0;
         while k < 4 {
@@ -257,7 +257,7 @@ mod isum {
     }
 
     /// `pshufb` patterns broadcasting i16 `k` (of 8) to every lane.
-    const WORD_K: [[u8; 32]; 8] = {
+    pub(in crate::quant::dot::kquants) const WORD_K: [[u8; 32]; 8] = {
         let mut m = [[0u8; 32]; 8];
         let mut k = 0;
         while k < 8 {
@@ -471,7 +471,7 @@ mod isum {
 /// lanes of `v[j]` (three rounds of `phaddd` instead of eight separate reductions).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn transpose_sum8(v: &[__m256i; 8]) -> __m256i {
+pub(super) unsafe fn transpose_sum8(v: &[__m256i; 8]) -> __m256i {
     let h01 = _mm256_hadd_epi32(v[0], v[1]);
     let h23 = _mm256_hadd_epi32(v[2], v[3]);
     let h45 = _mm256_hadd_epi32(v[4], v[5]);
@@ -661,7 +661,7 @@ macro_rules! rows {
 /// in lanes `2s`, `2s + 1`: each 32-weight sub-block covers two 16-value bsums).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn k4_vectors(scales: &[u8; 12]) -> ([i16; 8], __m256i) {
+pub(super) unsafe fn k4_vectors(scales: &[u8; 12]) -> ([i16; 8], __m256i) {
     let u = k4_unpack(scales);
     // SAFETY: `u` is 16 bytes.
     let v = unsafe { _mm_loadu_si128(u.as_ptr().cast()) };

@@ -18,6 +18,8 @@
 //! Files: `scalar.rs` (the reference), `x86.rs` (AVX2, AVX-512 BW, AVX-512 VNNI), `neon.rs`
 //! (AArch64 with `sdot` when the CPU has it). An [`Isa`] this CPU lacks runs the scalar code.
 
+#[cfg(target_arch = "x86_64")]
+mod gemm_x86;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod scalar;
@@ -31,6 +33,7 @@ use crate::quant::iquants::KVALUES_IQ4NL;
 use crate::quant::legacy::QK;
 use crate::quant::{
     BlockIQ4NL, BlockMXFP4, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QuantBlock,
+    QuantType, QuantizedActs,
 };
 
 pub(super) fn q4_0(isa: Isa, w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
@@ -59,6 +62,53 @@ pub(super) fn iq4_nl(isa: Isa, w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
 
 pub(super) fn mxfp4(isa: Isa, w: &[BlockMXFP4], a: &[BlockQ8_0]) -> f32 {
     dot(isa, w, a)
+}
+
+/// The tiled product (`quant::gemm`) where `isa` and `ty` have one (x86: Q8_0, Q4_0, Q5_0,
+/// IQ4_NL on AVX2 and AVX-512 VNNI); `false` (nothing written) otherwise. `gemm` has checked
+/// the shapes and that `isa` is available; `acts` is not empty.
+#[allow(unused_variables)]
+pub(super) fn gemm(
+    isa: Isa,
+    ty: QuantType,
+    rows: &[u8],
+    acts: &[QuantizedActs],
+    out: &mut [f32],
+    stride: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
+            return false;
+        }
+        let a: Vec<&[BlockQ8_0]> = acts.iter().map(|a| a.q8_0()).collect();
+        let nb = a[0].len();
+        macro_rules! run {
+            ($block:ty) => {{
+                let w: &[$block] = super::blocks(rows);
+                // SAFETY: `gemm` checked that `isa` is available (the features each module
+                // enables are what `Isa::is_available` tests), that `rows` is whole rows of
+                // `nb` blocks, every activation row `nb` blocks, and `out`'s length.
+                unsafe {
+                    if isa == Isa::Avx2 {
+                        gemm_x86::avx2::gemm(w, nb, &a, out, stride)
+                    } else {
+                        gemm_x86::vnni::gemm(w, nb, &a, out, stride)
+                    }
+                }
+                true
+            }};
+        }
+        match ty {
+            QuantType::Q8_0 => run!(BlockQ8_0),
+            QuantType::Q4_0 => run!(BlockQ4_0),
+            QuantType::Q5_0 => run!(BlockQ5_0),
+            QuantType::IQ4NL => run!(BlockIQ4NL),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// `Σ_blocks` of the block terms of `w` (weights) and `a` (as many activation blocks) on

@@ -54,7 +54,7 @@ fn load32(b: &[u8]) -> __m256i {
 /// An activation block's 32 codes.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn act_codes<A: ActBlock>(a: &A) -> __m256i {
+pub(super) fn act_codes<A: ActBlock>(a: &A) -> __m256i {
     let q = a.qs();
     // SAFETY: i8 and u8 have the same layout; the view borrows `q`.
     load32(unsafe { std::slice::from_raw_parts(q.as_ptr().cast::<u8>(), q.len()) })
@@ -89,7 +89,7 @@ fn fifth_bits(qh: u32) -> __m256i {
 /// A block's 32 codes `c_i` as i8, in weight order.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn codes<B: Block32>(w: &B) -> __m256i {
+pub(super) fn codes<B: Block32>(w: &B) -> __m256i {
     match B::CODES {
         Codes::Bytes => load32(w.qs()),
         Codes::Nibbles { offset } => _mm256_sub_epi8(nibbles(w.qs()), _mm256_set1_epi8(offset)),
@@ -247,7 +247,7 @@ fn hsum_f32x8(v: __m256) -> f32 {
 /// Four blocks' 8-lane sums reduced to `[Σ p0, Σ p1, Σ p2, Σ p3]`, exactly (i32).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn reduce4(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128i {
+pub(super) fn reduce4(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128i {
     // hadd pairs neighbours within each 128-bit half; three rounds leave, per half, one
     // partial sum of each block; adding the halves completes them.
     let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
@@ -257,7 +257,7 @@ fn reduce4(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128i {
 /// Sum of 8 i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn hsum_i32(p: __m256i) -> i32 {
+pub(super) fn hsum_i32(p: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
@@ -267,7 +267,7 @@ fn hsum_i32(p: __m256i) -> i32 {
 /// Sum of 4 f32 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn hsum_f32(v: __m128) -> f32 {
+pub(super) fn hsum_f32(v: __m128) -> f32 {
     let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
