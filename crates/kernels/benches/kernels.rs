@@ -176,7 +176,12 @@ fn qgemm(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
         QuantType::Q5K,
         QuantType::Q5_0,
     ];
-    let shapes = [(2048usize, 2048usize), (512, 1024), (1408, 2048)];
+    let shapes = [
+        (2048usize, 2048usize),
+        (512, 1024),
+        (1408, 2048),
+        (64, 2048),
+    ];
     let mut cases: Vec<(usize, usize, QuantType, usize, &str)> = Vec::new();
     for (rows, cols) in shapes {
         for ty in types {

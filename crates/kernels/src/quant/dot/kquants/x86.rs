@@ -331,7 +331,7 @@ pub(super) mod isum {
     }
 
     /// `vpermw` indices: 128-bit lane `L` of vector `k` takes scale `4k + L` (sub-blocks of 16).
-    const QUAD_K: [[u16; 32]; 4] = {
+    pub(in crate::quant::dot::kquants) const QUAD_K: [[u16; 32]; 4] = {
         let mut m = [[0u16; 32]; 4];
         let mut k = 0;
         while k < 4 {
