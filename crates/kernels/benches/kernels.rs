@@ -292,7 +292,7 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
                 black_box(&y);
             });
             let new = time(|| {
-                repacked_gemm(isa, black_box(&r), &acts, &mut y, rows).expect("valid");
+                repacked_gemm(isa, black_box(&r), 0..rows, &acts, &mut y, rows).expect("valid");
                 black_box(&y);
             });
             let gbs = |d: Duration| w.len() as f64 / d.as_secs_f64() / 1e9;

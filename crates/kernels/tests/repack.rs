@@ -5,7 +5,7 @@
 //! (`dot_simd_kquants.rs`); the model's parity tests rest on its values, so the repacked
 //! product must not change a single bit. Shapes cross the group edge (1..=9, 15, 16, 17, 33
 //! rows: tails of 0..7 plain rows, and matrices with no whole group), rows of 1, 2, 8, 9 and
-//! 28 super-blocks, 1..3 tokens, an output stride wider than the rows, weights at an odd
+//! 28 super-blocks, a matrix repacked on several threads (4099 × 2048), 1..3 tokens, an output stride wider than the rows, weights at an odd
 //! address. Activations mix magnitudes per 32 values so that a different order of the f32
 //! steps would show in the low bits.
 
@@ -48,7 +48,24 @@ fn check(rng: &mut Rng, n: usize, nb: usize, t: usize) {
     let rb = TY.row_bytes(k).expect("whole blocks");
     for isa in Isa::available() {
         let mut out = vec![sentinel; (t - 1) * stride + n + 3];
-        repacked_gemm(isa, &w, &acts, &mut out, stride).expect("valid product");
+        repacked_gemm(isa, &w, 0..n, &acts, &mut out, stride).expect("valid product");
+        // Row ranges cut groups and the tail anywhere (how products split rows over threads);
+        // `out` itself is checked against `vec_dot` below.
+        for (start, end) in [(0, n), (n / 3, n - n / 4), (n / 2, n)] {
+            let len = end - start;
+            let mut part = vec![sentinel; (t - 1) * stride + len];
+            repacked_gemm(isa, &w, start..end, &acts, &mut part, stride).expect("valid product");
+            for ti in 0..t {
+                for j in 0..len {
+                    let (got, want) = (part[ti * stride + j], out[ti * stride + start + j]);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{isa}: rows {start}..{end} row {j}"
+                    );
+                }
+            }
+        }
         for (ti, a) in acts.iter().enumerate() {
             for (r, row) in rows.chunks_exact(rb).enumerate() {
                 let want = vec_dot(isa, TY, row, a).expect("valid row");
@@ -80,6 +97,8 @@ fn repacked_equals_vec_dot_bit_for_bit() {
         }
     }
     check(&mut rng, 2 * ROWS, 28, 1);
+    // Large enough (4.7 MB repacked) to be repacked on several threads.
+    check(&mut rng, 512 * ROWS + 3, 8, 1);
 }
 
 #[test]
@@ -99,12 +118,13 @@ fn bad_input_is_an_error() {
     let w = repack(TY, rows, 8, 512).expect("repack");
     let mut out = vec![0.0; 8];
     let wrong_len = QuantizedActs::from_f32(ActFormat::Q8K, &[0.5; 256]).expect("acts");
-    assert!(repacked_gemm(Isa::Scalar, &w, &[wrong_len], &mut out, 8).is_err());
+    assert!(repacked_gemm(Isa::Scalar, &w, 0..8, &[wrong_len], &mut out, 8).is_err());
     let q8_0 = QuantizedActs::from_f32(ActFormat::Q8_0, &[0.5; 512]).expect("acts");
     assert!(matches!(
-        repacked_gemm(Isa::Scalar, &w, &[q8_0], &mut out, 8),
+        repacked_gemm(Isa::Scalar, &w, 0..8, &[q8_0], &mut out, 8),
         Err(QuantError::ActFormat { .. })
     ));
     let acts = QuantizedActs::from_f32(ActFormat::Q8K, &[0.5; 512]).expect("acts");
-    assert!(repacked_gemm(Isa::Scalar, &w, &[acts], &mut out[..7], 8).is_err());
+    assert!(repacked_gemm(Isa::Scalar, &w, 0..8, &[acts.clone()], &mut out[..7], 8).is_err());
+    assert!(repacked_gemm(Isa::Scalar, &w, 4..9, &[acts], &mut out, 8).is_err());
 }

@@ -39,6 +39,10 @@ mod x86;
 use super::{as_blocks, gemm, BlockQ4K, BlockQ8K, QuantError, QuantType, QuantizedActs, QK_K};
 use crate::cpu::Isa;
 use crate::quant::kquants::scale_min_k4;
+use std::ops::Range;
+
+/// Matrices of at least this many repacked bytes are repacked on several threads.
+const PARALLEL_BYTES: usize = 4 << 20;
 
 /// Rows per interleaved group.
 pub const ROWS: usize = 8;
@@ -123,25 +127,26 @@ pub fn repack(
     let nb = cols / QK_K;
     let n_groups = n_rows / ROWS;
     let mut groups = vec![0u8; n_groups * nb * RECORD];
-    for (g, dst) in groups.chunks_exact_mut(nb * RECORD.max(1)).enumerate() {
-        for (j, rec) in dst.chunks_exact_mut(RECORD).enumerate() {
-            for r in 0..ROWS {
-                let b = &blocks[(ROWS * g + r) * nb + j];
-                rec[D + 2 * r..D + 2 * r + 2].copy_from_slice(&b.d);
-                rec[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&b.dmin);
-                for s in 0..8 {
-                    let (sc, m) = scale_min_k4(s, &b.scales);
-                    rec[SCALES + 8 * s + r] = sc;
-                    rec[MINS + 16 * (s / 2) + 2 * r + s % 2] = m;
-                }
-                for c in 0..4 {
-                    for q in 0..8 {
-                        let at = CODES + 256 * c + 32 * q + 4 * r;
-                        rec[at..at + 4].copy_from_slice(&b.qs[32 * c + 4 * q..32 * c + 4 * q + 4]);
-                    }
+    let fill = |g0: usize, dst: &mut [u8]| {
+        for (g, dst) in dst.chunks_exact_mut(nb * RECORD).enumerate() {
+            for (j, rec) in dst.chunks_exact_mut(RECORD).enumerate() {
+                for r in 0..ROWS {
+                    record_row(rec, r, &blocks[(ROWS * (g0 + g) + r) * nb + j]);
                 }
             }
         }
+    };
+    // Large matrices are split over threads by groups (a load-time cost only).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if groups.len() >= PARALLEL_BYTES && threads > 1 && nb > 0 {
+        let per = n_groups.div_ceil(threads);
+        std::thread::scope(|s| {
+            for (i, chunk) in groups.chunks_mut(per * nb * RECORD).enumerate() {
+                s.spawn(move || fill(i * per, chunk));
+            }
+        });
+    } else if nb > 0 {
+        fill(0, &mut groups);
     }
     Ok(Repacked {
         ty,
@@ -152,20 +157,41 @@ pub fn repack(
     })
 }
 
-/// `out[t·out_stride + r] = Σ W[r]·A[t]` for every row `r` of `w` and activation row `t` of
-/// `acts` (each `w.cols()` long, Q8_K), on `isa` (an unavailable one runs scalar). Each value
-/// equals `vec_dot(isa, Q4_K, row r, acts[t])` bit for bit. Made for one or a few tokens: each
-/// group's records are re-read per token (from L1/L2 after the first).
+/// Writes row `r` of block `b` into its slots of a record.
+fn record_row(rec: &mut [u8], r: usize, b: &BlockQ4K) {
+    rec[D + 2 * r..D + 2 * r + 2].copy_from_slice(&b.d);
+    rec[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&b.dmin);
+    for s in 0..8 {
+        let (sc, m) = scale_min_k4(s, &b.scales);
+        rec[SCALES + 8 * s + r] = sc;
+        rec[MINS + 16 * (s / 2) + 2 * r + s % 2] = m;
+    }
+    for c in 0..4 {
+        for q in 0..8 {
+            let at = CODES + 256 * c + 32 * q + 4 * r;
+            rec[at..at + 4].copy_from_slice(&b.qs[32 * c + 4 * q..32 * c + 4 * q + 4]);
+        }
+    }
+}
+
+/// `out[t·out_stride + (r − rows.start)] = Σ W[r]·A[t]` for the rows `r` in `rows` of `w`
+/// and every activation row `t` of `acts` (each `w.cols()` long, Q8_K), on `isa` (an
+/// unavailable one runs scalar). Each value equals `vec_dot(isa, Q4_K, row r, acts[t])` bit
+/// for bit, whatever the range (a group cut by its ends is computed whole into a buffer).
+/// Made for one or a few tokens: each group's records are re-read per token (from L1/L2
+/// after the first).
 ///
-/// Errors: activations not Q8_K or not `w.cols()` long; `out` too short.
+/// Errors: activations not Q8_K or not `w.cols()` long; `rows` past `w.rows()`; `out` too
+/// short.
 pub fn repacked_gemm(
     isa: Isa,
     w: &Repacked,
+    rows: Range<usize>,
     acts: &[QuantizedActs],
     out: &mut [f32],
     out_stride: usize,
 ) -> Result<(), QuantError> {
-    if acts.is_empty() {
+    if acts.is_empty() || rows.is_empty() {
         return Ok(());
     }
     for a in acts {
@@ -183,7 +209,12 @@ pub fn repacked_gemm(
             });
         }
     }
-    let n = w.rows;
+    if rows.end > w.rows {
+        return Err(QuantError::Shape {
+            what: format!("rows {rows:?} of a {}-row matrix", w.rows),
+        });
+    }
+    let n = rows.len();
     if out_stride < n || out.len() < (acts.len() - 1) * out_stride + n {
         return Err(QuantError::Shape {
             what: format!(
@@ -196,16 +227,35 @@ pub fn repacked_gemm(
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
     let nb = w.nb();
     let split = w.n_groups() * ROWS;
-    for (g, recs) in w.groups.chunks_exact(nb * RECORD).enumerate() {
+    let grouped = rows.start.min(split)..rows.end.min(split);
+    let mut buf = [0.0f32; ROWS];
+    for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
+        let recs = &w.groups[g * nb * RECORD..(g + 1) * nb * RECORD];
+        let (first, last) = (ROWS * g, ROWS * g + ROWS);
+        let (lo, hi) = (first.max(rows.start), last.min(rows.end));
         for (t, a) in acts.iter().enumerate() {
-            let o: &mut [f32; ROWS] = (&mut out[t * out_stride + ROWS * g..][..ROWS])
-                .try_into()
-                .expect("ROWS values");
-            group(isa, recs, a.q8k(), o);
+            let o = &mut out[t * out_stride + lo - rows.start..][..hi - lo];
+            match <&mut [f32; ROWS]>::try_from(&mut *o) {
+                Ok(o) => group(isa, recs, a.q8k(), o),
+                Err(_) => {
+                    group(isa, recs, a.q8k(), &mut buf);
+                    o.copy_from_slice(&buf[lo - first..hi - first]);
+                }
+            }
         }
     }
-    if split < n {
-        gemm(isa, w.ty, &w.tail, acts, &mut out[split..], out_stride)?;
+    if rows.end > split {
+        let rb = w.ty.row_bytes(w.cols)?;
+        let from = rows.start.max(split);
+        let tail = &w.tail[(from - split) * rb..(rows.end - split) * rb];
+        gemm(
+            isa,
+            w.ty,
+            tail,
+            acts,
+            &mut out[from - rows.start..],
+            out_stride,
+        )?;
     }
     Ok(())
 }
