@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use frugal_formats::{DType, TensorSource, TensorView};
 use frugal_kernels::cpu::Isa;
+use frugal_kernels::quant::repack::{self, Repacked};
 use frugal_kernels::quant::{self, ActFormat, QuantType};
 use frugal_kernels::{convert, matmul};
 
@@ -47,6 +48,9 @@ enum Storage<'a> {
         data: &'a [u8],
         row_bytes: usize,
         exact_activations: bool,
+        /// The rows interleaved eight by eight (`quant::repack`), when the source asked for
+        /// it: products with quantized activations then read only this copy, never `data`.
+        repacked: Option<Arc<Repacked>>,
     },
     Fp8 {
         data: &'a [u8],
@@ -96,6 +100,12 @@ pub trait Weights<'a> {
     /// Whether quantized weights from here multiply f32 activations (exact, slow) rather than
     /// activations quantized to 8 bits (llama.cpp's way, the default).
     fn exact_activations(&self) -> bool {
+        false
+    }
+
+    /// Whether the quantized matrix `name` should be kept as an owned row-interleaved copy
+    /// (`quant::repack`: faster one-token products, the mapped bytes no longer read).
+    fn repack(&self, _name: &str) -> bool {
         false
     }
 }
@@ -235,11 +245,21 @@ impl<'a> Linear<'a> {
                 let row_bytes = ty.row_bytes(cols).map_err(|_| unsupported())?;
                 let total = row_bytes.checked_mul(rows).ok_or_else(unsupported)?;
                 check_bytes(&t, total)?;
+                let exact_activations = src.exact_activations();
+                // Only where the interleaved product applies (Q4_K, quantized activations,
+                // at least one group of rows); it equals the plain one bit for bit.
+                let repacked = (ty == QuantType::Q4K
+                    && !exact_activations
+                    && rows >= repack::ROWS
+                    && src.repack(name))
+                .then(|| repack::repack(ty, t.data, rows, cols).ok().map(Arc::new))
+                .flatten();
                 Storage::Quant {
                     ty,
                     data: t.data,
                     row_bytes,
-                    exact_activations: src.exact_activations(),
+                    exact_activations,
+                    repacked,
                 }
             }
         };
@@ -305,6 +325,8 @@ impl<'a> Linear<'a> {
                 data,
                 row_bytes: *row_bytes,
                 exact_activations: *exact_activations,
+                // The new bytes are in the file's layout; a repacked copy would be stale.
+                repacked: None,
             },
             Storage::Fp8 { scale, block, .. } => Storage::Fp8 {
                 data,
@@ -475,9 +497,17 @@ impl<'a> Linear<'a> {
             ty,
             data,
             row_bytes,
+            repacked,
             ..
         } = &self.storage
         {
+            if let (Some(rp), false) = (repacked, x.quantized.is_empty()) {
+                repack::repacked_gemm(Isa::detect(), rp, rows, x.quantized, out, stride)
+                    // OK because the copy was made at load from checked rows, and the caller
+                    // quantized to Q8_K (`act_format`).
+                    .expect("repacked rows and activations checked");
+                return;
+            }
             let w = &data[rows.start * row_bytes..rows.end * row_bytes];
             if x.quantized.is_empty() {
                 // Exact (f32) activations: the fused dot of each stored row with each x row.
