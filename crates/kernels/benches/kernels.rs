@@ -13,7 +13,8 @@
 //!   per pass, i.e. from DRAM.
 //! - `repack`: one-token Q4_K products, plain `gemm` (`old`) against the row-interleaved
 //!   `quant::repack` layout (`new`), as GB/s of the original bytes, on 2048×2048, the expert
-//!   shapes 1024×512, 512×1024, 1408×2048, and the cold 16384×7168.
+//!   shapes 1024×512, 512×1024, 1408×2048, and the cold 16384×7168; in cache also with 4 and
+//!   16 tokens (GB/s × tokens: weight bytes as if read once per token).
 //!
 //! Plain `harness = false` timing: one warm-up pass, then passes until `MIN_TIME` has elapsed,
 //! reporting the fastest pass (least disturbed by other processes on a shared machine).
@@ -261,7 +262,7 @@ fn qgemm(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
 fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
     println!(
         "{:<36} {:>10} {:>10} {:>10} {:>10} {:>7}",
-        "repack (rows×cols) type isa", "old µs", "new µs", "old GB/s", "new GB/s", "new/old"
+        "repack (rows×cols) type isa tokens", "old µs", "new µs", "old GB/s", "new GB/s", "new/old"
     );
     let ty = QuantType::Q4K;
     let shapes = [
@@ -280,13 +281,26 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
         if isas.is_empty() {
             continue;
         }
-        let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
-        let acts = [QuantizedActs::from_f32(ty.act_format().expect("kernel"), &x).expect("acts")];
         let w = weights(rng, ty, rows, cols);
         let r = repack(ty, &w, rows, cols).expect("repack");
-        for isa in isas {
-            let name = format!("repack {rows}x{cols} {} {isa}", ty.name());
-            let mut y = vec![0.0f32; rows];
+        // A few tokens too (in cache only): each token re-reads a group's records.
+        let token_counts: &[usize] = if rows * cols > 1 << 26 {
+            &[1]
+        } else {
+            &[1, 4, 16]
+        };
+        for (&tokens, isa) in token_counts
+            .iter()
+            .flat_map(|t| isas.iter().map(move |i| (t, *i)))
+        {
+            let acts: Vec<QuantizedActs> = (0..tokens)
+                .map(|_| {
+                    let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+                    QuantizedActs::from_f32(ty.act_format().expect("kernel"), &x).expect("acts")
+                })
+                .collect();
+            let name = format!("repack {rows}x{cols} {} {isa} t={tokens}", ty.name());
+            let mut y = vec![0.0f32; rows * tokens];
             let old = time(|| {
                 gemm(isa, ty, black_box(&w), &acts, &mut y, rows).expect("valid");
                 black_box(&y);
@@ -295,7 +309,8 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
                 repacked_gemm(isa, black_box(&r), 0..rows, &acts, &mut y, rows).expect("valid");
                 black_box(&y);
             });
-            let gbs = |d: Duration| w.len() as f64 / d.as_secs_f64() / 1e9;
+            // Original weight bytes per second and token (one token: the decode rate).
+            let gbs = |d: Duration| (w.len() * tokens) as f64 / d.as_secs_f64() / 1e9;
             println!(
                 "{name:<36} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>7.2}",
                 old.as_secs_f64() * 1e6,
