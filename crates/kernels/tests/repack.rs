@@ -125,6 +125,14 @@ fn bad_input_is_an_error() {
         Err(QuantError::ActFormat { .. })
     ));
     let acts = QuantizedActs::from_f32(ActFormat::Q8K, &[0.5; 512]).expect("acts");
-    assert!(repacked_gemm(Isa::Scalar, &w, 0..8, &[acts.clone()], &mut out[..7], 8).is_err());
+    assert!(repacked_gemm(
+        Isa::Scalar,
+        &w,
+        0..8,
+        std::slice::from_ref(&acts),
+        &mut out[..7],
+        8
+    )
+    .is_err());
     assert!(repacked_gemm(Isa::Scalar, &w, 4..9, &[acts], &mut out, 8).is_err());
 }
