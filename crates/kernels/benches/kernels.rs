@@ -8,8 +8,9 @@
 //! - Quantized products through `quant::gemm` (`qgemm`), next to the per-row `vec_dot` loop
 //!   they replace (`old`), for the types of Q4_K_M files: with 1 token as weight GB/s (decode),
 //!   with 8, 32, 64 tokens as GFLOP/s (prefill; an expert sees ~50 tokens of a 512-token
-//!   batch), on 2048×2048, a 512×1024 and a 1408×2048 (DeepSeek-V2-Lite) expert. `cold`: a
-//!   64 MB Q4_K matrix (larger than the L3) read once per pass, i.e. from DRAM.
+//!   batch), on 2048×2048, a 512×1024 and a 1408×2048 (DeepSeek-V2-Lite) expert, and 64×2048
+//!   (in L2). `cold`: 16384×7168 Q4_K (66 MB) and Q6_K (96 MB), larger than the L3, read once
+//!   per pass, i.e. from DRAM.
 //!
 //! Plain `harness = false` timing: one warm-up pass, then passes until `MIN_TIME` has elapsed,
 //! reporting the fastest pass (least disturbed by other processes on a shared machine).
@@ -190,7 +191,7 @@ fn qgemm(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
             }
         }
     }
-    // 16384 × 4096 Q4_K: 36 MB; 16384 × 7168: 66 MB, past this machine's 32 MB L3.
+    // 16384 × 7168: 66 MB of Q4_K, 96 MB of Q6_K, past this machine's 32 MB L3.
     cases.push((16384, 7168, QuantType::Q4K, 1, "cold"));
     cases.push((16384, 7168, QuantType::Q6K, 1, "cold"));
     for (rows, cols, ty, tokens, what) in cases {

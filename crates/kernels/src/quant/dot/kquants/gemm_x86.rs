@@ -22,9 +22,15 @@
 //! half the instructions, and with one token (decode) decoding is most of the work.
 //!
 //! Tiles are 2 rows × 8 tokens (VNNI, AVX-512: 16 accumulators of the 32 vector registers) or
-//! 2 × 4 (AVX2, 16 registers): decoding a super-block costs about as much as its dot with one
-//! token, so the token count is what amortizes it.
-//!
+//! 1 × 8 (AVX2, 16 registers): decoding a super-block costs about as much as its dot with one
+//! token, so the token count is what amortizes it. A tile of 8 tokens runs the float step
+//! across token lanes (`tile8`); fewer tokens (the rest of a batch) take the general
+//! tile, which reduces eight blocks at a time as `vec_dot` does. With one token rows go one at
+//! a time: reading two rows side by side from DRAM measured 2-3× slower.
+
+// The tiles index several arrays (rows, tokens, code vectors) by the same loop counters.
+#![allow(clippy::needless_range_loop)]
+
 use super::x86::isum::{PAIR_K, QUAD_K, WORD_K};
 use super::x86::{bsums, codes_k4, codes_q6k, f16, load32, transpose_sum8, Codes};
 use crate::quant::act::BlockQ8K;
@@ -104,14 +110,21 @@ unsafe fn decode256<B: TileBlock>(
     }
 }
 
-/// Q4_K/Q5_K's fields: `qs`, `qh` (Q5_K), packed scales, `d`, `dmin`.
+/// Q4_K/Q5_K's fields: `qs`, `qh` (Q5_K), a pointer to the packed scales, `d`, `dmin`.
+type K4Fields<'a> = (
+    &'a [u8; 128],
+    Option<&'a [u8; 32]>,
+    *const u8,
+    [u8; 2],
+    [u8; 2],
+);
+
+/// Q4_K/Q5_K's fields (see [`K4Fields`]).
 ///
 /// # Safety
 /// `B::KIND` is Q4K or Q5K and names `B`'s real type.
 #[inline(always)]
-unsafe fn k4_fields<B: TileBlock>(
-    w: &B,
-) -> (&[u8; 128], Option<&[u8; 32]>, *const u8, [u8; 2], [u8; 2]) {
+unsafe fn k4_fields<B: TileBlock>(w: &B) -> K4Fields<'_> {
     // Both start `d, dmin, scales` and have more than 16 bytes after the scales' start, so
     // the 16-byte read of `k4_scales_simd` at byte 4 stays inside the block.
     let scales = (w as *const B).cast::<u8>().wrapping_add(4);
@@ -486,6 +499,92 @@ macro_rules! tiles {
                     }
                 }
             }
+            /// [`tile`] for exactly 8 tokens with the float step across tokens: per block and
+            /// row, the 8 tokens' integer lanes are reduced together (lane `t` = token `t`) and
+            /// the step `(d_a·d)·isum − (d_a·dmin)·summs` runs on 8 token lanes, added to a
+            /// vector of the row's 8 running sums. Each lane adds its token's block values in
+            /// block order, the same values as `vec_dot`: bit for bit its result, without the
+            /// per-group storage and scalar adds of [`tile`].
+            ///
+            /// # Safety
+            /// As [`tile`].
+            #[target_feature(enable = $features)]
+            unsafe fn tile8<B: TileBlock, const R: usize>(
+                w: [&[B]; R],
+                a: [&[BlockQ8K]; 8],
+                nb: usize,
+                out: &mut [f32],
+                stride: usize,
+            ) {
+                let mins = B::KIND != Kind::Q6K;
+                let zero = _mm256_setzero_si256();
+                let mut acc = [_mm256_setzero_ps(); R];
+                let (mut dw, mut dmw) = ([0.0f32; R], [0.0f32; R]);
+                // SAFETY: all-zero bits are valid SIMD vectors.
+                let mut u: [$v; R] = unsafe { std::mem::zeroed() };
+                let mut s: [$v; R] = unsafe { std::mem::zeroed() };
+                let mut off = [zero; R];
+                for b in 0..nb {
+                    for r in 0..R {
+                        // SAFETY: the features `decode` needs are enabled here.
+                        (dw[r], dmw[r]) =
+                            unsafe { $decode::<B>(&w[r][b], &mut u[r], &mut s[r], &mut off[r]) };
+                    }
+                    let ab = [
+                        &a[0][b], &a[1][b], &a[2][b], &a[3][b], &a[4][b], &a[5][b], &a[6][b],
+                        &a[7][b],
+                    ];
+                    let ap = ab.map(|x| x.qs.as_ptr());
+                    let mut lanes = [[zero; 8]; R];
+                    // SAFETY: each `ap[t]` is a 256-byte `qs`; the features are enabled.
+                    unsafe { $lanes(&u, &s, &ap, &mut lanes) };
+                    let da = _mm256_setr_ps(
+                        ab[0].d(),
+                        ab[1].d(),
+                        ab[2].d(),
+                        ab[3].d(),
+                        ab[4].d(),
+                        ab[5].d(),
+                        ab[6].d(),
+                        ab[7].d(),
+                    );
+                    let mut sv = [[zero; 8]; R];
+                    for t in 0..8 {
+                        // SAFETY: AVX2 is enabled here.
+                        let bs = unsafe { bsums(ab[t]) };
+                        for r in 0..R {
+                            let o = _mm256_madd_epi16(bs, off[r]);
+                            if mins {
+                                sv[r][t] = o;
+                            } else {
+                                lanes[r][t] = _mm256_add_epi32(lanes[r][t], o);
+                            }
+                        }
+                    }
+                    for r in 0..R {
+                        // SAFETY: AVX2 is enabled here.
+                        let x = _mm256_cvtepi32_ps(unsafe { transpose_sum8(&lanes[r]) });
+                        let dall = _mm256_mul_ps(da, _mm256_set1_ps(dw[r]));
+                        let mut t = _mm256_mul_ps(dall, x);
+                        if mins {
+                            // SAFETY: AVX2 is enabled here.
+                            let m = _mm256_cvtepi32_ps(unsafe { transpose_sum8(&sv[r]) });
+                            let dm = _mm256_mul_ps(da, _mm256_set1_ps(dmw[r]));
+                            t = _mm256_sub_ps(t, _mm256_mul_ps(dm, m));
+                        }
+                        acc[r] = _mm256_add_ps(acc[r], t);
+                    }
+                }
+                for r in 0..R {
+                    let mut v = [0.0f32; 8];
+                    // SAFETY: `v` is 32 bytes.
+                    unsafe { _mm256_storeu_ps(v.as_mut_ptr(), acc[r]) };
+                    for t in 0..8 {
+                        out[t * stride + r] = v[t];
+                    }
+                }
+            }
+
             /// Every token group (of `$t`, then the rest) for the rows `w`.
             ///
             /// # Safety
@@ -513,7 +612,9 @@ macro_rules! tiles {
                     let at = &a[t0..t0 + take];
                     // SAFETY (each call): the caller's guarantees, for a sub-range of tokens.
                     unsafe {
-                        if take == $t {
+                        if take == 8 {
+                            tile8::<B, R>(w, std::array::from_fn(|i| at[i]), nb, o, stride)
+                        } else if take == $t {
                             tile::<B, R, $t>(w, std::array::from_fn(|i| at[i]), nb, o, stride)
                         } else if take == 4 {
                             tile::<B, R, 4>(w, std::array::from_fn(|i| at[i]), nb, o, stride)
@@ -562,7 +663,7 @@ macro_rules! tiles {
     };
 }
 
-tiles!(avx2, "avx2,fma,f16c", decode256, lanes256, Codes, 2, 4);
+tiles!(avx2, "avx2,fma,f16c", decode256, lanes256, Codes, 1, 8);
 tiles!(
     avx512,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl",

@@ -65,7 +65,8 @@ pub(super) fn mxfp4(isa: Isa, w: &[BlockMXFP4], a: &[BlockQ8_0]) -> f32 {
 }
 
 /// The tiled product (`quant::gemm`) where `isa` and `ty` have one (x86: Q8_0, Q4_0, Q5_0,
-/// IQ4_NL on AVX2 and AVX-512 VNNI); `false` (nothing written) otherwise. `gemm` has checked
+/// IQ4_NL on AVX-512 VNNI, and all but Q8_0 on AVX2, for more than one token except Q8_0 on
+/// VNNI); `false` (nothing written) otherwise. `gemm` has checked
 /// the shapes and that `isa` is available; `acts` is not empty.
 #[allow(unused_variables)]
 pub(super) fn gemm(
@@ -78,7 +79,15 @@ pub(super) fn gemm(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if !matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
+        // Where the per-row loop measured as fast (`cargo bench … qgemm`): Q8_0 on AVX2 (no
+        // decoding to share; the tile's reductions cost more than it saves) and the 4/5-bit
+        // types with one token (each row block is decoded once either way).
+        let per_row = match isa {
+            Isa::Avx2 => ty == QuantType::Q8_0 || acts.len() == 1,
+            Isa::Avx512Vnni => ty != QuantType::Q8_0 && acts.len() == 1,
+            _ => true,
+        };
+        if per_row {
             return false;
         }
         let a: Vec<&[BlockQ8_0]> = acts.iter().map(|a| a.q8_0()).collect();
