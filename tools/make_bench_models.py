@@ -25,7 +25,7 @@ router (`ffn_gate_inp`); a K-type on rows whose length is not a multiple of 256 
 llama.cpp does (Q4_K -> Q5_0, Q6_K -> Q8_0). MLA's per-head `attn_k_b` (rows of qk_nope = 128)
 is Q8_0. Q8_0 files store every matrix as Q8_0.
 
-Blocks are written directly: random codes with small valid f16 scales (|w| below ~0.3, so no
+Blocks are written directly: random codes with small valid f16 scales (|w| below ~1.3, mean about zero, so no
 infinities or f32 subnormals slow down either engine). Tensors are generated and written one at a
 time, so memory stays at the size of the largest tensor.
 
@@ -92,8 +92,20 @@ def use_more_bits(i_layer: int, n_layer: int) -> bool:
     return i_layer < n_layer // 8 or i_layer >= 7 * n_layer // 8 or (i_layer - n_layer // 8) % 3 == 2
 
 
+def pack_k4_scales(sc: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Q4_K/Q5_K's 12 scale bytes from 8 six-bit scales and mins per block (ggml's layout:
+    bytes 0..4 and 4..8 hold sub-blocks 0..3's scale and min plus the top two bits of
+    sub-blocks 4..7's; bytes 8..12 hold sub-blocks 4..7's low nibbles)."""
+    out = np.zeros((sc.shape[0], 12), dtype=np.uint8)
+    out[:, 0:4] = sc[:, 0:4] | ((sc[:, 4:8] >> 4) << 6)
+    out[:, 4:8] = m[:, 0:4] | ((m[:, 4:8] >> 4) << 6)
+    out[:, 8:12] = (sc[:, 4:8] & 0xF) | ((m[:, 4:8] & 0xF) << 4)
+    return out
+
+
 def random_blocks(rng: np.random.Generator, ty: Q, n_blocks: int) -> np.ndarray:
-    """`n_blocks` blocks of type `ty`: random codes, f16 scales in [1e-4, 3e-4]."""
+    """`n_blocks` blocks of type `ty`: random codes, f16 scales in [1e-4, 3e-4], weights of
+    mean about zero."""
     _, size = BLOCK[ty]
     b = np.frombuffer(rng.bytes(n_blocks * size), dtype=np.uint8).reshape(n_blocks, size).copy()
 
@@ -102,8 +114,15 @@ def random_blocks(rng: np.random.Generator, ty: Q, n_blocks: int) -> np.ndarray:
         b[:, col:col + 2] = v
 
     if ty == Q.Q4_K:  # d, dmin, scales[12], qs[128]
+        # w = d·sc·q − dmin·m with q uniform in 0..15 (mean 7.5). Random 6-bit `m` would give
+        # every row a mean far from zero, so every hidden state would share one large common
+        # direction and the router would pick the same experts for every token. Centre the
+        # codes instead: dmin = d and m = round(7.5·sc), sc in 1..8 (so m ≤ 60 fits 6 bits).
         f16(0)
-        f16(2)
+        b[:, 2:4] = b[:, 0:2]
+        sc = rng.integers(1, 9, (n_blocks, 8)).astype(np.uint8)
+        m = np.rint(7.5 * sc).astype(np.uint8)
+        b[:, 4:16] = pack_k4_scales(sc, m)
     elif ty == Q.Q6_K:  # ql[128], qh[64], scales[16] (int8), d
         f16(208)
     elif ty in (Q.Q8_0, Q.Q5_0):  # d first, then codes

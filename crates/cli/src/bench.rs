@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// --max-memory and the expert cache's settings (the bandwidth test, which allocates
+    /// --memory-mib, is then skipped unless --bandwidth is given).
+    #[command(flatten)]
+    memory_flags: crate::residency::MemoryFlags,
 }
 
 /// Run the command.
@@ -105,6 +109,9 @@ struct TestResult {
     samples: Vec<f64>,
     mean: f64,
     sd: f64,
+    /// The expert cache's counters over the timed repetitions (with --max-memory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    experts: Option<frugal_engine::residency::CacheStats>,
 }
 
 impl TestResult {
@@ -117,6 +124,7 @@ impl TestResult {
             samples,
             mean,
             sd,
+            experts: None,
         }
     }
 }
@@ -166,6 +174,13 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
     let config = files.config()?;
     let mut model = Model::load(&files).with_context(|| format!("loading {spec}"))?;
     model.set_threads(threads);
+    let experts = crate::residency::attach(
+        &args.memory_flags,
+        &files,
+        &mut model,
+        args.n_prompt.max(args.n_gen),
+    )?;
+    let stats = || crate::residency::stats(&experts);
     let vocab = model.vocab_size();
     let max_pos = config.max_position_embeddings;
     if args.n_prompt.max(args.n_gen) > max_pos {
@@ -191,8 +206,12 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
     };
     if args.n_prompt > 0 {
         let mut secs = Vec::new();
+        let mut before = None;
         for rep in 0..=args.reps {
             progress(&format!("pp{} {rep}/{}", args.n_prompt, args.reps));
+            if rep == 1 {
+                before = stats();
+            }
             let ids: Vec<u32> = (0..args.n_prompt).map(|_| tokens.next(vocab)).collect();
             let mut cache = KvCache::new(&model);
             let t0 = Instant::now();
@@ -202,17 +221,19 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
                 secs.push(t0.elapsed().as_secs_f64());
             }
         }
-        tests.push(TestResult::new(
-            format!("pp{}", args.n_prompt),
-            args.n_prompt,
-            &secs,
-        ));
+        let mut r = TestResult::new(format!("pp{}", args.n_prompt), args.n_prompt, &secs);
+        r.experts = stats().zip(before).map(|(now, then)| now.since(&then));
+        tests.push(r);
     }
     let mut tg = None;
     if args.n_gen > 0 {
         let mut secs = Vec::new();
+        let mut before = None;
         for rep in 0..=args.reps {
             progress(&format!("tg{} {rep}/{}", args.n_gen, args.reps));
+            if rep == 1 {
+                before = stats();
+            }
             let mut cache = KvCache::new(&model);
             // Warm-up: one step, as llama-bench does.
             let steps = if rep == 0 { 1 } else { args.n_gen };
@@ -224,7 +245,8 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
                 secs.push(t0.elapsed().as_secs_f64());
             }
         }
-        let r = TestResult::new(format!("tg{}", args.n_gen), args.n_gen, &secs);
+        let mut r = TestResult::new(format!("tg{}", args.n_gen), args.n_gen, &secs);
+        r.experts = stats().zip(before).map(|(now, then)| now.since(&then));
         tg = Some(r.mean);
         tests.push(r);
     }
@@ -233,6 +255,8 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
     let tg_weight_gbs = tg.map(|tps| tps * active.per_token() as f64 / 1e9);
     let memory_read_gbs = match (args.bandwidth, tg) {
         (Some(b), _) => Some(b),
+        // A budgeted run does not allocate the bandwidth test's array.
+        (None, Some(_)) if experts.is_some() => None,
         (None, Some(_)) => {
             progress("measuring memory bandwidth");
             let b = read_bandwidth(threads, args.memory_mib << 20, 3).best_gbs;
@@ -272,6 +296,11 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
     println!("{:>8}  {:>18}", "test", "t/s");
     for t in &report.tests {
         println!("{:>8}  {:>10.2} ± {:<6.2}", t.test, t.mean, t.sd);
+        if let Some(s) = &t.experts {
+            for line in s.summary().lines() {
+                println!("          {line}");
+            }
+        }
     }
     println!(
         "active bytes per token: {} (attention, dense and shared FFN, norms {}; routed \

@@ -87,6 +87,13 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
     if let Some(t) = flags.threads {
         model.set_threads(t);
     }
+    // The KV cache is charged for a context of 4096 tokens (or the model's maximum).
+    let _experts = crate::residency::attach(
+        &flags.memory,
+        &opened.files,
+        &mut model,
+        opened.config.max_position_embeddings.min(4096),
+    )?;
     let params = flags.sampling(&opened.files)?;
     let stop = flags.stop_criteria(&opened.files, &opened.config, tokenizer);
 

@@ -49,6 +49,16 @@ pub struct ExpertsArgs {
     /// Replay a saved routing trace instead of running a model.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// With --trace: also drive the real expert cache (reads from this model file) with the
+    /// trace, per policy (needs --expert-cache).
+    #[arg(long, requires_all = ["trace", "expert_cache"])]
+    pub replay_model: Option<String>,
+    /// The expert cache's capacity for --replay-model (4G, 512M).
+    #[arg(long, requires = "replay_model")]
+    pub expert_cache: Option<String>,
+    /// Reads in flight for --replay-model.
+    #[arg(long, default_value_t = 4)]
+    pub io_threads: usize,
     /// Threads for the large matrix products (default: available parallelism).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -129,6 +139,12 @@ pub fn run(args: &ExpertsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", text_report(&trace, &usage, &sims));
+    }
+    if let (Some(model), Some(capacity)) = (&args.replay_model, &args.expert_cache) {
+        if args.io_threads == 0 {
+            bail!("--io-threads must be at least 1");
+        }
+        crate::replay::replay(&trace, model, capacity, args.io_threads)?;
     }
     Ok(())
 }

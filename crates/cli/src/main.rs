@@ -10,6 +10,8 @@ mod logits;
 #[cfg(feature = "pull")]
 mod pull;
 mod quantize;
+mod replay;
+mod residency;
 mod run;
 mod serve;
 mod session;
@@ -74,6 +76,15 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // Warnings (e.g. an expert read that failed and fell back to the map) on stderr;
+    // RUST_LOG overrides the level.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let result = match cli.command {
         Command::Inspect { path, json } => inspect::run(&path, json),
         Command::Run(args) => run::run(&args),

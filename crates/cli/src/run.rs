@@ -35,6 +35,9 @@ pub struct RunArgs {
     /// `text` streams the answer; `json` prints one object with the generated ids.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Print the expert cache's statistics (hits, reads, stall) on stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
     /// Sampling, limits, threads and reasoning display.
     #[command(flatten)]
     pub flags: GenFlags,
@@ -126,6 +129,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(t) = flags.threads {
         model.set_threads(t);
     }
+    let experts = crate::residency::attach(
+        &flags.memory,
+        &files,
+        &mut model,
+        prompt_ids.len() + flags.max_tokens,
+    )?;
     let mut cache = KvCache::new(&model);
 
     let stop = flags.stop_criteria(&files, &config, &tokenizer);
@@ -172,6 +181,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             reasoning_unclosed: finish.unclosed,
         };
         println!("{}", serde_json::to_string(&json)?);
+        print_stats(args.stats, &experts);
         return Ok(());
     }
 
@@ -204,7 +214,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             }
         }
     }
+    print_stats(args.stats, &experts);
     Ok(())
+}
+
+/// `--stats`: the expert cache's counters on stderr.
+fn print_stats(wanted: bool, cache: &Option<crate::residency::Cache<'_>>) {
+    if !wanted {
+        return;
+    }
+    match crate::residency::stats(cache) {
+        Some(s) => eprintln!("{}", s.summary()),
+        None => eprintln!("expert cache: none (all weights mapped; --max-memory sets a budget)"),
+    }
 }
 
 /// OpenAI's names: `stop` for EOS or a stop string, `length` for the token limit.

@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Threads for the large matrix products (default: available parallelism).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// --max-memory and the expert cache's settings.
+    #[command(flatten)]
+    pub memory: crate::residency::MemoryFlags,
 }
 
 /// Run the command.
@@ -76,6 +79,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         threads: None,
         hide_thinking: false,
         quant: None,
+        memory: Default::default(),
     };
     let sampling = flags.sampling(files)?;
     let stop = flags.stop_criteria(files, &config, tokenizer);
@@ -83,6 +87,17 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         model.set_threads(t.max(1));
     }
+    // The KV cache is charged for every slot's full context. The model keeps the cache.
+    let ctx_estimate = args
+        .ctx_size
+        .unwrap_or(4096)
+        .min(config.max_position_embeddings);
+    crate::residency::attach(
+        &args.memory,
+        files,
+        &mut model,
+        ctx_estimate * args.parallel,
+    )?;
     let model = Box::leak(Box::new(model));
     let ctx_size = args
         .ctx_size

@@ -52,6 +52,9 @@ pub struct GenFlags {
     /// Quantize a safetensors model's matrices on load: q8_0, q6_k, q5_k, q4_k, q4_0, ...
     #[arg(long)]
     pub quant: Option<String>,
+    /// --max-memory and the expert cache's settings.
+    #[command(flatten)]
+    pub memory: crate::residency::MemoryFlags,
 }
 
 impl GenFlags {
@@ -63,7 +66,7 @@ impl GenFlags {
         if self.max_tokens == 0 {
             bail!("--max-tokens must be at least 1");
         }
-        Ok(())
+        self.memory.check()
     }
 
     /// The sampling settings: generation_config.json, then the flags.

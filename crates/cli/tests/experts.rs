@@ -322,3 +322,113 @@ fn quantized_expert_bytes_follow_the_block_size() {
     ));
     assert_eq!(got["total_expert_bytes"], elements / 32 * 34);
 }
+
+/// The percentage in the first line of `section` (after `after`) that starts with `policy`.
+fn hit_rate(text: &str, after: &str, policy: &str) -> String {
+    let from = text
+        .find(after)
+        .unwrap_or_else(|| panic!("no {after:?} in {text}"));
+    let line = text[from..]
+        .lines()
+        .find(|l| l.trim_start().starts_with(policy))
+        .unwrap_or_else(|| panic!("no {policy} line in {text}"));
+    line.split_whitespace()
+        .find(|w| w.ends_with('%'))
+        .unwrap_or_else(|| panic!("no rate in {line}"))
+        .to_owned()
+}
+
+/// The real expert cache driven by a recorded trace (`--replay-model`, reads from the GGUF)
+/// hits exactly as often as the simulation of a cache of as many experts (independent code:
+/// `residency::policy`), for LRU and per-layer LRU. (LFU may differ: the cache pins a
+/// request's own experts, the simulation may evict one it has just used.) The trace is the
+/// model's own routing, recorded by `experts --save-trace`.
+#[test]
+fn replay_through_the_real_cache_equals_the_simulation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let name = "deepseek-v3";
+    let r = reference(name);
+    let prompt = dir.path().join("prompt.txt");
+    std::fs::write(&prompt, r["messages"][0]["content"].as_str().expect("text")).expect("prompt");
+    let gguf = frugal_testdata::fixtures_dir()
+        .join("gguf")
+        .join(name)
+        .join(format!("{name}-F32.gguf"));
+    let gguf = gguf.to_str().expect("UTF-8");
+    let trace = dir.path().join("trace.json");
+    let trace = trace.to_str().expect("UTF-8");
+    let out = frugal(
+        &[
+            "experts",
+            "--model",
+            gguf,
+            "--prompt-file",
+            prompt.to_str().expect("UTF-8"),
+            "--max-tokens",
+            "8",
+            "--save-trace",
+            trace,
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe = frugal(
+        &[
+            "experts",
+            "--trace",
+            trace,
+            "--replay-model",
+            gguf,
+            "--expert-cache",
+            "1",
+        ],
+        dir.path(),
+    );
+    let text = String::from_utf8_lossy(&probe.stdout).into_owned();
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let slot: u64 = text
+        .split("slots of ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no slot size in {text}"));
+    // Per-layer shares of at least k = 4: with less, a request of k experts cannot keep them
+    // all, and the cache (which pins them) and the simulation (which evicts its own) differ.
+    for slots in [8u64, 12] {
+        let out = frugal(
+            &[
+                "experts",
+                "--trace",
+                trace,
+                "--simulate-cache",
+                &slots.to_string(),
+                "--replay-model",
+                gguf,
+                "--expert-cache",
+                &(slots * slot).to_string(),
+            ],
+            dir.path(),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(&format!("({slots} slots of")), "{text}");
+        for policy in ["lru", "per-layer lru"] {
+            let sim = hit_rate(&text, "cache simulation", policy);
+            let real = hit_rate(&text, "replay of", policy);
+            assert_eq!(sim, real, "{policy} with {slots} slots: {text}");
+        }
+        assert_ne!(hit_rate(&text, "replay of", "lru"), "0.0%", "{text}");
+    }
+}

@@ -269,3 +269,140 @@ fn greedy_run_on_gguf_equals_transformers_generate() {
         assert_greedy_tokens(name, &gguf, &r, cache.path());
     }
 }
+
+/// An expert cache of two slots (`--expert-cache`: every layer evicts and re-reads experts
+/// from the file) changes nothing: the greedy continuations of the MoE GGUFs still equal
+/// transformers' `generate`, and `--stats` reports the misses and evictions.
+#[test]
+fn greedy_run_with_a_tiny_expert_cache_equals_transformers_generate() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    for name in ["deepseek-v3", "deepseek-v2-lite", "qwen3-moe", "mixtral"] {
+        let r = reference(name);
+        let gguf = frugal_testdata::fixtures_dir()
+            .join("gguf")
+            .join(name)
+            .join(format!("{name}-F32.gguf"));
+        // Learn the slot size from a run with no slots, then give the cache two.
+        let probe = frugal(
+            &[
+                "run",
+                "--model",
+                gguf.to_str().expect("UTF-8"),
+                "--prompt-tokens",
+                &csv(&r["prompt_ids"]),
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "1",
+                "--format",
+                "json",
+                "--expert-cache",
+                "1",
+            ],
+            cache.path(),
+        );
+        assert!(
+            probe.status.success(),
+            "{}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+        let max = r["max_new_tokens"].to_string();
+        let mut args = vec![
+            "run".to_owned(),
+            "--model".to_owned(),
+            gguf.to_str().expect("UTF-8").to_owned(),
+            "--prompt-tokens".to_owned(),
+            csv(&r["prompt_ids"]),
+            "--temperature".to_owned(),
+            "0".to_owned(),
+            "--max-tokens".to_owned(),
+            max,
+            "--format".to_owned(),
+            "json".to_owned(),
+            "--stats".to_owned(),
+        ];
+        let slot = slot_bytes(&String::from_utf8_lossy(&probe.stderr));
+        args.extend(["--expert-cache".to_owned(), (2 * slot).to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = frugal(&args, cache.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        let got: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(got["tokens"], r["greedy_new_ids"], "{name}");
+        assert!(stderr.contains("fit in 2 slots"), "{name}: {stderr}");
+        let evictions = count_before(&stderr, " evictions");
+        let misses = count_before(&stderr, " misses");
+        assert!(evictions > 0 && misses > 0, "{name}: {stderr}");
+    }
+}
+
+/// The number just before `what` in `text`.
+fn count_before(text: &str, what: &str) -> u64 {
+    let at = text
+        .find(what)
+        .unwrap_or_else(|| panic!("no {what:?} in {text}"));
+    let digits: String = text[..at]
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no count before {what:?} in {text}"))
+}
+
+/// `slot bytes N` from the cache's first line.
+fn slot_bytes(stderr: &str) -> u64 {
+    count_before(stderr, " bytes per slot")
+}
+
+#[test]
+fn bad_memory_budgets_are_named() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let gguf = frugal_testdata::fixtures_dir()
+        .join("gguf")
+        .join("qwen3-moe")
+        .join("qwen3-moe-F32.gguf");
+    for (budget, says) in [
+        ("abc", "--max-memory: \"abc\" is not a size"),
+        ("1K", "--max-memory 1K: a budget of 1024 bytes is too small"),
+    ] {
+        let out = frugal(
+            &[
+                "run",
+                "--model",
+                gguf.to_str().expect("UTF-8"),
+                "--prompt-tokens",
+                "1,2,3",
+                "--max-memory",
+                budget,
+            ],
+            cache.path(),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{budget}: {stderr}");
+        assert!(stderr.contains(says), "{budget}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // A dense model has no experts to cache.
+    let dense = frugal_testdata::fixtures_dir()
+        .join("gguf")
+        .join("qwen2")
+        .join("qwen2-F32.gguf");
+    let out = frugal(
+        &[
+            "run",
+            "--model",
+            dense.to_str().expect("UTF-8"),
+            "--prompt-tokens",
+            "1,2",
+            "--max-memory",
+            "4G",
+        ],
+        cache.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mixture-of-experts"));
+}

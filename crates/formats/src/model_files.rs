@@ -184,6 +184,36 @@ impl ModelFiles {
         }
     }
 
+    /// Where `bytes` (a tensor view of this model) lies on disk: the file and the offset in
+    /// it. `None` for bytes not in a mapped weight file (a converted or quantized copy).
+    pub fn locate(&self, bytes: &[u8]) -> Option<(&Path, u64)> {
+        match self {
+            ModelFiles::Gguf(g) => g
+                .files()
+                .iter()
+                .find_map(|f| f.offset_of(bytes).map(|o| (f.path(), o))),
+            ModelFiles::Hf { weights, .. } => weights.as_ref().and_then(|w| {
+                w.files()
+                    .iter()
+                    .find_map(|f| f.offset_of(bytes).map(|o| (f.path(), o)))
+            }),
+        }
+    }
+
+    /// `MADV_RANDOM` on every weight file's map: a touched page brings in only itself, not
+    /// its neighbours (for a model whose routed experts are read by an expert cache, so that
+    /// touching a dense tensor next to them does not page in experts). Best effort.
+    pub fn advise_random(&self) {
+        match self {
+            ModelFiles::Gguf(g) => g.files().iter().for_each(|f| f.advise_random()),
+            ModelFiles::Hf { weights, .. } => {
+                if let Some(w) = weights {
+                    w.files().iter().for_each(|f| f.advise_random());
+                }
+            }
+        }
+    }
+
     /// The chat template: `chat_template.jinja` or `tokenizer_config.json` in a folder,
     /// `tokenizer.chat_template` in GGUF metadata.
     pub fn chat_template(&self) -> Option<&str> {

@@ -51,3 +51,11 @@ pub trait TensorSource {
     /// A view of the named tensor, or `None` if the source has no tensor of that name.
     fn tensor(&self, name: &str) -> Option<TensorView<'_>>;
 }
+
+/// The offset of `part` within `whole` when `part` is a sub-slice of it (same memory), else
+/// `None`. Compares addresses only; no byte is read.
+pub(crate) fn offset_in(whole: &[u8], part: &[u8]) -> Option<u64> {
+    let base = whole.as_ptr() as usize;
+    let start = part.as_ptr() as usize;
+    (start >= base && start + part.len() <= base + whole.len()).then(|| (start - base) as u64)
+}

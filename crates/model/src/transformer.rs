@@ -490,6 +490,9 @@ impl<'a> Model<'a> {
                 }
             };
             x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
+            if let Some(store) = self.expert_store.as_deref().filter(|s| s.wants_prefetch()) {
+                self.prefetch_after(l, &x, store);
+            }
 
             // Feed-forward sub-block.
             let xn = rms_rows(&x, &layer.post_attn_norm, self.eps);
@@ -512,6 +515,32 @@ impl<'a> Model<'a> {
             cache.len += tokens.len();
         }
         x
+    }
+
+    /// Hints `store` with the experts the next MoE layer after `l` would choose for `x` (the
+    /// residual after layer `l`'s attention, normed with that layer's FFN norm): the residual
+    /// changes little from one layer to the next, so the guess is often right, and the store
+    /// reads them while layer `l`'s experts and the next attention compute.
+    fn prefetch_after(&self, l: usize, x: &[f32], store: &dyn ExpertStore) {
+        let next = self.layers[l + 1..]
+            .iter()
+            .enumerate()
+            .find_map(|(i, layer)| match &layer.ffn {
+                Ffn::Moe(moe) => Some((l + 1 + i, layer, moe)),
+                Ffn::Dense(_) => None,
+            });
+        if let Some((m, layer, moe)) = next {
+            let xn = rms_rows(x, &layer.post_attn_norm, self.eps);
+            let mut ids: Vec<usize> = moe
+                .route(&xn, self.threads)
+                .iter()
+                .flatten()
+                .map(|c| c.0)
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            store.prefetch(m, &ids);
+        }
     }
 
     /// The logits `[vocab]` of each row of `x` (`[rows, hidden]`, last residuals).

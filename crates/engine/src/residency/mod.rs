@@ -12,10 +12,23 @@
 //! - [`policy`]: cache simulations (LRU, LFU, LRU within a per-layer budget, and Belady's
 //!   farthest-next-use as an offline bound), reporting hits and bytes read.
 //!
-//! It is pure: no model, no I/O beyond reading and writing a trace's text.
+//! Those two are pure: no model, no I/O beyond reading and writing a trace's text. The running
+//! side:
+//!
+//! - [`cache`]: the expert cache, an [`frugal_model::blocks::experts::ExpertStore`] with a
+//!   byte budget and one of the policies above, reading misses from the model file.
+//! - [`io`]: its reads (`O_DIRECT`, or buffered with the pages dropped after each read).
+//! - [`stats`]: its counters (hits, misses, bytes read, stall time).
+//! - [`budget`]: `--max-memory`: what of a process budget is left for the cache.
 
+pub mod budget;
+pub mod cache;
+pub mod io;
 pub mod policy;
+pub mod stats;
 pub mod trace;
 
+pub use budget::{parse_size, MemoryPlan};
+pub use cache::{CacheConfig, CacheError, CacheStats, ExpertCache};
 pub use policy::{simulate, Capacity, Policy, SimResult};
 pub use trace::{LayerUsage, RoutingTrace, TraceError};

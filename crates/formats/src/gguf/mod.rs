@@ -164,6 +164,20 @@ impl GgufFile {
         &self.header
     }
 
+    /// Where `bytes` lies in the file: its offset, when it is a view into this file's map
+    /// (for readers that fetch the same bytes with their own I/O, such as an expert cache).
+    pub fn offset_of(&self, bytes: &[u8]) -> Option<u64> {
+        crate::tensor::offset_in(self.bytes.as_slice(), bytes)
+    }
+
+    /// Tells the kernel that the map is read at random (`MADV_RANDOM`): no readahead around a
+    /// touched page. Best effort; errors are ignored.
+    pub fn advise_random(&self) {
+        if let Bytes::Mapped(m) = &self.bytes {
+            let _ = m.advise(memmap2::Advice::Random);
+        }
+    }
+
     /// The data of tensor `t`, one of this file's entries.
     fn data_of(&self, t: &GgufTensorInfo) -> &[u8] {
         // OK to cast and index: parse_header checked data_offset + offset + nbytes <= file length.

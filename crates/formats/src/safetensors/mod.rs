@@ -302,6 +302,21 @@ impl SafetensorsFile {
         &self.path
     }
 
+    /// Where `bytes` lies in the file: its offset, when it is a view into this file's map.
+    pub fn offset_of(&self, bytes: &[u8]) -> Option<u64> {
+        match &self.backing {
+            Backing::Mapped(m) => crate::tensor::offset_in(m, bytes),
+            Backing::Owned(_) => None,
+        }
+    }
+
+    /// `MADV_RANDOM` on the map (no readahead around a touched page). Best effort.
+    pub fn advise_random(&self) {
+        if let Backing::Mapped(m) = &self.backing {
+            let _ = m.advise(memmap2::Advice::Random);
+        }
+    }
+
     /// The header's `__metadata__` map (empty when absent), e.g. `{"format": "pt"}`.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata

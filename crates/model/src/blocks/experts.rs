@@ -62,6 +62,13 @@ pub trait ExpertStore: Send + Sync {
     /// example the next MoE layer's router applied to the current hidden state). A store may
     /// start reading them in the background. The default ignores it.
     fn prefetch(&self, _layer: usize, _experts: &[usize]) {}
+
+    /// Whether the model should compute and send [`ExpertStore::prefetch`] hints (applying
+    /// the next MoE layer's router costs a small matrix product per layer, so a store that
+    /// ignores hints says no, the default).
+    fn wants_prefetch(&self) -> bool {
+        false
+    }
 }
 
 impl<'a> Mlp<'a> {

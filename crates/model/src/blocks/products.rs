@@ -161,6 +161,8 @@ impl SharedOut {
     /// # Safety
     /// No other task touches `range` while the slice lives, and the borrow given to
     /// [`SharedOut::new`] is still alive.
+    // A shared handle giving out disjoint mutable parts is the point of this type.
+    #[allow(clippy::mut_from_ref)]
     pub unsafe fn slice(&self, range: Range<usize>) -> &mut [f32] {
         assert!(range.start <= range.end && range.end <= self.len);
         // SAFETY: in bounds (checked); exclusivity is the caller's promise.
