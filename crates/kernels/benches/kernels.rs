@@ -11,7 +11,7 @@
 //!   batch), on 2048×2048, a 512×1024 and a 1408×2048 (DeepSeek-V2-Lite) expert, and 64×2048
 //!   (in L2). `cold`: 16384×7168 Q4_K (66 MB) and Q6_K (96 MB), larger than the L3, read once
 //!   per pass, i.e. from DRAM.
-//! - `repack`: one-token Q4_K products, plain `gemm` (`old`) against the row-interleaved
+//! - `repack`: one-token Q4_K and Q6_K products, plain `gemm` (`old`) against the row-interleaved
 //!   `quant::repack` layout (`new`), as GB/s of the original bytes, on 2048×2048, the expert
 //!   shapes 1024×512, 512×1024, 1408×2048, and the cold 16384×7168; in cache also with 4 and
 //!   16 tokens (GB/s × tokens: weight bytes as if read once per token).
@@ -264,7 +264,6 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
         "{:<36} {:>10} {:>10} {:>10} {:>10} {:>7}",
         "repack (rows×cols) type isa tokens", "old µs", "new µs", "old GB/s", "new GB/s", "new/old"
     );
-    let ty = QuantType::Q4K;
     let shapes = [
         (2048usize, 2048usize),
         (1024, 512),
@@ -272,7 +271,10 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
         (1408, 2048),
         (16384, 7168),
     ];
-    for (rows, cols) in shapes {
+    for (ty, (rows, cols)) in [QuantType::Q4K, QuantType::Q6K]
+        .into_iter()
+        .flat_map(|ty| shapes.map(|s| (ty, s)))
+    {
         let isas: Vec<Isa> = Isa::available()
             .into_iter()
             .filter(|&isa| isa != Isa::Scalar)

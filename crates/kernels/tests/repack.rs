@@ -1,4 +1,4 @@
-//! `quant::repack` (Q4_K rows interleaved eight by eight) against `quant::dot::vec_dot` of the
+//! `quant::repack` (Q4_K and Q6_K rows interleaved eight by eight) against `quant::dot::vec_dot` of the
 //! original rows, bit for bit, on every available ISA and the scalar reference.
 //!
 //! `vec_dot` is itself tested against llama.cpp's `vec_dot` and the scalar references
@@ -14,15 +14,19 @@ use frugal_kernels::quant::repack::{repack, repacked_gemm, ROWS};
 use frugal_kernels::quant::{dot::vec_dot, ActFormat, QuantError, QuantType, QuantizedActs};
 use frugal_testdata::Rng;
 
-const TY: QuantType = QuantType::Q4K;
-
-/// `n` random Q4_K rows of `k` weights one byte into the buffer (an odd address); every code
-/// and scale byte random, `d`/`dmin` finite f16 of both signs.
-fn random_rows(rng: &mut Rng, n: usize, k: usize) -> Vec<u8> {
-    let mut buf = rng.bytes(1 + n * TY.row_bytes(k).expect("whole blocks"));
-    for b in buf[1..].chunks_exact_mut(TY.type_size()) {
-        b[0..2].copy_from_slice(&rng.f16_bits(17).to_le_bytes());
-        b[2..4].copy_from_slice(&rng.f16_bits(17).to_le_bytes());
+/// `n` random rows of `k` weights one byte into the buffer (an odd address); every code and
+/// scale byte random, the f16 super-scales finite, of both signs.
+fn random_rows(rng: &mut Rng, ty: QuantType, n: usize, k: usize) -> Vec<u8> {
+    let mut buf = rng.bytes(1 + n * ty.row_bytes(k).expect("whole blocks"));
+    let f16_at: &[usize] = if ty == QuantType::Q6K {
+        &[208]
+    } else {
+        &[0, 2]
+    };
+    for b in buf[1..].chunks_exact_mut(ty.type_size()) {
+        for &o in f16_at {
+            b[o..o + 2].copy_from_slice(&rng.f16_bits(17).to_le_bytes());
+        }
     }
     buf
 }
@@ -36,16 +40,16 @@ fn random_acts(rng: &mut Rng, k: usize) -> QuantizedActs {
     QuantizedActs::from_f32(ActFormat::Q8K, &x).expect("whole blocks")
 }
 
-fn check(rng: &mut Rng, n: usize, nb: usize, t: usize) {
+fn check(rng: &mut Rng, ty: QuantType, n: usize, nb: usize, t: usize) {
     let k = 256 * nb;
-    let buf = random_rows(rng, n, k);
+    let buf = random_rows(rng, ty, n, k);
     let rows = &buf[1..];
-    let w = repack(TY, rows, n, k).expect("repack");
+    let w = repack(ty, rows, n, k).expect("repack");
     assert_eq!((w.rows(), w.cols()), (n, k));
     let acts: Vec<QuantizedActs> = (0..t).map(|_| random_acts(rng, k)).collect();
     let stride = n + 3;
     let sentinel = f32::from_bits(0x7fc0_1234);
-    let rb = TY.row_bytes(k).expect("whole blocks");
+    let rb = ty.row_bytes(k).expect("whole blocks");
     for isa in Isa::available() {
         let mut out = vec![sentinel; (t - 1) * stride + n + 3];
         repacked_gemm(isa, &w, 0..n, &acts, &mut out, stride).expect("valid product");
@@ -68,7 +72,7 @@ fn check(rng: &mut Rng, n: usize, nb: usize, t: usize) {
         }
         for (ti, a) in acts.iter().enumerate() {
             for (r, row) in rows.chunks_exact(rb).enumerate() {
-                let want = vec_dot(isa, TY, row, a).expect("valid row");
+                let want = vec_dot(isa, ty, row, a).expect("valid row");
                 let got = out[ti * stride + r];
                 assert_eq!(
                     got.to_bits(),
@@ -91,31 +95,34 @@ fn check(rng: &mut Rng, n: usize, nb: usize, t: usize) {
 #[test]
 fn repacked_equals_vec_dot_bit_for_bit() {
     let mut rng = Rng(0x7265_7061_636b);
-    for n in [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 33] {
-        for nb in [1, 2, 8, 9] {
-            check(&mut rng, n, nb, 1 + (n + nb) % 3);
+    for ty in [QuantType::Q4K, QuantType::Q6K] {
+        for n in [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 33] {
+            for nb in [1, 2, 8, 9] {
+                check(&mut rng, ty, n, nb, 1 + (n + nb) % 3);
+            }
         }
+        check(&mut rng, ty, 2 * ROWS, 28, 1);
+        // Large enough (4.7 MB and more) to be repacked on several threads.
+        check(&mut rng, ty, 512 * ROWS + 3, 8, 1);
     }
-    check(&mut rng, 2 * ROWS, 28, 1);
-    // Large enough (4.7 MB repacked) to be repacked on several threads.
-    check(&mut rng, 512 * ROWS + 3, 8, 1);
 }
 
 #[test]
 fn bad_input_is_an_error() {
     let mut rng = Rng(1);
-    let rows = random_rows(&mut rng, 8, 512);
+    let ty = QuantType::Q4K;
+    let rows = random_rows(&mut rng, ty, 8, 512);
     let rows = &rows[1..];
     assert!(matches!(
-        repack(QuantType::Q6K, rows, 8, 512),
+        repack(QuantType::Q5K, rows, 8, 512),
         Err(QuantError::Unsupported { .. })
     ));
     assert!(matches!(
-        repack(TY, &rows[1..], 8, 512),
+        repack(ty, &rows[1..], 8, 512),
         Err(QuantError::ByteLength { .. })
     ));
-    assert!(repack(TY, rows, 8, 500).is_err());
-    let w = repack(TY, rows, 8, 512).expect("repack");
+    assert!(repack(ty, rows, 8, 500).is_err());
+    let w = repack(ty, rows, 8, 512).expect("repack");
     let mut out = vec![0.0; 8];
     let wrong_len = QuantizedActs::from_f32(ActFormat::Q8K, &[0.5; 256]).expect("acts");
     assert!(repacked_gemm(Isa::Scalar, &w, 0..8, &[wrong_len], &mut out, 8).is_err());

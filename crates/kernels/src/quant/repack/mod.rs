@@ -36,7 +36,9 @@
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use super::{as_blocks, gemm, BlockQ4K, BlockQ8K, QuantError, QuantType, QuantizedActs, QK_K};
+use super::{
+    as_blocks, gemm, BlockQ4K, BlockQ6K, BlockQ8K, QuantError, QuantType, QuantizedActs, QK_K,
+};
 use crate::cpu::Isa;
 use crate::quant::kquants::scale_min_k4;
 use std::ops::Range;
@@ -56,6 +58,24 @@ pub(crate) const DMIN: usize = 16;
 pub(crate) const SCALES: usize = 32;
 pub(crate) const MINS: usize = 96;
 pub(crate) const CODES: usize = 160;
+
+/// Q6_K's record (module docs): 1680 bytes, the size of the eight blocks.
+pub(crate) mod q6 {
+    pub(crate) const RECORD: usize = 16 + 128 + 1024 + 512;
+    pub(crate) const D: usize = 0;
+    pub(crate) const SCALES: usize = 16;
+    pub(crate) const QL: usize = 144;
+    pub(crate) const QH: usize = 144 + 1024;
+}
+
+/// Bytes of a record of `ty` (a repackable type).
+fn record_bytes(ty: QuantType) -> usize {
+    if ty == QuantType::Q6K {
+        q6::RECORD
+    } else {
+        RECORD
+    }
+}
 
 /// A Q4_K matrix in the row-interleaved layout (module docs), plus the rows after the last
 /// whole group of [`ROWS`] in the plain layout.
@@ -107,7 +127,7 @@ pub fn repack(
     n_rows: usize,
     cols: usize,
 ) -> Result<Repacked, QuantError> {
-    if ty != QuantType::Q4K {
+    if !matches!(ty, QuantType::Q4K | QuantType::Q6K) {
         return Err(QuantError::Unsupported { ty: ty.name() });
     }
     let rb = ty.row_bytes(cols)?;
@@ -123,30 +143,41 @@ pub fn repack(
             got: rows.len(),
         });
     }
-    let blocks: &[BlockQ4K] = as_blocks(rows)?;
     let nb = cols / QK_K;
     let n_groups = n_rows / ROWS;
-    let mut groups = vec![0u8; n_groups * nb * RECORD];
-    let fill = |g0: usize, dst: &mut [u8]| {
-        for (g, dst) in dst.chunks_exact_mut(nb * RECORD).enumerate() {
-            for (j, rec) in dst.chunks_exact_mut(RECORD).enumerate() {
+    let record = record_bytes(ty);
+    let mut groups = vec![0u8; n_groups * nb * record];
+    let grouped = &rows[..n_groups * ROWS * rb];
+    let fill = |g0: usize, dst: &mut [u8]| -> Result<(), QuantError> {
+        for (g, dst) in dst.chunks_exact_mut(nb * record).enumerate() {
+            for (j, rec) in dst.chunks_exact_mut(record).enumerate() {
                 for r in 0..ROWS {
-                    record_row(rec, r, &blocks[(ROWS * (g0 + g) + r) * nb + j]);
+                    let row = &grouped[(ROWS * (g0 + g) + r) * rb..][..rb];
+                    if ty == QuantType::Q6K {
+                        record_row_q6k(rec, r, &as_blocks::<BlockQ6K>(row)?[j]);
+                    } else {
+                        record_row(rec, r, &as_blocks::<BlockQ4K>(row)?[j]);
+                    }
                 }
             }
         }
+        Ok(())
     };
     // Large matrices are split over threads by groups (a load-time cost only).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if groups.len() >= PARALLEL_BYTES && threads > 1 && nb > 0 {
         let per = n_groups.div_ceil(threads);
         std::thread::scope(|s| {
-            for (i, chunk) in groups.chunks_mut(per * nb * RECORD).enumerate() {
-                s.spawn(move || fill(i * per, chunk));
-            }
-        });
+            let jobs: Vec<_> = groups
+                .chunks_mut(per * nb * record)
+                .enumerate()
+                .map(|(i, chunk)| s.spawn(move || fill(i * per, chunk)))
+                .collect();
+            jobs.into_iter()
+                .try_for_each(|j| j.join().expect("repack worker panicked"))
+        })?;
     } else if nb > 0 {
-        fill(0, &mut groups);
+        fill(0, &mut groups)?;
     }
     Ok(Repacked {
         ty,
@@ -171,6 +202,27 @@ fn record_row(rec: &mut [u8], r: usize, b: &BlockQ4K) {
             let at = CODES + 256 * c + 32 * q + 4 * r;
             rec[at..at + 4].copy_from_slice(&b.qs[32 * c + 4 * q..32 * c + 4 * q + 4]);
         }
+    }
+}
+
+/// Q6_K: row `r` of block `b` into its slots of a Q6_K record: `d`, the 16 scales at
+/// `SCALES + 8s + r`, `ql` as Q4_K's codes (byte `QL + 256c + 32q + 4r + k` =
+/// `ql[32c + 4q + k]`), `qh` likewise (`QH + 256h + 32q + 4r + k` = `qh[32h + 4q + k]`).
+fn record_row_q6k(rec: &mut [u8], r: usize, b: &BlockQ6K) {
+    use q6::*;
+    rec[D + 2 * r..D + 2 * r + 2].copy_from_slice(&b.d);
+    for (s, &sc) in b.scales.iter().enumerate() {
+        rec[SCALES + 8 * s + r] = sc as u8;
+    }
+    for q in 0..32 {
+        let (c, qq) = (q / 8, q % 8);
+        let at = QL + 256 * c + 32 * qq + 4 * r;
+        rec[at..at + 4].copy_from_slice(&b.ql[4 * q..4 * q + 4]);
+    }
+    for q in 0..16 {
+        let (h, qq) = (q / 8, q % 8);
+        let at = QH + 256 * h + 32 * qq + 4 * r;
+        rec[at..at + 4].copy_from_slice(&b.qh[4 * q..4 * q + 4]);
     }
 }
 
@@ -230,15 +282,16 @@ pub fn repacked_gemm(
     let grouped = rows.start.min(split)..rows.end.min(split);
     let mut buf = [0.0f32; ROWS];
     for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
-        let recs = &w.groups[g * nb * RECORD..(g + 1) * nb * RECORD];
+        let record = record_bytes(w.ty);
+        let recs = &w.groups[g * nb * record..(g + 1) * nb * record];
         let (first, last) = (ROWS * g, ROWS * g + ROWS);
         let (lo, hi) = (first.max(rows.start), last.min(rows.end));
         for (t, a) in acts.iter().enumerate() {
             let o = &mut out[t * out_stride + lo - rows.start..][..hi - lo];
             match <&mut [f32; ROWS]>::try_from(&mut *o) {
-                Ok(o) => group(isa, recs, a.q8k(), o),
+                Ok(o) => group(isa, w.ty, recs, a.q8k(), o),
                 Err(_) => {
-                    group(isa, recs, a.q8k(), &mut buf);
+                    group(isa, w.ty, recs, a.q8k(), &mut buf);
                     o.copy_from_slice(&buf[lo - first..hi - first]);
                 }
             }
@@ -261,8 +314,18 @@ pub fn repacked_gemm(
 }
 
 /// One group's eight outputs against one activation row (`recs`: its `a.len()` records).
-fn group(isa: Isa, recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
-    debug_assert_eq!(recs.len(), a.len() * RECORD);
+fn group(isa: Isa, ty: QuantType, recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
+    debug_assert_eq!(recs.len(), a.len() * record_bytes(ty));
+    if ty == QuantType::Q6K {
+        return match isa {
+            // SAFETY: as below.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => unsafe { x86::avx2_q6k(recs, a, out) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => unsafe { x86::vnni_q6k(recs, a, out) },
+            _ => scalar_q6k(recs, a, out),
+        };
+    }
     match isa {
         // SAFETY: `repacked_gemm` passes only available ISAs; each path's features are what
         // `Isa::is_available` tests for it. `recs` holds `a.len()` whole records.
@@ -307,4 +370,31 @@ pub(crate) fn scalar(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
 #[inline(always)]
 fn f16(b: &[u8]) -> f32 {
     half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// The Q6_K reference: each row's exact `Σ_s sc_s·Σ_{i∈s} (u_i − 32)·a_i` from the
+/// interleaved bytes, then `vec_dot`'s Q6_K step `acc + (d_a·d)·isum`, block by block.
+pub(crate) fn scalar_q6k(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
+    use q6::*;
+    let mut acc = [0.0f32; ROWS];
+    for (rec, a) in recs.chunks_exact(RECORD).zip(a) {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let mut isum = 0i32;
+            for i in 0..QK_K {
+                // Half h, quarter t, l < 32: low nibble t/2 of ql[64h + 32(t%2) + l], bits
+                // 2t..2t+2 of qh[32h + l].
+                let (h, t, l) = (i / 128, (i % 128) / 32, i % 32);
+                let c = 2 * h + t % 2;
+                let lo = rec[QL + 256 * c + 32 * (l / 4) + 4 * r + l % 4] >> (4 * (t / 2)) & 0x0f;
+                let hi = rec[QH + 256 * h + 32 * (l / 4) + 4 * r + l % 4] >> (2 * t) & 3;
+                let q = (lo | (hi << 4)) as i32 - 32;
+                let sc = rec[SCALES + 8 * (i / 16) + r] as i8 as i32;
+                isum += sc * q * a.qs[i] as i32;
+            }
+            let d = f16(&rec[D + 2 * r..]);
+            // vec_dot's step (kquants::finish): `(d_a·d)·isum`, then the sum.
+            *acc += a.d() * d * isum as f32;
+        }
+    }
+    *out = acc;
 }

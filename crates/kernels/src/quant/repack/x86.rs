@@ -143,3 +143,123 @@ pub(super) unsafe fn vnni(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
     // SAFETY: `out` is 8 f32.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
 }
+
+/// Q6_K: the codes `u = q + 32` of one half `h`, position group `q` (four weights `l =
+/// 4q..4q+4` of each quarter `t`, for the eight rows): low nibbles from `ql` (quarters 0, 1
+/// from the low nibbles of bytes `64h + l` and `64h + 32 + l`, quarters 2, 3 from their high
+/// nibbles), bits 4..6 from `qh`'s bit pairs `2t..2t+2`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn codes_q6k(rec: *const u8, h: usize, q: usize) -> [__m256i; 4] {
+    use super::q6::{QH, QL};
+    let m4 = _mm256_set1_epi8(0x0f);
+    // SAFETY: three 32-byte loads inside the record.
+    let (l0, l1, hb) = unsafe {
+        (
+            load32(rec.add(QL + 256 * (2 * h) + 32 * q)),
+            load32(rec.add(QL + 256 * (2 * h + 1) + 32 * q)),
+            load32(rec.add(QH + 256 * h + 32 * q)),
+        )
+    };
+    // Masking before each 16-bit shift keeps bits inside their byte.
+    let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)));
+    let h1 = _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0x0c)));
+    let h2 = _mm256_and_si256(hb, _mm256_set1_epi8(0x30));
+    let h3 = _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(0xc0u8 as i8)));
+    [
+        _mm256_or_si256(_mm256_and_si256(l0, m4), h0),
+        _mm256_or_si256(_mm256_and_si256(l1, m4), h1),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), h2),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4), h3),
+    ]
+}
+
+/// Q6_K: one sub-block's row sums `Σ u·a` (i32 lanes) made `Σ (u − 32)·a` and scaled:
+/// `sc_s·(dot − 32·bsum_s)`, added to `isum`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn q6k_scaled(
+    rec: *const u8,
+    a: &BlockQ8K,
+    s: usize,
+    dot: __m256i,
+    isum: __m256i,
+) -> __m256i {
+    use super::q6::SCALES;
+    let off = _mm256_set1_epi32(32 * a.bsum(s) as i32);
+    // SAFETY: 8 bytes inside the record.
+    let sc = unsafe { _mm256_cvtepi8_epi32(_mm_loadl_epi64(rec.add(SCALES + 8 * s).cast())) };
+    _mm256_add_epi32(isum, _mm256_mullo_epi32(_mm256_sub_epi32(dot, off), sc))
+}
+
+/// Q6_K's float step: `acc + (d_a·d)·isum` per lane, as `vec_dot` (no fused multiply-add).
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn q6k_finish(rec: *const u8, a: &BlockQ8K, isum: __m256i, acc: __m256) -> __m256 {
+    use super::q6::D;
+    // SAFETY: 16 bytes inside the record.
+    let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(rec.add(D).cast()) });
+    let dall = _mm256_mul_ps(_mm256_set1_ps(a.d()), d);
+    _mm256_add_ps(acc, _mm256_mul_ps(dall, _mm256_cvtepi32_ps(isum)))
+}
+
+/// The Q6_K product; `$dot(sums, t)` adds quarter `t`'s `Σ u·a` (four weights of each row,
+/// codes `$u[t]`, activations at `$aq`) to a sub-block's i32 row sums.
+macro_rules! q6k_body {
+    ($recs:expr, $a:expr, $out:expr, |$u:ident, $aq:ident| $dot:expr) => {{
+        use super::q6::RECORD;
+        let mut acc = _mm256_setzero_ps();
+        for (j, a) in $a.iter().enumerate() {
+            // SAFETY: record `j` is inside `recs` (the caller's contract); every offset is
+            // inside it and inside `a.qs` (256 bytes).
+            unsafe {
+                let rec = $recs.as_ptr().add(j * RECORD);
+                let mut isum = _mm256_setzero_si256();
+                for h in 0..2 {
+                    for half in 0..2 {
+                        // Sub-blocks 8h + 2t + half, t = 0..4: weights 128h + 32t + 16·half + l.
+                        let mut dots = [_mm256_setzero_si256(); 4];
+                        for q in 4 * half..4 * half + 4 {
+                            let $u = codes_q6k(rec, h, q);
+                            for (t, d) in dots.iter_mut().enumerate() {
+                                let $aq = a.qs.as_ptr().add(128 * h + 32 * t + 4 * q);
+                                *d = $dot(*d, t);
+                            }
+                        }
+                        for (t, &d) in dots.iter().enumerate() {
+                            isum = q6k_scaled(rec, a, 8 * h + 2 * t + half, d, isum);
+                        }
+                    }
+                }
+                acc = q6k_finish(rec, a, isum, acc);
+            }
+        }
+        // SAFETY: `out` is 8 f32.
+        unsafe { _mm256_storeu_ps($out.as_mut_ptr(), acc) };
+    }};
+}
+
+/// Q6_K on AVX2 (also for AVX-512 without VNNI): `pmaddubsw` pairs (`2·63·128 < 2^15`)
+/// widened at once by `pmaddwd` with ones.
+///
+/// # Safety
+/// As [`avx2`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn avx2_q6k(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
+    let ones = _mm256_set1_epi16(1);
+    q6k_body!(recs, a, out, |u, aq| |d: __m256i, t: usize| {
+        let p = _mm256_maddubs_epi16(u[t], bcast4(aq));
+        _mm256_add_epi32(d, _mm256_madd_epi16(p, ones))
+    })
+}
+
+/// Q6_K on AVX-512 VNNI.
+///
+/// # Safety
+/// As [`vnni`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn vnni_q6k(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
+    q6k_body!(recs, a, out, |u, aq| |d: __m256i, t: usize| {
+        _mm256_dpbusd_epi32(d, u[t], bcast4(aq))
+    })
+}
