@@ -64,8 +64,13 @@ pub(crate) mod q6 {
     pub(crate) const RECORD: usize = 16 + 128 + 1024 + 512;
     pub(crate) const D: usize = 0;
     pub(crate) const SCALES: usize = 16;
-    pub(crate) const QL: usize = 144;
-    pub(crate) const QH: usize = 144 + 1024;
+    pub(crate) const CODES: usize = 144;
+    /// Offset of the 96 bytes that one step of the kernels reads: for half `h` and position
+    /// group `q`, 32 bytes of `ql[32·2h..]`, of `ql[32(2h + 1)..]` and of `qh[32h..]`, each 4
+    /// bytes per row, in the order they are consumed (a sequential stream from DRAM).
+    pub(crate) const fn step(h: usize, q: usize) -> usize {
+        CODES + 96 * (8 * h + q)
+    }
 }
 
 /// Bytes of a record of `ty` (a repackable type).
@@ -206,23 +211,22 @@ fn record_row(rec: &mut [u8], r: usize, b: &BlockQ4K) {
 }
 
 /// Q6_K: row `r` of block `b` into its slots of a Q6_K record: `d`, the 16 scales at
-/// `SCALES + 8s + r`, `ql` as Q4_K's codes (byte `QL + 256c + 32q + 4r + k` =
-/// `ql[32c + 4q + k]`), `qh` likewise (`QH + 256h + 32q + 4r + k` = `qh[32h + 4q + k]`).
+/// `SCALES + 8s + r`, then per step `(h, q)` ([`q6::step`]) 4 bytes of this row from each of
+/// `ql[64h + 4q..]`, `ql[64h + 32 + 4q..]`, `qh[32h + 4q..]`.
 fn record_row_q6k(rec: &mut [u8], r: usize, b: &BlockQ6K) {
     use q6::*;
     rec[D + 2 * r..D + 2 * r + 2].copy_from_slice(&b.d);
     for (s, &sc) in b.scales.iter().enumerate() {
         rec[SCALES + 8 * s + r] = sc as u8;
     }
-    for q in 0..32 {
-        let (c, qq) = (q / 8, q % 8);
-        let at = QL + 256 * c + 32 * qq + 4 * r;
-        rec[at..at + 4].copy_from_slice(&b.ql[4 * q..4 * q + 4]);
-    }
-    for q in 0..16 {
-        let (h, qq) = (q / 8, q % 8);
-        let at = QH + 256 * h + 32 * qq + 4 * r;
-        rec[at..at + 4].copy_from_slice(&b.qh[4 * q..4 * q + 4]);
+    for h in 0..2 {
+        for q in 0..8 {
+            let at = step(h, q) + 4 * r;
+            let (l0, l1, hh) = (64 * h + 4 * q, 64 * h + 32 + 4 * q, 32 * h + 4 * q);
+            rec[at..at + 4].copy_from_slice(&b.ql[l0..l0 + 4]);
+            rec[at + 32..at + 36].copy_from_slice(&b.ql[l1..l1 + 4]);
+            rec[at + 64..at + 68].copy_from_slice(&b.qh[hh..hh + 4]);
+        }
     }
 }
 
@@ -384,9 +388,9 @@ pub(crate) fn scalar_q6k(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
                 // Half h, quarter t, l < 32: low nibble t/2 of ql[64h + 32(t%2) + l], bits
                 // 2t..2t+2 of qh[32h + l].
                 let (h, t, l) = (i / 128, (i % 128) / 32, i % 32);
-                let c = 2 * h + t % 2;
-                let lo = rec[QL + 256 * c + 32 * (l / 4) + 4 * r + l % 4] >> (4 * (t / 2)) & 0x0f;
-                let hi = rec[QH + 256 * h + 32 * (l / 4) + 4 * r + l % 4] >> (2 * t) & 3;
+                let at = step(h, l / 4) + 4 * r + l % 4;
+                let lo = rec[at + 32 * (t % 2)] >> (4 * (t / 2)) & 0x0f;
+                let hi = rec[at + 64] >> (2 * t) & 3;
                 let q = (lo | (hi << 4)) as i32 - 32;
                 let sc = rec[SCALES + 8 * (i / 16) + r] as i8 as i32;
                 isum += sc * q * a.qs[i] as i32;

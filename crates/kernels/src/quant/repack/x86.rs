@@ -151,15 +151,11 @@ pub(super) unsafe fn vnni(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn codes_q6k(rec: *const u8, h: usize, q: usize) -> [__m256i; 4] {
-    use super::q6::{QH, QL};
     let m4 = _mm256_set1_epi8(0x0f);
     // SAFETY: three 32-byte loads inside the record.
     let (l0, l1, hb) = unsafe {
-        (
-            load32(rec.add(QL + 256 * (2 * h) + 32 * q)),
-            load32(rec.add(QL + 256 * (2 * h + 1) + 32 * q)),
-            load32(rec.add(QH + 256 * h + 32 * q)),
-        )
+        let p = rec.add(super::q6::step(h, q));
+        (load32(p), load32(p.add(32)), load32(p.add(64)))
     };
     // Masking before each 16-bit shift keeps bits inside their byte.
     let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)));
