@@ -1,4 +1,4 @@
-//! Row-interleaved ("repacked") Q4_K weights for the one-token product (decode).
+//! Row-interleaved ("repacked") Q4_K and Q6_K weights for the one-token product (decode).
 //!
 //! The plain layout stores each weight row's super-blocks back to back, so a matrix-vector
 //! product reads one row at a time and finishes every 256-weight block with a scalar float
@@ -22,11 +22,19 @@
 //! record is 2.8 % larger than the eight 144-byte blocks it replaces (the unpacked scales
 //! take 128 bytes instead of 96).
 //!
+//! Q6_K records (1680 bytes, exactly the eight 210-byte blocks) hold the eight `d` (f16), the
+//! 16 i8 scales per row at `16 + 8s + r`, then the codes in the order the kernels consume
+//! them ([`q6::step`]): per half `h` and position group `q`, 32 bytes each of `ql[64h +
+//! 4q..]`, `ql[64h + 32 + 4q..]` and `qh[32h + 4q..]` (4 bytes per row). Reading the record
+//! strictly in order matters: an earlier layout with three streams 256 bytes apart inside
+//! each record ran at 4–7 GB/s from DRAM (the hardware prefetcher did not follow it). The
+//! float step is `vec_dot`'s Q6_K one, `acc + (d_a·d)·isum`.
+//!
 //! Every output equals [`vec_dot`](crate::quant::dot::vec_dot) of the original row on the
 //! same ISA bit for bit: the integer sums are exact on every path, and each lane performs
 //! `vec_dot`'s Q4_K float step (`dall = d_a·d`, `dm = d_a·dmin`, `t = dall·isum − dm·summs`,
 //! `acc = acc + t`, no fused multiply-add) block by block in block order, which is what
-//! every `vec_dot` Q4_K path computes. Rows past the last whole group stay in the plain
+//! every `vec_dot` Q4_K path computes (Q6_K: likewise with its step). Rows past the last whole group stay in the plain
 //! layout and go through [`gemm`](crate::quant::gemm).
 //!
 //! Paths: scalar reference; AVX2 (`pmaddubsw`, used for `Isa::Avx2` and `Isa::Avx512`);
@@ -82,7 +90,7 @@ fn record_bytes(ty: QuantType) -> usize {
     }
 }
 
-/// A Q4_K matrix in the row-interleaved layout (module docs), plus the rows after the last
+/// A Q4_K or Q6_K matrix in the row-interleaved layout (module docs), plus the rows after the last
 /// whole group of [`ROWS`] in the plain layout.
 #[derive(Clone, Debug)]
 pub struct Repacked {
@@ -125,7 +133,7 @@ impl Repacked {
 /// Repacks `n_rows` rows of `cols` weights of type `ty` (`rows`: their bytes, back to back,
 /// any address) into the interleaved layout.
 ///
-/// Errors: a type other than Q4_K, `cols` not whole super-blocks, `rows` of the wrong length.
+/// Errors: a type other than Q4_K and Q6_K, `cols` not whole super-blocks, `rows` of the wrong length.
 pub fn repack(
     ty: QuantType,
     rows: &[u8],
@@ -232,7 +240,7 @@ fn record_row_q6k(rec: &mut [u8], r: usize, b: &BlockQ6K) {
 
 /// `out[t·out_stride + (r − rows.start)] = Σ W[r]·A[t]` for the rows `r` in `rows` of `w`
 /// and every activation row `t` of `acts` (each `w.cols()` long, Q8_K), on `isa` (an
-/// unavailable one runs scalar). Each value equals `vec_dot(isa, Q4_K, row r, acts[t])` bit
+/// unavailable one runs scalar). Each value equals `vec_dot(isa, w.ty(), row r, acts[t])` bit
 /// for bit, whatever the range (a group cut by its ends is computed whole into a buffer).
 /// Made for one or a few tokens: each group's records are re-read per token (from L1/L2
 /// after the first).

@@ -1,5 +1,5 @@
-//! x86-64 paths of the interleaved Q4_K product: eight rows in the eight i32/f32 lanes of a
-//! 256-bit vector, activations broadcast four bytes at a time.
+//! x86-64 paths of the interleaved Q4_K and Q6_K products: eight rows in the eight i32/f32
+//! lanes of a 256-bit vector, activations broadcast four bytes at a time.
 //!
 //! A 32-byte load of codes is four bytes of each of the eight rows (module docs); its low
 //! nibbles meet the four activations of sub-block `2c` at that position, its high nibbles
@@ -7,7 +7,9 @@
 //! `pmaddubsw` (i16 pairs, summed over a sub-block's eight loads: at most
 //! `8·2·15·128 = 30720 < 2^15`) and applies the sub-block scale with `pmaddwd`; VNNI sums
 //! with `vpdpbusd` and scales with `vpmulld`. The offsets' term `Σ_s m_s·(bsum_2s +
-//! bsum_2s+1)` is four `pmaddwd` of (offset pair) × (bsum pair) per block.
+//! bsum_2s+1)` is four `pmaddwd` of (offset pair) × (bsum pair) per block. Q6_K's codes
+//! `u = q + 32` (6 bits) are summed per 16-weight sub-block (AVX2: two `pmaddubsw` at most,
+//! `2·2·63·128 < 2^15`, then `pmaddwd` by ones), less `32·bsum_s`, times the scale.
 
 use super::{CODES, D, DMIN, MINS, RECORD, ROWS, SCALES};
 use crate::quant::BlockQ8K;
