@@ -246,11 +246,13 @@ impl<'a> Linear<'a> {
                 let total = row_bytes.checked_mul(rows).ok_or_else(unsupported)?;
                 check_bytes(&t, total)?;
                 let exact_activations = src.exact_activations();
-                // Only where the interleaved product applies (Q4_K, quantized activations,
-                // at least one group of rows); it equals the plain one bit for bit.
+                // Only where the interleaved product applies and is faster (Q4_K, quantized
+                // activations, at least one group of rows, an x86 SIMD path); it equals the
+                // plain one bit for bit.
                 let repacked = (ty == QuantType::Q4K
                     && !exact_activations
                     && rows >= repack::ROWS
+                    && repack::has_simd_path(Isa::detect())
                     && src.repack(name))
                 .then(|| repack::repack(ty, t.data, rows, cols).ok().map(Arc::new))
                 .flatten();

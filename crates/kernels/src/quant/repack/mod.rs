@@ -130,6 +130,13 @@ impl Repacked {
     }
 }
 
+/// Whether `isa` has SIMD kernels for the repacked layout (x86: AVX2, AVX-512, VNNI).
+/// Elsewhere `repacked_gemm` runs the scalar reference, far slower than `gemm`'s SIMD paths
+/// (NEON included), so callers should keep the plain layout there.
+pub fn has_simd_path(isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni)
+}
+
 /// Repacks `n_rows` rows of `cols` weights of type `ty` (`rows`: their bytes, back to back,
 /// any address) into the interleaved layout.
 ///
