@@ -11,6 +11,10 @@
 //!   batch), on 2048×2048, a 512×1024 and a 1408×2048 (DeepSeek-V2-Lite) expert, and 64×2048
 //!   (in L2). `cold`: 16384×7168 Q4_K (66 MB) and Q6_K (96 MB), larger than the L3, read once
 //!   per pass, i.e. from DRAM.
+//! - `repack`: one-token Q4_K and Q6_K products, plain `gemm` (`old`) against the row-interleaved
+//!   `quant::repack` layout (`new`), as GB/s of the original bytes, on 2048×2048, the expert
+//!   shapes 1024×512, 512×1024, 1408×2048, and the cold 16384×7168; in cache also with 4 and
+//!   16 tokens (GB/s × tokens: weight bytes as if read once per token).
 //!
 //! Plain `harness = false` timing: one warm-up pass, then passes until `MIN_TIME` has elapsed,
 //! reporting the fastest pass (least disturbed by other processes on a shared machine).
@@ -18,6 +22,7 @@
 
 use frugal_kernels::cpu::Isa;
 use frugal_kernels::matmul::matmul_wt;
+use frugal_kernels::quant::repack::{repack, repacked_gemm};
 use frugal_kernels::quant::{dot::vec_dot, gemm, QuantType, QuantizedActs};
 use frugal_testdata::Rng;
 use std::hint::black_box;
@@ -162,6 +167,7 @@ fn main() {
         );
     }
     qgemm(&mut rng, &wanted);
+    repacked(&mut rng, &wanted);
 }
 
 /// The `qgemm` and `cold` rows (module docs): old per-row `vec_dot` loop against `gemm`.
@@ -246,6 +252,73 @@ fn qgemm(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
                 new.as_secs_f64() * 1e6,
                 rate(old),
                 rate(new),
+                old.as_secs_f64() / new.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// The `repack` rows (module docs): one token, plain `gemm` against `repacked_gemm`.
+fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
+    println!(
+        "{:<36} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "repack (rows×cols) type isa tokens", "old µs", "new µs", "old GB/s", "new GB/s", "new/old"
+    );
+    let shapes = [
+        (2048usize, 2048usize),
+        (1024, 512),
+        (512, 1024),
+        (1408, 2048),
+        (16384, 7168),
+    ];
+    for (ty, (rows, cols)) in [QuantType::Q4K, QuantType::Q6K]
+        .into_iter()
+        .flat_map(|ty| shapes.map(|s| (ty, s)))
+    {
+        let isas: Vec<Isa> = Isa::available()
+            .into_iter()
+            .filter(|&isa| isa != Isa::Scalar)
+            .filter(|isa| wanted(&format!("repack {rows}x{cols} {} {isa}", ty.name())))
+            .collect();
+        if isas.is_empty() {
+            continue;
+        }
+        let w = weights(rng, ty, rows, cols);
+        let r = repack(ty, &w, rows, cols).expect("repack");
+        // A few tokens too (in cache only): each token re-reads a group's records.
+        let token_counts: &[usize] = if rows * cols > 1 << 26 {
+            &[1]
+        } else {
+            &[1, 4, 16]
+        };
+        for (&tokens, isa) in token_counts
+            .iter()
+            .flat_map(|t| isas.iter().map(move |i| (t, *i)))
+        {
+            let acts: Vec<QuantizedActs> = (0..tokens)
+                .map(|_| {
+                    let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+                    QuantizedActs::from_f32(ty.act_format().expect("kernel"), &x).expect("acts")
+                })
+                .collect();
+            let name = format!("repack {rows}x{cols} {} {isa} t={tokens}", ty.name());
+            let mut y = vec![0.0f32; rows * tokens];
+            let old = time(|| {
+                gemm(isa, ty, black_box(&w), &acts, &mut y, rows).expect("valid");
+                black_box(&y);
+            });
+            let new = time(|| {
+                repacked_gemm(isa, black_box(&r), 0..rows, &acts, &mut y, rows).expect("valid");
+                black_box(&y);
+            });
+            // Original weight bytes per second and token (one token: the decode rate).
+            let gbs = |d: Duration| (w.len() * tokens) as f64 / d.as_secs_f64() / 1e9;
+            println!(
+                "{name:<36} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>7.2}",
+                old.as_secs_f64() * 1e6,
+                new.as_secs_f64() * 1e6,
+                gbs(old),
+                gbs(new),
                 old.as_secs_f64() / new.as_secs_f64()
             );
         }

@@ -8,8 +8,11 @@
 //! - A job is a borrowed closure `f(i)` over task indices `0..n`. The caller publishes it by
 //!   bumping an epoch counter, then works on tasks itself; every thread claims the next index
 //!   from one atomic counter, so uneven tasks balance out. No allocation happens per call.
-//! - After a job, a worker spins (polling the epoch) for [`SPIN`] before it parks on a condition
-//!   variable: back-to-back products find it awake, an idle process does not burn a core.
+//! - After a job, a worker spins (polling the epoch) for a few microseconds, then keeps polling
+//!   but yields its core between polls, for up to [`SPIN`], before it parks on a condition
+//!   variable: back-to-back products find it awake, an idle process does not burn a core, and
+//!   on a machine with more runnable threads than cores the poller does not take the time slice
+//!   of the thread whose serial work it is waiting for.
 //! - The call returns only after every worker has left the job, which is what makes lending
 //!   the closure's borrows (non-`'static` data) to other threads sound.
 //! - A panicking task stops the handing-out of further tasks; the first panic is re-raised on the
@@ -32,6 +35,10 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker polls for the next job before parking.
 pub const SPIN: Duration = Duration::from_micros(1000);
+
+/// Polls an idle worker makes in a tight loop (a few microseconds: the usual gap between
+/// two products of one decode step) before it yields the core between polls.
+const SPIN_POLLS: u32 = 2000;
 
 thread_local! {
     /// Set while this thread runs tasks of some pool: a nested call then runs serially.
@@ -310,8 +317,15 @@ fn worker(s: &Shared) {
                 break;
             }
             polls += 1;
-            if polls & 63 != 0 || start.elapsed() < SPIN {
+            if polls < SPIN_POLLS {
                 std::hint::spin_loop();
+                continue;
+            }
+            if polls & 63 != 0 || start.elapsed() < SPIN {
+                // Past the first microseconds, offer the core to other runnable threads
+                // (the caller's own serial work, on a machine with more threads than cores)
+                // between polls, instead of burning the time slice they need.
+                std::thread::yield_now();
                 continue;
             }
             // Park. `sleepers` is raised before the epoch is re-checked (both SeqCst), so a

@@ -47,6 +47,9 @@ pub(crate) struct GgufNames<'a> {
     pub(crate) inner: &'a dyn TensorSource,
     /// Passed on to every quantized weight ([`Weights::exact_activations`]).
     pub(crate) exact_activations: bool,
+    /// Repack Q4_K matrices at load ([`Weights::repack`]): all but routed experts (an
+    /// expert store hands those out as file bytes) and the embedding (read by row).
+    pub(crate) repack: bool,
 }
 
 /// Where an HF name lives in a GGUF file: a tensor, or expert `E` of a stacked one.
@@ -124,6 +127,10 @@ pub(crate) fn gguf_location(hf: &str) -> Option<GgufLocation> {
 impl<'a> Weights<'a> for GgufNames<'a> {
     fn exact_activations(&self) -> bool {
         self.exact_activations
+    }
+
+    fn repack(&self, name: &str) -> bool {
+        self.repack && !name.contains(".experts.") && !name.contains("embed_tokens")
     }
 
     fn tensor(&self, name: &str) -> Option<TensorView<'a>> {
@@ -287,10 +294,12 @@ mod tests {
         let plain = GgufNames {
             inner: &m.file,
             exact_activations: false,
+            repack: false,
         };
         let split = GgufNames {
             inner: &m,
             exact_activations: false,
+            repack: false,
         };
         let mut checked = 0;
         for l in 0..8 {

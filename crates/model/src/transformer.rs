@@ -243,6 +243,8 @@ impl<'a> Model<'a> {
         let names = GgufNames {
             inner: src,
             exact_activations: options.exact_activations,
+            // `FRUGAL_REPACK=0` keeps every matrix as mapped.
+            repack: std::env::var("FRUGAL_REPACK").map_or(true, |v| v != "0"),
         };
         Self::build(config, &names, rope, qk_interleaved)
     }

@@ -31,6 +31,7 @@ pub mod iquants;
 pub mod kquants;
 pub mod legacy;
 pub mod quantize;
+pub mod repack;
 
 pub use act::{ActFormat, BlockQ8K, BlockQ8_1, QuantizedActs};
 pub use dot::gemm;

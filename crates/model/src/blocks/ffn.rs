@@ -19,9 +19,10 @@
 //! then `+ shared_experts(x)`. Only the chosen experts' weights are read.
 
 use frugal_formats::config::{MoeConfig, ScoringFunc, TopkMethod};
-use frugal_kernels::{activation, softmax};
+use frugal_kernels::softmax;
 
 use super::experts::{ExpertStore, RoutedExpert};
+use super::fused_ffn::{run_mlps, FfnJob};
 use super::linear::{load_f32_vec, Linear, Weights};
 use crate::ModelError;
 
@@ -104,6 +105,21 @@ impl<'a> Mlp<'a> {
         [&self.gate, &self.up, &self.down]
     }
 
+    /// The gate projection.
+    pub(crate) fn gate(&self) -> &Linear<'a> {
+        &self.gate
+    }
+
+    /// The up projection.
+    pub(crate) fn up(&self) -> &Linear<'a> {
+        &self.up
+    }
+
+    /// The down projection.
+    pub(crate) fn down(&self) -> &Linear<'a> {
+        &self.down
+    }
+
     /// An MLP of these three projections.
     pub(crate) fn from_projections(gate: Linear<'a>, up: Linear<'a>, down: Linear<'a>) -> Self {
         Mlp { gate, up, down }
@@ -115,11 +131,14 @@ impl<'a> Mlp<'a> {
     }
 
     /// `[t, hidden]` → `[t, hidden]`.
+    /// The gate and up products share one quantization of `x` and one parallel step
+    /// (`super::fused_ffn`).
     pub fn forward(&self, x: &[f32], threads: usize) -> Vec<f32> {
-        let mut g = self.gate.forward(x, threads);
-        let u = self.up.forward(x, threads);
-        activation::swiglu_inplace(&mut g, &u);
-        self.down.forward(&g, threads)
+        let job = FfnJob {
+            mlp: self,
+            rows: None,
+        };
+        run_mlps(&[job], x, threads, |ys| ys[0].to_vec())
     }
 }
 
@@ -368,7 +387,14 @@ impl<'a> Moe<'a> {
             None => {
                 let experts: Vec<(usize, &Mlp<'a>)> =
                     chosen.iter().map(|&e| (e, &self.experts[e])).collect();
-                run_experts(&experts, &routes, x, &mut out, threads);
+                run_experts(
+                    &experts,
+                    self.shared.as_ref(),
+                    &routes,
+                    x,
+                    &mut out,
+                    threads,
+                );
             }
             Some(store) => store.with_experts(self.layer, &chosen, &mut |bytes| {
                 let rebased: Vec<Mlp<'_>> = chosen
@@ -383,48 +409,83 @@ impl<'a> Moe<'a> {
                     .collect();
                 let experts: Vec<(usize, &Mlp<'_>)> =
                     chosen.iter().copied().zip(&rebased).collect();
-                run_experts(&experts, &routes, x, &mut out, threads);
+                run_experts(
+                    &experts,
+                    self.shared.as_ref(),
+                    &routes,
+                    x,
+                    &mut out,
+                    threads,
+                );
             }),
-        }
-        if let Some(shared) = &self.shared {
-            let s = shared.forward(x, threads);
-            out.iter_mut().zip(&s).for_each(|(o, v)| *o += v);
         }
         (out, routes)
     }
 }
 
 /// Add `Σ_e w_e · expert_e(x_t)` into `out` for every token `t`, over the chosen `experts`
-/// (`(id, weights)`, ascending id; `routes[t]` the token's `(expert, weight)` pairs).
-/// Tokens are grouped by expert so each chosen expert's weights are read once per call.
+/// (`(id, weights)`, ascending id; `routes[t]` the token's `(expert, weight)` pairs), then
+/// `shared(x_t)`: transformers' order of additions.
+///
+/// All experts (and the shared ones) run as one fused step (`super::fused_ffn`): `x`
+/// quantized once, the gate/up products of every expert in one parallel step, the down
+/// products in another. Tokens are grouped by expert, so each chosen expert's weights are
+/// read once per call (a `gemm` over its tokens).
 fn run_experts(
     experts: &[(usize, &Mlp<'_>)],
+    shared: Option<&Mlp<'_>>,
     routes: &[Routing],
     x: &[f32],
     out: &mut [f32],
     threads: usize,
 ) {
-    let h = out.len() / routes.len().max(1);
-    for &(e, expert) in experts {
-        let users: Vec<(usize, f32)> = routes
-            .iter()
-            .enumerate()
-            .filter_map(|(t, r)| r.iter().find(|c| c.0 == e).map(|c| (t, c.1)))
-            .collect();
-        if users.is_empty() {
-            continue;
-        }
-        let xs: Vec<f32> = users
-            .iter()
-            .flat_map(|&(t, _)| x[t * h..(t + 1) * h].iter().copied())
-            .collect();
-        let ys = expert.forward(&xs, threads);
-        for (&(t, w), y) in users.iter().zip(ys.chunks_exact(h)) {
-            for (o, v) in out[t * h..(t + 1) * h].iter_mut().zip(y) {
-                *o += v * w;
+    let t = routes.len();
+    let h = out.len() / t.max(1);
+    // Per chosen expert, its tokens and their weights (`users[k]` for `experts[k]`).
+    let users: Vec<Vec<(usize, f32)>> = experts
+        .iter()
+        .map(|&(e, _)| {
+            routes
+                .iter()
+                .enumerate()
+                .filter_map(|(t, r)| r.iter().find(|c| c.0 == e).map(|c| (t, c.1)))
+                .collect()
+        })
+        .collect();
+    let rows: Vec<Vec<usize>> = users
+        .iter()
+        .map(|u| u.iter().map(|&(t, _)| t).collect())
+        .collect();
+    let mut jobs: Vec<FfnJob<'_, '_>> = experts
+        .iter()
+        .zip(&rows)
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(&(_, mlp), r)| FfnJob {
+            mlp,
+            // An expert every token chose reads the shared quantized input.
+            rows: (r.len() != t).then_some(&r[..]),
+        })
+        .collect();
+    if let Some(mlp) = shared {
+        jobs.push(FfnJob { mlp, rows: None });
+    }
+    run_mlps(&jobs, x, threads, |ys| {
+        let mut ys = ys.iter();
+        for u in users.iter().filter(|u| !u.is_empty()) {
+            // OK because there is one output per job, and one job per non-empty `u`.
+            let y = ys.next().expect("one output per expert");
+            for (&(t, w), y) in u.iter().zip(y.chunks_exact(h)) {
+                for (o, v) in out[t * h..(t + 1) * h].iter_mut().zip(y) {
+                    *o += v * w;
+                }
             }
         }
-    }
+        if shared.is_some() {
+            // OK because the shared experts' job was pushed last.
+            let s = ys.next().expect("shared experts' output");
+            out.iter_mut().zip(s.iter()).for_each(|(o, v)| *o += v);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use frugal_kernels::{matmul, norm, rope, softmax};
 
 use super::heads::for_head_ranges;
 use super::linear::{load_f32_vec, Linear, Weights};
+use super::products::forward_many;
 use super::SeqSpan;
 use crate::ModelError;
 
@@ -64,12 +65,16 @@ impl<'a> Proj<'a> {
 
     fn forward(&self, x: &[f32], threads: usize) -> Vec<f32> {
         let mut y = self.w.forward(x, threads);
+        self.add_bias(&mut y);
+        y
+    }
+
+    fn add_bias(&self, y: &mut [f32]) {
         if let Some(b) = &self.b {
             for row in y.chunks_exact_mut(b.len()) {
                 row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
             }
         }
-        y
     }
 }
 
@@ -200,9 +205,22 @@ impl<'a> GqaAttention<'a> {
         threads: usize,
     ) -> Vec<f32> {
         let (n, n_kv, d, rot) = (self.n_heads, self.n_kv, self.head_dim, self.rotary_dim);
-        let mut q = self.q.forward(x, threads);
-        let mut k = self.k.forward(x, threads);
-        let v = self.v.forward(x, threads);
+        // q, k and v in one parallel step over one quantization of x.
+        let t = x.len() / self.q.w.cols();
+        let (mut q, mut k, mut v) = (
+            vec![0.0f32; t * n * d],
+            vec![0.0f32; t * n_kv * d],
+            vec![0.0f32; t * n_kv * d],
+        );
+        forward_many(
+            &[&self.q.w, &self.k.w, &self.v.w],
+            x,
+            &mut [&mut q[..], &mut k[..], &mut v[..]],
+            threads,
+        );
+        self.q.add_bias(&mut q);
+        self.k.add_bias(&mut k);
+        self.v.add_bias(&mut v);
         for (i, (cos, sin)) in rope_cs.iter().enumerate() {
             for (heads, count, which) in [(&mut q, n, 0), (&mut k, n_kv, 1)] {
                 for head in heads[i * count * d..(i + 1) * count * d].chunks_exact_mut(d) {

@@ -14,19 +14,21 @@
 //! bytes, x)`, the fused dot product with f32 activations (weights dequantized exactly,
 //! activations never rounded), which is what transformers computes on the dequantized weights.
 //!
-//! Large products are split over threads by ranges of rows (the persistent
-//! [`frugal_kernels::pool::ThreadPool`]); each output
-//! value is one row's dot product, so the result does not depend on the thread count.
+//! Each block of rows is one `quant::gemm` call (checks once per call; every value equal to
+//! `vec_dot`). Large products are split over threads by blocks of rows (`super::products`, on
+//! the persistent [`frugal_kernels::pool::ThreadPool`]); each output value is one row's dot
+//! product, so the result does not depend on the thread count.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use frugal_formats::{DType, TensorSource, TensorView};
 use frugal_kernels::cpu::Isa;
-use frugal_kernels::pool::ThreadPool;
-use frugal_kernels::quant::{self, ActFormat, QuantType, QuantizedActs};
+use frugal_kernels::quant::repack::{self, Repacked};
+use frugal_kernels::quant::{self, ActFormat, QuantType};
 use frugal_kernels::{convert, matmul};
 
+use super::products::{self, Acts};
 use crate::ModelError;
 
 /// Below this many multiply-adds a product runs on the calling thread: handing it to the
@@ -46,6 +48,9 @@ enum Storage<'a> {
         data: &'a [u8],
         row_bytes: usize,
         exact_activations: bool,
+        /// The rows interleaved eight by eight (`quant::repack`), when the source asked for
+        /// it: products with quantized activations then read only this copy, never `data`.
+        repacked: Option<Arc<Repacked>>,
     },
     Fp8 {
         data: &'a [u8],
@@ -95,6 +100,12 @@ pub trait Weights<'a> {
     /// Whether quantized weights from here multiply f32 activations (exact, slow) rather than
     /// activations quantized to 8 bits (llama.cpp's way, the default).
     fn exact_activations(&self) -> bool {
+        false
+    }
+
+    /// Whether the quantized matrix `name` should be kept as an owned row-interleaved copy
+    /// (`quant::repack`: faster one-token products, the mapped bytes no longer read).
+    fn repack(&self, _name: &str) -> bool {
         false
     }
 }
@@ -234,11 +245,23 @@ impl<'a> Linear<'a> {
                 let row_bytes = ty.row_bytes(cols).map_err(|_| unsupported())?;
                 let total = row_bytes.checked_mul(rows).ok_or_else(unsupported)?;
                 check_bytes(&t, total)?;
+                let exact_activations = src.exact_activations();
+                // Only where the interleaved product applies and is faster (Q4_K, quantized
+                // activations, at least one group of rows, an x86 SIMD path); it equals the
+                // plain one bit for bit.
+                let repacked = (ty == QuantType::Q4K
+                    && !exact_activations
+                    && rows >= repack::ROWS
+                    && repack::has_simd_path(Isa::detect())
+                    && src.repack(name))
+                .then(|| repack::repack(ty, t.data, rows, cols).ok().map(Arc::new))
+                .flatten();
                 Storage::Quant {
                     ty,
                     data: t.data,
                     row_bytes,
-                    exact_activations: src.exact_activations(),
+                    exact_activations,
+                    repacked,
                 }
             }
         };
@@ -258,6 +281,11 @@ impl<'a> Linear<'a> {
     /// Input size (columns of `W`).
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// `(rows, cols)`.
+    pub(crate) fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
     }
 
     /// The checkpoint name.
@@ -299,6 +327,8 @@ impl<'a> Linear<'a> {
                 data,
                 row_bytes: *row_bytes,
                 exact_activations: *exact_activations,
+                // The new bytes are in the file's layout; a repacked copy would be stale.
+                repacked: None,
             },
             Storage::Fp8 { scale, block, .. } => Storage::Fp8 {
                 data,
@@ -392,32 +422,8 @@ impl<'a> Linear<'a> {
             self.name,
             self.cols
         );
-        let t = x.len() / self.cols;
-        // Quantized once here, shared by every thread's range of rows.
-        let x = &self.input(x);
-        let mut y = vec![0.0f32; t * self.rows];
-        let work = t * self.rows * self.cols;
-        let pool = ThreadPool::global(threads);
-        let threads = if work < PARALLEL_MIN_WORK {
-            1
-        } else {
-            threads.clamp(1, self.rows.max(1))
-        };
-        if threads == 1 {
-            let part = self.rows_product(x, t, 0..self.rows);
-            scatter(&part, 0..self.rows, self.rows, &mut y);
-            return y;
-        }
-        let per = self.rows.div_ceil(threads);
-        let ranges: Vec<Range<usize>> = (0..threads)
-            .map(|i| (i * per).min(self.rows)..((i + 1) * per).min(self.rows))
-            .filter(|r| !r.is_empty())
-            .collect();
-        let parts: Vec<Vec<f32>> =
-            pool.map(ranges.len(), |i| self.rows_product(x, t, ranges[i].clone()));
-        for (part, r) in parts.iter().zip(&ranges) {
-            scatter(part, r.clone(), self.rows, &mut y);
-        }
+        let mut y = vec![0.0f32; x.len() / self.cols * self.rows];
+        products::forward_many(&[self], x, &mut [&mut y[..]], threads);
         y
     }
 
@@ -427,6 +433,13 @@ impl<'a> Linear<'a> {
     /// (quantized weights on the fast path: `x` quantized once here), with no weight copied.
     /// The caller parallelises, e.g. over heads.
     pub fn forward_rows(&self, rows: Range<usize>, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; x.len() / self.cols.max(1) * rows.len()];
+        self.forward_rows_into(rows, x, &mut out);
+        out
+    }
+
+    /// [`Linear::forward_rows`] into `out` (`[t, rows.len()]`).
+    pub(crate) fn forward_rows_into(&self, rows: Range<usize>, x: &[f32], out: &mut [f32]) {
         assert!(
             rows.end <= self.rows && rows.start <= rows.end,
             "{}: rows {rows:?} past {}",
@@ -440,71 +453,85 @@ impl<'a> Linear<'a> {
             self.name,
             self.cols
         );
-        let t = x.len() / self.cols;
-        self.rows_product(&self.input(x), t, rows)
-    }
-
-    /// The input of a product: `[t, cols]` f32 rows, and for quantized weights on the fast
-    /// path each row quantized to the weight type's activation format.
-    fn input<'x>(&self, x: &'x [f32]) -> Input<'x> {
-        let mut quantized = Vec::new();
-        if let Storage::Quant {
-            ty,
-            exact_activations: false,
-            ..
-        } = &self.storage
-        {
-            if let Some(format) = ty.act_format().filter(|f| *f != ActFormat::F32) {
-                quantized = x
-                    .chunks_exact(self.cols)
-                    .map(|row| {
-                        QuantizedActs::from_f32(format, row)
-                            // OK because `load` checked `cols` is whole blocks of `ty`, and
-                            // every type's activation blocks are as long as its own.
-                            .expect("activation row is whole blocks")
-                    })
-                    .collect();
+        assert_eq!(
+            out.len(),
+            x.len() / self.cols * rows.len(),
+            "{}: output length",
+            self.name
+        );
+        let n = rows.len();
+        products::with_acts_cache(|cache| {
+            cache.clear();
+            if let Some(f) = self.act_format() {
+                cache.prepare(f, x, self.cols);
             }
-        }
-        Input { f32: x, quantized }
+            self.product_block(cache.acts(self, x), rows, out, n);
+        });
     }
 
-    /// `[t, rows.len()]` block of the product for a range of rows, decoding a few rows at once.
-    fn rows_product(&self, x: &Input<'_>, t: usize, rows: Range<usize>) -> Vec<f32> {
+    /// The format a product quantizes its input rows to before the integer dot products:
+    /// `None` when the weight multiplies f32 rows (float and FP8 weights, exact activations,
+    /// types whose activations are f32).
+    pub(crate) fn act_format(&self) -> Option<ActFormat> {
+        match &self.storage {
+            Storage::Quant {
+                ty,
+                exact_activations: false,
+                ..
+            } => ty.act_format().filter(|f| *f != ActFormat::F32),
+            _ => None,
+        }
+    }
+
+    /// `out[ti * stride + j] = W[rows.start + j] · x_ti` for a block of rows and the `t` rows
+    /// of `x` (whose `quantized` rows are in [`Linear::act_format`] when that is `Some`).
+    pub(crate) fn product_block(
+        &self,
+        x: Acts<'_>,
+        rows: Range<usize>,
+        out: &mut [f32],
+        stride: usize,
+    ) {
         const ROWS_AT_ONCE: usize = 16;
         let c = self.cols;
-        let n = rows.len();
-        let mut out = vec![0.0f32; t * n];
+        let t = x.rows(c);
         if let Storage::Quant {
             ty,
             data,
             row_bytes,
+            repacked,
             ..
         } = &self.storage
         {
-            // Fused: each quantized row is dotted with the activations, never written as f32.
-            let isa = Isa::detect();
-            for (col, r) in rows.enumerate() {
-                let wr = &data[r * row_bytes..(r + 1) * row_bytes];
-                if x.quantized.is_empty() {
+            if let (Some(rp), false) = (repacked, x.quantized.is_empty()) {
+                repack::repacked_gemm(Isa::detect(), rp, rows, x.quantized, out, stride)
+                    // OK because the copy was made at load from checked rows, and the caller
+                    // quantized to Q8_K (`act_format`).
+                    .expect("repacked rows and activations checked");
+                return;
+            }
+            let w = &data[rows.start * row_bytes..rows.end * row_bytes];
+            if x.quantized.is_empty() {
+                // Exact (f32) activations: the fused dot of each stored row with each x row.
+                for (j, wr) in w.chunks_exact(*row_bytes).enumerate() {
                     for (ti, xr) in x.f32.chunks_exact(c).enumerate() {
-                        out[ti * n + col] = quant::vec_dot_row(*ty, wr, xr)
+                        out[ti * stride + j] = quant::vec_dot_row(*ty, wr, xr)
                             // OK because `load` checked the type is supported and the row length.
                             .expect("quantized row checked at load");
                     }
-                } else {
-                    for (ti, a) in x.quantized.iter().enumerate() {
-                        out[ti * n + col] = quant::dot::vec_dot(isa, *ty, wr, a)
-                            // OK because `load` checked the type and the row length, and `input`
-                            // quantized to the type's format.
-                            .expect("quantized row and activations checked");
-                    }
                 }
+            } else {
+                debug_assert_eq!(x.quantized.len(), t);
+                // One call for the whole block: its checks run once, its kernels tile rows and
+                // tokens; every value equals `vec_dot` of the row with the token's activations.
+                quant::gemm(Isa::detect(), *ty, w, x.quantized, out, stride)
+                    // OK because `load` checked the type and the row length, and the caller
+                    // quantized to the type's format.
+                    .expect("quantized rows and activations checked");
             }
-            return out;
+            return;
         }
-        let x = x.f32;
-        let mut buf = vec![0.0f32; ROWS_AT_ONCE * c];
+        let mut buf = vec![0.0f32; ROWS_AT_ONCE.min(rows.len()) * c];
         let mut r0 = rows.start;
         while r0 < rows.end {
             let r1 = (r0 + ROWS_AT_ONCE).min(rows.end);
@@ -512,33 +539,12 @@ impl<'a> Linear<'a> {
             self.decode_rows(r0..r1, w);
             for (i, wr) in w.chunks_exact(c).enumerate() {
                 let col = r0 - rows.start + i;
-                for (ti, xr) in x.chunks_exact(c).enumerate() {
-                    out[ti * n + col] = matmul::dot(wr, xr);
+                for (ti, xr) in x.f32.chunks_exact(c).enumerate() {
+                    out[ti * stride + col] = matmul::dot(wr, xr);
                 }
             }
             r0 = r1;
         }
-        out
-    }
-}
-
-/// What [`Linear::input`] prepares for the row products.
-struct Input<'x> {
-    /// The `[t, cols]` f32 rows.
-    f32: &'x [f32],
-    /// Each row in the weight type's activation format (quantized weights on the fast path;
-    /// empty otherwise).
-    quantized: Vec<QuantizedActs>,
-}
-
-/// Copy a `[t, rows.len()]` block into columns `rows` of the `[t, total]` output.
-fn scatter(part: &[f32], rows: Range<usize>, total: usize, y: &mut [f32]) {
-    let n = rows.len();
-    if n == 0 {
-        return;
-    }
-    for (ti, pr) in part.chunks_exact(n).enumerate() {
-        y[ti * total + rows.start..ti * total + rows.end].copy_from_slice(pr);
     }
 }
 
@@ -590,6 +596,8 @@ impl<'a> Linear<'a> {
                     data,
                     row_bytes,
                     exact_activations,
+                    // Bytes read at run time are in the file's layout (no repacked copy).
+                    repacked: None,
                 }
             }
         };
@@ -606,6 +614,7 @@ impl<'a> Linear<'a> {
 mod tests {
     use std::collections::HashMap;
 
+    use frugal_kernels::quant::QuantizedActs;
     use half::{bf16, f16};
 
     use super::*;

@@ -31,9 +31,13 @@ use frugal_kernels::{matmul, norm, rope, softmax};
 
 use super::heads::for_head_ranges;
 use super::linear::{load_f32_vec, Linear, Weights};
+use super::products::forward_many;
 use super::rope::RopeTable;
 use super::SeqSpan;
 use crate::ModelError;
+
+/// Queries attended together in prefill (sharing each read of a cached latent).
+const QB: usize = 4;
 
 /// transformers builds `q_a_layernorm` and `kv_a_layernorm` with the default eps, not
 /// `rms_norm_eps`.
@@ -167,20 +171,32 @@ impl<'a> MlaAttention<'a> {
         let qk = dn + dr;
         let interleaved = rope_table.interleaved();
 
-        // Queries [T, n, dn + dr].
+        // Queries [T, n, dn + dr] and the latent with the shared rope key [T, r_kv + dr]: the
+        // two products of x run as one parallel step over one quantization of x.
+        let t = x.len() / self.kv_a.cols();
+        let mut kv = vec![0.0f32; t * (r_kv + dr)];
         let mut q = match &self.q {
             QProj::LowRank { a, norm: w, b } => {
-                let mut qa = a.forward(x, threads);
+                let mut qa = vec![0.0f32; t * a.rows()];
+                forward_many(
+                    &[a, &self.kv_a],
+                    x,
+                    &mut [&mut qa[..], &mut kv[..]],
+                    threads,
+                );
                 for row in qa.chunks_exact_mut(a.rows()) {
                     norm::rmsnorm_inplace(row, w, LATENT_NORM_EPS);
                 }
                 b.forward(&qa, threads)
             }
-            QProj::Direct(p) => p.forward(x, threads),
+            QProj::Direct(p) => {
+                let mut q = vec![0.0f32; t * p.rows()];
+                forward_many(&[p, &self.kv_a], x, &mut [&mut q[..], &mut kv[..]], threads);
+                q
+            }
         };
 
-        // Latent and shared rope key [T, r_kv + dr] → each sequence's cache.
-        let kv = self.kv_a.forward(x, threads);
+        // Latents and rope keys → each sequence's cache.
         let mut rows = kv.chunks_exact(r_kv + dr).enumerate();
         for span in spans.iter_mut() {
             for (i, row) in rows.by_ref().take(span.len) {
@@ -265,7 +281,15 @@ impl<'a> MlaAttention<'a> {
                     q_lat
                 }
             };
-            for i in 0..t {
+            // Queries in blocks of QB share each read of a cached latent (prefill); the rest
+            // one at a time. Each query's scores, softmax and sum are computed exactly as
+            // alone: `dot_n` / `axpy_n` equal `dot` / `axpy` per row.
+            let blocks = t / QB;
+            for b in 0..blocks {
+                let i0 = b * QB;
+                self.attend_block(q, &q_lat, h, i0, start_pos, cache, &mut scores, &mut o_lat);
+            }
+            for i in blocks * QB..t {
                 let q_rope = &q[(i * n + h) * qk + dn..(i * n + h + 1) * qk];
                 let ql = &q_lat[i * r_kv..(i + 1) * r_kv];
                 // Causal: token i sees every cached position up to its own.
@@ -296,5 +320,65 @@ impl<'a> MlaAttention<'a> {
             }
         }
         out
+    }
+
+    /// Latent attention outputs `o_lat` (`[t, r_kv]`, rows `i0..i0 + QB` written) of head `h`
+    /// for the QB queries `i0..i0 + QB` (`q_lat` `[t, r_kv]` their absorbed queries), reading
+    /// each cached position once for the whole block. `scores` is scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_block(
+        &self,
+        q: &[f32],
+        q_lat: &[f32],
+        h: usize,
+        i0: usize,
+        start_pos: usize,
+        cache: &LatentCache,
+        scores: &mut Vec<f32>,
+        o_lat: &mut [f32],
+    ) {
+        let (n, dn, dr, r_kv) = (self.n_heads, self.dn, self.dr, self.r_kv);
+        let qk = dn + dr;
+        let ql: [&[f32]; QB] =
+            std::array::from_fn(|j| &q_lat[(i0 + j) * r_kv..(i0 + j + 1) * r_kv]);
+        let qr: [&[f32]; QB] = std::array::from_fn(|j| {
+            let i = i0 + j;
+            &q[(i * n + h) * qk + dn..(i * n + h + 1) * qk]
+        });
+        // Query i0 + j sees positions 0..ctx(j); the last block rows only some queries see.
+        let ctx = |j: usize| start_pos + i0 + j + 1;
+        let (common, all) = (ctx(0), ctx(QB - 1));
+        scores.clear();
+        scores.resize(QB * all, 0.0);
+        for s in 0..all {
+            let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
+            let k = &cache.rope_key[s * dr..(s + 1) * dr];
+            let (dc, dk) = (matmul::dot_n(ql, c), matmul::dot_n(qr, k));
+            for j in 0..QB {
+                scores[j * all + s] = (dc[j] + dk[j]) * self.scale;
+            }
+        }
+        for j in 0..QB {
+            softmax::softmax_inplace(&mut scores[j * all..j * all + ctx(j)]);
+        }
+        let block = &mut o_lat[i0 * r_kv..(i0 + QB) * r_kv];
+        block.iter_mut().for_each(|v| *v = 0.0);
+        let mut rows = block.chunks_exact_mut(r_kv);
+        let mut ol: [&mut [f32]; QB] =
+            // OK because `block` is exactly QB rows.
+            std::array::from_fn(|_| rows.next().expect("QB rows"));
+        for s in 0..common {
+            let p: [f32; QB] = std::array::from_fn(|j| scores[j * all + s]);
+            let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
+            matmul::axpy_n(p, c, ol.each_mut().map(|r| &mut **r));
+        }
+        for s in common..all {
+            let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
+            for (j, o) in ol.iter_mut().enumerate() {
+                if s < ctx(j) {
+                    matmul::axpy(scores[j * all + s], c, o);
+                }
+            }
+        }
     }
 }

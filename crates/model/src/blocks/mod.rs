@@ -6,14 +6,19 @@
 //! - [`gqa`]: grouped-query attention with its K/V cache (bias, q/k norm, sliding window).
 //! - [`mla`]: multi-head latent attention over a compressed cache.
 //! - [`ffn`]: SwiGLU MLP, the MoE routers (DeepSeek, Mixtral, Qwen3-MoE), the MoE block.
+//! - `fused_ffn`: several SwiGLU MLPs (a MoE layer's chosen and shared experts) in two
+//!   parallel steps over one quantization of the input; `products`: several products of one
+//!   input in one parallel step.
 //! - [`experts`]: where the MoE block gets routed experts' bytes ([`experts::ExpertStore`]).
 
 pub mod experts;
 pub mod ffn;
+mod fused_ffn;
 pub mod gqa;
 mod heads;
 pub mod linear;
 pub mod mla;
+mod products;
 pub mod rope;
 
 /// One sequence's rows in a batched attention call: rows `len` of the stacked input, at

@@ -1,0 +1,419 @@
+//! Row-interleaved ("repacked") Q4_K and Q6_K weights for the one-token product (decode).
+//!
+//! The plain layout stores each weight row's super-blocks back to back, so a matrix-vector
+//! product reads one row at a time and finishes every 256-weight block with a scalar float
+//! step `acc += (d_a·d)·isum − (d_a·dmin)·summs`; on x86 that step and the per-block scale
+//! unpacking, not the memory, bound the one-token speed (issue 6). Here groups of
+//! [`ROWS`] = 8 rows are interleaved block by block: block `j` of rows `8g..8g+8` is one
+//! 1184-byte record, so one sequential stream feeds eight rows, the integer dot products run
+//! with the eight rows in SIMD lanes against broadcast activations, and the float step runs
+//! once per block for all eight rows (one f32 lane each). Per record:
+//!
+//! ```text
+//! bytes    0..16    d of rows 0..8 (f16, as stored)
+//!         16..32    dmin of rows 0..8 (f16)
+//!         32..96    scale of sub-block s, row r at 32 + 8s + r (u8, 6 bits, unpacked)
+//!         96..160   offset of sub-block s, row r at 96 + 16(s/2) + 2r + s%2 (u8, unpacked)
+//!        160..1184  codes: byte 160 + 256c + 32q + 4r + b = qs[32c + 4q + b] of row r
+//! ```
+//!
+//! so a 32-byte load of codes holds four consecutive bytes (eight 4-bit weights: low
+//! nibbles of sub-block `2c`, high nibbles of `2c + 1`) of each of the eight rows. The
+//! record is 2.8 % larger than the eight 144-byte blocks it replaces (the unpacked scales
+//! take 128 bytes instead of 96).
+//!
+//! Q6_K records (1680 bytes, exactly the eight 210-byte blocks) hold the eight `d` (f16), the
+//! 16 i8 scales per row at `16 + 8s + r`, then the codes in the order the kernels consume
+//! them ([`q6::step`]): per half `h` and position group `q`, 32 bytes each of `ql[64h +
+//! 4q..]`, `ql[64h + 32 + 4q..]` and `qh[32h + 4q..]` (4 bytes per row). Reading the record
+//! strictly in order matters: an earlier layout with three streams 256 bytes apart inside
+//! each record ran at 4–7 GB/s from DRAM (the hardware prefetcher did not follow it). The
+//! float step is `vec_dot`'s Q6_K one, `acc + (d_a·d)·isum`.
+//!
+//! Every output equals [`vec_dot`](crate::quant::dot::vec_dot) of the original row on the
+//! same ISA bit for bit: the integer sums are exact on every path, and each lane performs
+//! `vec_dot`'s Q4_K float step (`dall = d_a·d`, `dm = d_a·dmin`, `t = dall·isum − dm·summs`,
+//! `acc = acc + t`, no fused multiply-add) block by block in block order, which is what
+//! every `vec_dot` Q4_K path computes (Q6_K: likewise with its step). Rows past the last whole group stay in the plain
+//! layout and go through [`gemm`](crate::quant::gemm).
+//!
+//! Paths: scalar reference; AVX2 (`pmaddubsw`, used for `Isa::Avx2` and `Isa::Avx512`);
+//! AVX-512 VNNI (`vpdpbusd` on 256-bit vectors: Zen 4 splits 512-bit ones anyway). AArch64
+//! runs the scalar path (no NEON kernel yet).
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use super::{
+    as_blocks, gemm, BlockQ4K, BlockQ6K, BlockQ8K, QuantError, QuantType, QuantizedActs, QK_K,
+};
+use crate::cpu::Isa;
+use crate::quant::kquants::scale_min_k4;
+use std::ops::Range;
+
+/// Matrices of at least this many repacked bytes are repacked on several threads.
+const PARALLEL_BYTES: usize = 4 << 20;
+
+/// Rows per interleaved group.
+pub const ROWS: usize = 8;
+
+/// Bytes of one group's record for one super-block.
+pub(crate) const RECORD: usize = 160 + 8 * 128;
+
+/// Record offsets (module docs).
+pub(crate) const D: usize = 0;
+pub(crate) const DMIN: usize = 16;
+pub(crate) const SCALES: usize = 32;
+pub(crate) const MINS: usize = 96;
+pub(crate) const CODES: usize = 160;
+
+/// Q6_K's record (module docs): 1680 bytes, the size of the eight blocks.
+pub(crate) mod q6 {
+    pub(crate) const RECORD: usize = 16 + 128 + 1024 + 512;
+    pub(crate) const D: usize = 0;
+    pub(crate) const SCALES: usize = 16;
+    pub(crate) const CODES: usize = 144;
+    /// Offset of the 96 bytes that one step of the kernels reads: for half `h` and position
+    /// group `q`, 32 bytes of `ql[32·2h..]`, of `ql[32(2h + 1)..]` and of `qh[32h..]`, each 4
+    /// bytes per row, in the order they are consumed (a sequential stream from DRAM).
+    pub(crate) const fn step(h: usize, q: usize) -> usize {
+        CODES + 96 * (8 * h + q)
+    }
+}
+
+/// Bytes of a record of `ty` (a repackable type).
+fn record_bytes(ty: QuantType) -> usize {
+    if ty == QuantType::Q6K {
+        q6::RECORD
+    } else {
+        RECORD
+    }
+}
+
+/// A Q4_K or Q6_K matrix in the row-interleaved layout (module docs), plus the rows after the last
+/// whole group of [`ROWS`] in the plain layout.
+#[derive(Clone, Debug)]
+pub struct Repacked {
+    ty: QuantType,
+    rows: usize,
+    cols: usize,
+    /// `rows / ROWS` groups of `cols / 256` records each.
+    groups: Vec<u8>,
+    /// The last `rows % ROWS` rows, as stored in the file.
+    tail: Vec<u8>,
+}
+
+impl Repacked {
+    /// The original weight type.
+    pub fn ty(&self) -> QuantType {
+        self.ty
+    }
+    /// Output rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Weights per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Bytes held (interleaved groups plus plain tail).
+    pub fn bytes(&self) -> usize {
+        self.groups.len() + self.tail.len()
+    }
+    /// Super-blocks per row.
+    fn nb(&self) -> usize {
+        self.cols / QK_K
+    }
+    /// Whole groups.
+    fn n_groups(&self) -> usize {
+        self.rows / ROWS
+    }
+}
+
+/// Whether `isa` has SIMD kernels for the repacked layout (x86: AVX2, AVX-512, VNNI).
+/// Elsewhere `repacked_gemm` runs the scalar reference, far slower than `gemm`'s SIMD paths
+/// (NEON included), so callers should keep the plain layout there.
+pub fn has_simd_path(isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni)
+}
+
+/// Repacks `n_rows` rows of `cols` weights of type `ty` (`rows`: their bytes, back to back,
+/// any address) into the interleaved layout.
+///
+/// Errors: a type other than Q4_K and Q6_K, `cols` not whole super-blocks, `rows` of the wrong length.
+pub fn repack(
+    ty: QuantType,
+    rows: &[u8],
+    n_rows: usize,
+    cols: usize,
+) -> Result<Repacked, QuantError> {
+    if !matches!(ty, QuantType::Q4K | QuantType::Q6K) {
+        return Err(QuantError::Unsupported { ty: ty.name() });
+    }
+    let rb = ty.row_bytes(cols)?;
+    let expected = rb.checked_mul(n_rows).ok_or(QuantError::TooLarge {
+        ty: ty.name(),
+        n: cols,
+    })?;
+    if rows.len() != expected {
+        return Err(QuantError::ByteLength {
+            ty: ty.name(),
+            n: n_rows * cols,
+            expected,
+            got: rows.len(),
+        });
+    }
+    let nb = cols / QK_K;
+    let n_groups = n_rows / ROWS;
+    let record = record_bytes(ty);
+    let mut groups = vec![0u8; n_groups * nb * record];
+    let grouped = &rows[..n_groups * ROWS * rb];
+    let fill = |g0: usize, dst: &mut [u8]| -> Result<(), QuantError> {
+        for (g, dst) in dst.chunks_exact_mut(nb * record).enumerate() {
+            for (j, rec) in dst.chunks_exact_mut(record).enumerate() {
+                for r in 0..ROWS {
+                    let row = &grouped[(ROWS * (g0 + g) + r) * rb..][..rb];
+                    if ty == QuantType::Q6K {
+                        record_row_q6k(rec, r, &as_blocks::<BlockQ6K>(row)?[j]);
+                    } else {
+                        record_row(rec, r, &as_blocks::<BlockQ4K>(row)?[j]);
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    // Large matrices are split over threads by groups (a load-time cost only).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if groups.len() >= PARALLEL_BYTES && threads > 1 && nb > 0 {
+        let per = n_groups.div_ceil(threads);
+        std::thread::scope(|s| {
+            let jobs: Vec<_> = groups
+                .chunks_mut(per * nb * record)
+                .enumerate()
+                .map(|(i, chunk)| s.spawn(move || fill(i * per, chunk)))
+                .collect();
+            jobs.into_iter()
+                .try_for_each(|j| j.join().expect("repack worker panicked"))
+        })?;
+    } else if nb > 0 {
+        fill(0, &mut groups)?;
+    }
+    Ok(Repacked {
+        ty,
+        rows: n_rows,
+        cols,
+        groups,
+        tail: rows[n_groups * ROWS * rb..].to_vec(),
+    })
+}
+
+/// Writes row `r` of block `b` into its slots of a record.
+fn record_row(rec: &mut [u8], r: usize, b: &BlockQ4K) {
+    rec[D + 2 * r..D + 2 * r + 2].copy_from_slice(&b.d);
+    rec[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&b.dmin);
+    for s in 0..8 {
+        let (sc, m) = scale_min_k4(s, &b.scales);
+        rec[SCALES + 8 * s + r] = sc;
+        rec[MINS + 16 * (s / 2) + 2 * r + s % 2] = m;
+    }
+    for c in 0..4 {
+        for q in 0..8 {
+            let at = CODES + 256 * c + 32 * q + 4 * r;
+            rec[at..at + 4].copy_from_slice(&b.qs[32 * c + 4 * q..32 * c + 4 * q + 4]);
+        }
+    }
+}
+
+/// Q6_K: row `r` of block `b` into its slots of a Q6_K record: `d`, the 16 scales at
+/// `SCALES + 8s + r`, then per step `(h, q)` ([`q6::step`]) 4 bytes of this row from each of
+/// `ql[64h + 4q..]`, `ql[64h + 32 + 4q..]`, `qh[32h + 4q..]`.
+fn record_row_q6k(rec: &mut [u8], r: usize, b: &BlockQ6K) {
+    use q6::*;
+    rec[D + 2 * r..D + 2 * r + 2].copy_from_slice(&b.d);
+    for (s, &sc) in b.scales.iter().enumerate() {
+        rec[SCALES + 8 * s + r] = sc as u8;
+    }
+    for h in 0..2 {
+        for q in 0..8 {
+            let at = step(h, q) + 4 * r;
+            let (l0, l1, hh) = (64 * h + 4 * q, 64 * h + 32 + 4 * q, 32 * h + 4 * q);
+            rec[at..at + 4].copy_from_slice(&b.ql[l0..l0 + 4]);
+            rec[at + 32..at + 36].copy_from_slice(&b.ql[l1..l1 + 4]);
+            rec[at + 64..at + 68].copy_from_slice(&b.qh[hh..hh + 4]);
+        }
+    }
+}
+
+/// `out[t·out_stride + (r − rows.start)] = Σ W[r]·A[t]` for the rows `r` in `rows` of `w`
+/// and every activation row `t` of `acts` (each `w.cols()` long, Q8_K), on `isa` (an
+/// unavailable one runs scalar). Each value equals `vec_dot(isa, w.ty(), row r, acts[t])` bit
+/// for bit, whatever the range (a group cut by its ends is computed whole into a buffer).
+/// Made for one or a few tokens: each group's records are re-read per token (from L1/L2
+/// after the first).
+///
+/// Errors: activations not Q8_K or not `w.cols()` long; `rows` past `w.rows()`; `out` too
+/// short.
+pub fn repacked_gemm(
+    isa: Isa,
+    w: &Repacked,
+    rows: Range<usize>,
+    acts: &[QuantizedActs],
+    out: &mut [f32],
+    out_stride: usize,
+) -> Result<(), QuantError> {
+    if acts.is_empty() || rows.is_empty() {
+        return Ok(());
+    }
+    for a in acts {
+        let expected = super::ActFormat::Q8K;
+        if a.format() != expected {
+            return Err(QuantError::ActFormat {
+                ty: w.ty.name(),
+                expected,
+                got: a.format(),
+            });
+        }
+        if a.len() != w.cols {
+            return Err(QuantError::Shape {
+                what: format!("activations of {} values for rows of {}", a.len(), w.cols),
+            });
+        }
+    }
+    if rows.end > w.rows {
+        return Err(QuantError::Shape {
+            what: format!("rows {rows:?} of a {}-row matrix", w.rows),
+        });
+    }
+    let n = rows.len();
+    if out_stride < n || out.len() < (acts.len() - 1) * out_stride + n {
+        return Err(QuantError::Shape {
+            what: format!(
+                "output of {} values for {} × {n} with stride {out_stride}",
+                out.len(),
+                acts.len()
+            ),
+        });
+    }
+    let isa = if isa.is_available() { isa } else { Isa::Scalar };
+    let nb = w.nb();
+    let split = w.n_groups() * ROWS;
+    let grouped = rows.start.min(split)..rows.end.min(split);
+    let mut buf = [0.0f32; ROWS];
+    for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
+        let record = record_bytes(w.ty);
+        let recs = &w.groups[g * nb * record..(g + 1) * nb * record];
+        let (first, last) = (ROWS * g, ROWS * g + ROWS);
+        let (lo, hi) = (first.max(rows.start), last.min(rows.end));
+        for (t, a) in acts.iter().enumerate() {
+            let o = &mut out[t * out_stride + lo - rows.start..][..hi - lo];
+            match <&mut [f32; ROWS]>::try_from(&mut *o) {
+                Ok(o) => group(isa, w.ty, recs, a.q8k(), o),
+                Err(_) => {
+                    group(isa, w.ty, recs, a.q8k(), &mut buf);
+                    o.copy_from_slice(&buf[lo - first..hi - first]);
+                }
+            }
+        }
+    }
+    if rows.end > split {
+        let rb = w.ty.row_bytes(w.cols)?;
+        let from = rows.start.max(split);
+        let tail = &w.tail[(from - split) * rb..(rows.end - split) * rb];
+        gemm(
+            isa,
+            w.ty,
+            tail,
+            acts,
+            &mut out[from - rows.start..],
+            out_stride,
+        )?;
+    }
+    Ok(())
+}
+
+/// One group's eight outputs against one activation row (`recs`: its `a.len()` records).
+fn group(isa: Isa, ty: QuantType, recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
+    debug_assert_eq!(recs.len(), a.len() * record_bytes(ty));
+    if ty == QuantType::Q6K {
+        return match isa {
+            // SAFETY: as below.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => unsafe { x86::avx2_q6k(recs, a, out) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => unsafe { x86::vnni_q6k(recs, a, out) },
+            _ => scalar_q6k(recs, a, out),
+        };
+    }
+    match isa {
+        // SAFETY: `repacked_gemm` passes only available ISAs; each path's features are what
+        // `Isa::is_available` tests for it. `recs` holds `a.len()` whole records.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => unsafe { x86::avx2(recs, a, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { x86::vnni(recs, a, out) },
+        _ => scalar(recs, a, out),
+    }
+}
+
+/// The reference: each row's exact integer sums from the interleaved bytes, then `vec_dot`'s
+/// Q4_K float step, block by block.
+pub(crate) fn scalar(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
+    let mut acc = [0.0f32; ROWS];
+    for (rec, a) in recs.chunks_exact(RECORD).zip(a) {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let mut isum = 0i32;
+            let mut summs = 0i32;
+            for s in 0..8 {
+                let (c, high) = (s / 2, s % 2);
+                let mut dot = 0i32;
+                for l in 0..32 {
+                    let byte = rec[CODES + 256 * c + 32 * (l / 4) + 4 * r + l % 4];
+                    let code = (byte >> (4 * high)) & 0x0f;
+                    dot += code as i32 * a.qs[32 * s + l] as i32;
+                }
+                isum += rec[SCALES + 8 * s + r] as i32 * dot;
+                let bsums = a.bsum(2 * s) as i32 + a.bsum(2 * s + 1) as i32;
+                summs += rec[MINS + 16 * (s / 2) + 2 * r + s % 2] as i32 * bsums;
+            }
+            let d = f16(&rec[D + 2 * r..]);
+            let dmin = f16(&rec[DMIN + 2 * r..]);
+            // vec_dot's step (kquants::finish_min): two products, a difference, a sum.
+            let (dall, dm) = (a.d() * d, a.d() * dmin);
+            *acc += dall * isum as f32 - dm * summs as f32;
+        }
+    }
+    *out = acc;
+}
+
+#[inline(always)]
+fn f16(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// The Q6_K reference: each row's exact `Σ_s sc_s·Σ_{i∈s} (u_i − 32)·a_i` from the
+/// interleaved bytes, then `vec_dot`'s Q6_K step `acc + (d_a·d)·isum`, block by block.
+pub(crate) fn scalar_q6k(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
+    use q6::*;
+    let mut acc = [0.0f32; ROWS];
+    for (rec, a) in recs.chunks_exact(RECORD).zip(a) {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let mut isum = 0i32;
+            for i in 0..QK_K {
+                // Half h, quarter t, l < 32: low nibble t/2 of ql[64h + 32(t%2) + l], bits
+                // 2t..2t+2 of qh[32h + l].
+                let (h, t, l) = (i / 128, (i % 128) / 32, i % 32);
+                let at = step(h, l / 4) + 4 * r + l % 4;
+                let lo = rec[at + 32 * (t % 2)] >> (4 * (t / 2)) & 0x0f;
+                let hi = rec[at + 64] >> (2 * t) & 3;
+                let q = (lo | (hi << 4)) as i32 - 32;
+                let sc = rec[SCALES + 8 * (i / 16) + r] as i8 as i32;
+                isum += sc * q * a.qs[i] as i32;
+            }
+            let d = f16(&rec[D + 2 * r..]);
+            // vec_dot's step (kquants::finish): `(d_a·d)·isum`, then the sum.
+            *acc += a.d() * d * isum as f32;
+        }
+    }
+    *out = acc;
+}

@@ -1,0 +1,262 @@
+//! SwiGLU MLPs run together: the routed experts a MoE layer chose, its shared experts, or one
+//! dense MLP, in two parallel steps instead of three products per MLP.
+//!
+//! Each MLP of the step (a "job") takes a group of the input's rows (the tokens routed to that
+//! expert; every row for shared experts and dense MLPs):
+//!
+//! 1. The input rows are quantized once per activation format and shared by every job's gate
+//!    and up projections (a job over a subset of rows quantizes its own gathered rows, which
+//!    gives the same bytes row for row).
+//! 2. One parallel step over work items `(job, block of intermediate rows)`: each item computes
+//!    its block of `gate` and `up` for the job's rows and writes `silu(gate) · up` into the
+//!    job's hidden buffer `[rows, inter]`. Items of all jobs are claimed from one counter, so
+//!    the threads stay busy across experts of different sizes.
+//! 3. Each job's hidden rows are quantized for its down projection.
+//! 4. One parallel step over `(job, block of output rows)` for every down projection.
+//!
+//! For many tokens (prefill) each expert's gate, up and down are `gemm`s over its token group:
+//! its weights are read once per batch. Every output value is the same row dot product as
+//! [`Mlp::forward`]'s, so the results equal the unfused path's bit for bit. The buffers live in
+//! per-thread scratch reused across calls.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use frugal_kernels::activation;
+
+use super::ffn::Mlp;
+use super::products::{rows_per_item, run_items, with_scratch, Acts, ActsCache, SharedOut};
+
+/// One MLP of a fused step and the input rows it takes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FfnJob<'j, 'w> {
+    /// The MLP.
+    pub mlp: &'j Mlp<'w>,
+    /// Indices of the input rows it runs on, ascending; `None`: all rows in order.
+    pub rows: Option<&'j [usize]>,
+}
+
+/// One job's buffers.
+#[derive(Debug, Default)]
+struct JobScratch {
+    /// The job's input rows `[n, hidden]` when it takes a subset.
+    x: Vec<f32>,
+    /// Those rows quantized (a subset's own; all rows share [`Scratch::x`]).
+    x_acts: ActsCache,
+    /// `silu(gate) · up`, `[n, inter]`.
+    h: Vec<f32>,
+    /// `h` quantized for the down projection.
+    h_acts: ActsCache,
+    /// The MLP's output `[n, hidden]`.
+    y: Vec<f32>,
+}
+
+/// Buffers of a fused step, kept per thread between calls.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// All input rows quantized.
+    x: ActsCache,
+    jobs: Vec<JobScratch>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Run every job's MLP over its rows of `x` (`[t, hidden]`), then call `finish` with each
+/// job's output (`[rows of job j, hidden]`, in the job's row order).
+pub(crate) fn run_mlps<R>(
+    jobs: &[FfnJob<'_, '_>],
+    x: &[f32],
+    threads: usize,
+    finish: impl FnOnce(&[&[f32]]) -> R,
+) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => run_in(&mut s, jobs, x, threads, finish),
+        Err(_) => run_in(&mut Scratch::default(), jobs, x, threads, finish),
+    })
+}
+
+fn run_in<R>(
+    s: &mut Scratch,
+    jobs: &[FfnJob<'_, '_>],
+    x: &[f32],
+    threads: usize,
+    finish: impl FnOnce(&[&[f32]]) -> R,
+) -> R {
+    let Some(first) = jobs.first() else {
+        return finish(&[]);
+    };
+    let hidden = first.mlp.gate().cols();
+    assert!(
+        x.len().is_multiple_of(hidden),
+        "fused MLPs: input is not [t, {hidden}]"
+    );
+    let t = x.len() / hidden;
+    if s.jobs.len() < jobs.len() {
+        s.jobs.resize_with(jobs.len(), JobScratch::default);
+    }
+    let Scratch {
+        x: x_acts,
+        jobs: js,
+    } = s;
+    let js = &mut js[..jobs.len()];
+
+    // 1. Inputs: all rows once per format; subsets gathered and quantized per job.
+    x_acts.clear();
+    for (job, j) in jobs.iter().zip(js.iter_mut()) {
+        let [gate, up, down] = job.mlp.projections();
+        let n = job.rows.map_or(t, <[usize]>::len);
+        j.h.resize(n * gate.rows(), 0.0);
+        j.y.resize(n * down.rows(), 0.0);
+        match job.rows {
+            None => {
+                for lin in [gate, up] {
+                    if let Some(f) = lin.act_format() {
+                        x_acts.prepare(f, x, hidden);
+                    }
+                }
+            }
+            Some(rows) => {
+                j.x.clear();
+                for &r in rows {
+                    j.x.extend_from_slice(&x[r * hidden..(r + 1) * hidden]);
+                }
+                j.x_acts.clear();
+                for lin in [gate, up] {
+                    if let Some(f) = lin.act_format() {
+                        j.x_acts.prepare(f, &j.x, hidden);
+                    }
+                }
+            }
+        }
+    }
+
+    // 2. gate, up and silu(gate) · up of every job: one parallel step.
+    {
+        let x_acts = &*x_acts;
+        let (inputs, outs): (Vec<(Acts<'_>, Acts<'_>)>, Vec<SharedOut>) = jobs
+            .iter()
+            .zip(js.iter_mut())
+            .map(|(job, j)| {
+                let JobScratch {
+                    x: jx,
+                    x_acts: ja,
+                    h,
+                    ..
+                } = j;
+                let (jx, ja): (&Vec<f32>, &ActsCache) = (jx, ja);
+                let (gate, up) = (job.mlp.gate(), job.mlp.up());
+                let acts = match job.rows {
+                    None => (x_acts.acts(gate, x), x_acts.acts(up, x)),
+                    Some(_) => (ja.acts(gate, jx), ja.acts(up, jx)),
+                };
+                (acts, SharedOut::new(h))
+            })
+            .unzip();
+        let plan = Plan::new(jobs, t, threads, 2, false);
+        run_items(threads, plan.work, &plan.items, |jb, i| {
+            let gate = jobs[jb].mlp.gate();
+            let up = jobs[jb].mlp.up();
+            let (gx, ux) = inputs[jb];
+            let n = gx.rows(hidden);
+            let rows = plan.rows(jb, i, gate.rows());
+            let w = rows.len();
+            with_scratch(2 * n * w, |buf| {
+                let (g, u) = buf.split_at_mut(n * w);
+                gate.product_block(gx, rows.clone(), g, w);
+                up.product_block(ux, rows.clone(), u, w);
+                activation::swiglu_inplace(g, u);
+                // SAFETY: items of job `jb` cover disjoint column blocks of its `h`, which is
+                // not resized or read until the step ends.
+                unsafe { outs[jb].scatter(g, w, rows.start, gate.rows()) };
+            });
+        });
+    }
+
+    // 3. Each job's hidden rows in its down projection's format.
+    for (job, j) in jobs.iter().zip(js.iter_mut()) {
+        let down = job.mlp.down();
+        j.h_acts.clear();
+        if let Some(f) = down.act_format() {
+            j.h_acts.prepare(f, &j.h, down.cols());
+        }
+    }
+
+    // 4. Every down projection: one parallel step.
+    {
+        let (inputs, outs): (Vec<Acts<'_>>, Vec<SharedOut>) = jobs
+            .iter()
+            .zip(js.iter_mut())
+            .map(|(job, j)| {
+                let JobScratch { h, h_acts, y, .. } = j;
+                let (h, h_acts): (&Vec<f32>, &ActsCache) = (h, h_acts);
+                (h_acts.acts(job.mlp.down(), h), SharedOut::new(y))
+            })
+            .unzip();
+        let plan = Plan::new(jobs, t, threads, 1, true);
+        run_items(threads, plan.work, &plan.items, |jb, i| {
+            let down = jobs[jb].mlp.down();
+            let hx = inputs[jb];
+            let n = hx.rows(down.cols());
+            let rows = plan.rows(jb, i, down.rows());
+            // SAFETY: items of job `jb` cover disjoint column blocks of its `y`, which is not
+            // resized or read until the step ends.
+            unsafe {
+                outs[jb].write_block(n, rows.len(), rows.start, down.rows(), |o, stride| {
+                    down.product_block(hx, rows.clone(), o, stride)
+                })
+            };
+        });
+    }
+
+    let ys: Vec<&[f32]> = js.iter().map(|j| &j.y[..]).collect();
+    finish(&ys)
+}
+
+/// How one step's products split into work items.
+struct Plan {
+    /// Rows per item, per job.
+    per: Vec<usize>,
+    /// Items per job.
+    items: Vec<usize>,
+    /// Multiply-adds of the whole step.
+    work: usize,
+}
+
+impl Plan {
+    /// Items over the rows of every job's gate (or `down`) (`t` input rows), each item running
+    /// `products` such products (the gate and up share their rows).
+    fn new(jobs: &[FfnJob<'_, '_>], t: usize, threads: usize, products: usize, down: bool) -> Self {
+        let which = |m: &FfnJob<'_, '_>| {
+            if down {
+                m.mlp.down().shape()
+            } else {
+                m.mlp.gate().shape()
+            }
+        };
+        let mut plan = Plan {
+            per: Vec::with_capacity(jobs.len()),
+            items: Vec::with_capacity(jobs.len()),
+            work: 0,
+        };
+        // Blocks sized for the step as a whole: a few items per thread in total.
+        let total_rows: usize = jobs.iter().map(|j| which(j).0).sum();
+        let target = rows_per_item(total_rows, threads);
+        for job in jobs {
+            let (rows, cols) = which(job);
+            let n = job.rows.map_or(t, <[usize]>::len);
+            let per = target.min(rows).max(1);
+            plan.per.push(per);
+            plan.items.push(rows.div_ceil(per));
+            plan.work += products * n * rows * cols;
+        }
+        plan
+    }
+
+    /// The rows of item `i` of job `job` (of a `rows`-row weight).
+    fn rows(&self, job: usize, i: usize, rows: usize) -> Range<usize> {
+        let per = self.per[job];
+        i * per..((i + 1) * per).min(rows)
+    }
+}
