@@ -172,7 +172,8 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
     };
     let files = open_model(&spec)?;
     let config = files.config()?;
-    let mut model = Model::load(&files).with_context(|| format!("loading {spec}"))?;
+    let mut model = Model::load_with(&files, args.memory_flags.load_options())
+        .with_context(|| format!("loading {spec}"))?;
     model.set_threads(threads);
     let experts = crate::residency::attach(
         &args.memory_flags,

@@ -82,8 +82,9 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
     })?;
     let tokenizer = &opened.tokenizer;
     let qw = crate::load::quantize_on_load(&opened.files, flags.quant.as_deref(), flags.threads)?;
-    let mut model = crate::load::build_model(&opened.files, qw.as_ref())
-        .with_context(|| format!("loading {spec}"))?;
+    let mut model =
+        crate::load::build_model(&opened.files, qw.as_ref(), flags.memory.load_options())
+            .with_context(|| format!("loading {spec}"))?;
     if let Some(t) = flags.threads {
         model.set_threads(t);
     }

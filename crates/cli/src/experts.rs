@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use frugal_engine::residency::{simulate, Capacity, LayerUsage, Policy, RoutingTrace, SimResult};
-use frugal_model::{KvCache, Model, Trace};
+use frugal_model::{KvCache, LoadOptions, Model, Trace};
 use serde::Serialize;
 
 use crate::session::{self, Opened};
@@ -174,8 +174,8 @@ fn record(args: &ExpertsArgs) -> anyhow::Result<RoutingTrace> {
         ..
     } = session::open(args.model.as_deref())?;
     let qw = crate::load::quantize_on_load(&files, args.quant.as_deref(), args.threads)?;
-    let mut model =
-        crate::load::build_model(&files, qw.as_ref()).with_context(|| format!("loading {spec}"))?;
+    let mut model = crate::load::build_model(&files, qw.as_ref(), LoadOptions::from_env())
+        .with_context(|| format!("loading {spec}"))?;
     if let Some(t) = args.threads {
         model.set_threads(t);
     }

@@ -99,13 +99,15 @@ pub fn quantize_on_load<'a>(
     Ok(Some(qw.with_context(|| format!("quantizing to {ty}"))?))
 }
 
-/// The model, from the quantized weights when there are some.
+/// The model, from the quantized weights when there are some (`options` for a GGUF file;
+/// quantized weights take only its `exact_activations`).
 pub fn build_model<'a>(
     files: &'a ModelFiles,
     qw: Option<&'a QuantizedWeights<'a>>,
+    options: LoadOptions,
 ) -> anyhow::Result<Model<'a>> {
     Ok(match qw {
-        Some(qw) => Model::from_parts_with(files.config()?, qw, LoadOptions::from_env())?,
-        None => Model::load(files)?,
+        Some(qw) => Model::from_parts_with(files.config()?, qw, options)?,
+        None => Model::load_with(files, options)?,
     })
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use frugal_engine::residency::{parse_size, CacheConfig, ExpertCache, Policy, RoutingTrace};
 use frugal_model::blocks::experts::ExpertStore;
-use frugal_model::Model;
+use frugal_model::{LoadOptions, Model};
 
 use crate::load::open_model;
 
@@ -22,7 +22,12 @@ pub fn replay(
 ) -> anyhow::Result<()> {
     let capacity = parse_size(capacity).map_err(|e| anyhow::anyhow!("--expert-cache: {e}"))?;
     let files = open_model(model)?;
-    let m = Model::load(&files).with_context(|| format!("loading {model}"))?;
+    // Only the experts' places in the file are used: no repacked copies.
+    let options = LoadOptions {
+        keep_experts_mapped: true,
+        ..LoadOptions::from_env()
+    };
+    let m = Model::load_with(&files, options).with_context(|| format!("loading {model}"))?;
     let experts = m.routed_experts();
     let moe_layers: Vec<usize> = m.expert_bytes().iter().map(|(l, _)| *l).collect();
     if moe_layers != trace.layers {

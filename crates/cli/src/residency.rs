@@ -12,7 +12,7 @@ use frugal_engine::residency::{
 };
 use frugal_formats::ModelFiles;
 use frugal_model::params::kv_cache_bytes_per_token;
-use frugal_model::Model;
+use frugal_model::{LoadOptions, Model};
 
 /// Memory flags shared by run, chat, serve and bench.
 #[derive(Clone, Debug, clap::Args)]
@@ -73,6 +73,15 @@ impl MemoryFlags {
             "per-layer" | "per-layer-lru" => Policy::PerLayerLru,
             other => bail!("--expert-policy {other:?} is not a policy; valid: lru, lfu, per-layer"),
         })
+    }
+
+    /// The load options for a model these flags will run: [`LoadOptions::from_env`], with
+    /// routed experts left in the file's layout when an expert cache will serve them.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            keep_experts_mapped: self.max_memory.is_some() || self.expert_cache.is_some(),
+            ..LoadOptions::from_env()
+        }
     }
 
     /// Checks the flags before a model is loaded (so a typo fails fast).

@@ -124,8 +124,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut reasoning = ReasoningParser::new(style, prompt_opens_think(&prompt_text));
 
     let qw = crate::load::quantize_on_load(&files, flags.quant.as_deref(), flags.threads)?;
-    let mut model =
-        crate::load::build_model(&files, qw.as_ref()).with_context(|| format!("loading {spec}"))?;
+    let mut model = crate::load::build_model(&files, qw.as_ref(), flags.memory.load_options())
+        .with_context(|| format!("loading {spec}"))?;
     if let Some(t) = flags.threads {
         model.set_threads(t);
     }

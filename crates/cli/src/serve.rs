@@ -83,7 +83,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     };
     let sampling = flags.sampling(files)?;
     let stop = flags.stop_criteria(files, &config, tokenizer);
-    let mut model = Model::load(files).with_context(|| format!("loading {spec}"))?;
+    let mut model = Model::load_with(files, args.memory.load_options())
+        .with_context(|| format!("loading {spec}"))?;
     if let Some(t) = args.threads {
         model.set_threads(t.max(1));
     }

@@ -151,6 +151,7 @@ fn deepseek_v2_lite_f32_two_slots() {
 fn q4_k_m_two_slots() {
     let exact = LoadOptions {
         exact_activations: true,
+        keep_experts_mapped: false,
     };
     for name in ["qwen3-moe", "deepseek-v2-lite", "deepseek-v3-wide"] {
         let r = run(name, "Q4_K_M", exact, Policy::Lru);
@@ -166,4 +167,20 @@ fn q4_k_m_two_slots() {
         assert!(deq <= 1e-4, "{name}: {deq}");
         assert!(r.stats.misses > 0 && r.stats.evictions > 0);
     }
+}
+
+/// Quantized activations on deepseek-v3-wide (Q4_K routed experts of 256×256): loaded by
+/// default, the mapped model multiplies by repacked copies of its experts (`quant::repack`),
+/// while the cache hands out the file's bytes (plain layout, `quant::gemm`). Both equal
+/// `vec_dot` bit for bit, so the logits must be identical.
+#[test]
+fn q4_k_m_repacked_experts_equal_file_layout() {
+    let r = run(
+        "deepseek-v3-wide",
+        "Q4_K_M",
+        LoadOptions::default(),
+        Policy::Lru,
+    );
+    assert_eq!(r.cached, r.mapped);
+    assert!(r.stats.misses > 0);
 }

@@ -50,6 +50,11 @@ pub trait TensorSource {
     fn tensor_infos(&self) -> Vec<TensorInfo>;
     /// A view of the named tensor, or `None` if the source has no tensor of that name.
     fn tensor(&self, name: &str) -> Option<TensorView<'_>>;
+    /// Tells the source that `bytes` (a tensor view's data, or part of one) will not be read
+    /// again soon, e.g. after a reader copied them into another layout: a mapped file drops
+    /// the whole pages inside them from the process (they are read back from the file if
+    /// touched again). Best effort; bytes the source does not map are left alone.
+    fn release(&self, _bytes: &[u8]) {}
 }
 
 /// The offset of `part` within `whole` when `part` is a sub-slice of it (same memory), else

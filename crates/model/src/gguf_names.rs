@@ -47,9 +47,12 @@ pub(crate) struct GgufNames<'a> {
     pub(crate) inner: &'a dyn TensorSource,
     /// Passed on to every quantized weight ([`Weights::exact_activations`]).
     pub(crate) exact_activations: bool,
-    /// Repack Q4_K matrices at load ([`Weights::repack`]): all but routed experts (an
-    /// expert store hands those out as file bytes) and the embedding (read by row).
+    /// Repack Q4_K matrices at load ([`Weights::repack`]): all but the embedding (read by
+    /// row) and, unless `repack_experts`, the routed experts.
     pub(crate) repack: bool,
+    /// Repack routed experts too (not when an expert store will hand them out as file
+    /// bytes: [`crate::LoadOptions::keep_experts_mapped`]).
+    pub(crate) repack_experts: bool,
 }
 
 /// Where an HF name lives in a GGUF file: a tensor, or expert `E` of a stacked one.
@@ -130,7 +133,13 @@ impl<'a> Weights<'a> for GgufNames<'a> {
     }
 
     fn repack(&self, name: &str) -> bool {
-        self.repack && !name.contains(".experts.") && !name.contains("embed_tokens")
+        self.repack
+            && (self.repack_experts || !name.contains(".experts."))
+            && !name.contains("embed_tokens")
+    }
+
+    fn release(&self, bytes: &[u8]) {
+        self.inner.release(bytes);
     }
 
     fn tensor(&self, name: &str) -> Option<TensorView<'a>> {
@@ -295,11 +304,13 @@ mod tests {
             inner: &m.file,
             exact_activations: false,
             repack: false,
+            repack_experts: false,
         };
         let split = GgufNames {
             inner: &m,
             exact_activations: false,
             repack: false,
+            repack_experts: false,
         };
         let mut checked = 0;
         for l in 0..8 {

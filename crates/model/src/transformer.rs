@@ -90,6 +90,11 @@ pub struct LoadOptions {
     /// gives transformers' result on the dequantized weights (to f32 rounding) rather than
     /// llama.cpp's. Float weights (F32, F16, BF16, FP8) always take f32 activations.
     pub exact_activations: bool,
+    /// Leave routed experts in the file's layout instead of repacking their Q4_K matrices
+    /// (`quant::repack`): for a model that will be given an expert store
+    /// ([`Model::set_expert_store`], which hands experts out as file bytes), so that loading
+    /// neither copies nor touches them.
+    pub keep_experts_mapped: bool,
 }
 
 impl LoadOptions {
@@ -98,6 +103,7 @@ impl LoadOptions {
     pub fn from_env() -> Self {
         LoadOptions {
             exact_activations: std::env::var("FRUGAL_EXACT_ACTIVATIONS").is_ok_and(|v| v == "1"),
+            keep_experts_mapped: false,
         }
     }
 }
@@ -245,6 +251,7 @@ impl<'a> Model<'a> {
             exact_activations: options.exact_activations,
             // `FRUGAL_REPACK=0` keeps every matrix as mapped.
             repack: std::env::var("FRUGAL_REPACK").map_or(true, |v| v != "0"),
+            repack_experts: !options.keep_experts_mapped,
         };
         Self::build(config, &names, rope, qk_interleaved)
     }

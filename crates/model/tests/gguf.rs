@@ -48,11 +48,13 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// Exact activations (f32 into every product).
 const EXACT: LoadOptions = LoadOptions {
     exact_activations: true,
+    keep_experts_mapped: false,
 };
 
 /// The default: activations quantized for quantized weights, as llama.cpp does.
 const FAST: LoadOptions = LoadOptions {
     exact_activations: false,
+    keep_experts_mapped: false,
 };
 
 /// Our logits for `<name>-<ty>.gguf` on its JSON's `tokens`, with the llama.cpp logits file.

@@ -205,6 +205,7 @@ fn qwen2_q8_0_logits_match_llama_cpp_on_the_same_weights() {
     for (exact, reference) in [(false, "logits"), (true, "logits_dequantized_weights")] {
         let options = LoadOptions {
             exact_activations: exact,
+            keep_experts_mapped: false,
         };
         let ours = run_quantized("qwen2", &toks, options);
         let d = max_abs_diff(&ours, &f32s(&st, reference));

@@ -178,6 +178,34 @@ impl GgufFile {
         }
     }
 
+    /// `MADV_DONTNEED` on the whole pages inside `bytes`, when they are a view into this
+    /// file's map ([`TensorSource::release`]): the process drops them from its resident set;
+    /// the map is read-only and file-backed, so a later read faults them back in from the file
+    /// and nothing is lost. Pages shared with a neighbouring tensor are kept. Best effort.
+    pub fn release(&self, bytes: &[u8]) {
+        #[cfg(unix)]
+        if let (Bytes::Mapped(m), Some(offset)) = (&self.bytes, self.offset_of(bytes)) {
+            // OK: sysconf(_SC_PAGESIZE) takes no pointer and cannot fail on a unix system.
+            let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+                p if p > 0 => p as usize,
+                _ => return,
+            };
+            // The map starts on a page, so page-aligned offsets are page-aligned addresses.
+            let start = (offset as usize).next_multiple_of(page);
+            let end = (offset as usize + bytes.len()) / page * page;
+            if end > start {
+                // SAFETY: the map is a read-only shared mapping of a file; dropping its pages
+                // only makes the next access read them from the file again, so every slice
+                // of it stays valid and keeps its contents.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = bytes;
+    }
+
     /// The data of tensor `t`, one of this file's entries.
     fn data_of(&self, t: &GgufTensorInfo) -> &[u8] {
         // OK to cast and index: parse_header checked data_offset + offset + nbytes <= file length.
@@ -214,5 +242,9 @@ impl TensorSource for GgufFile {
     fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
         let &i = self.by_name.get(name)?;
         Some(self.view_of(&self.header.tensors[i]))
+    }
+
+    fn release(&self, bytes: &[u8]) {
+        GgufFile::release(self, bytes);
     }
 }

@@ -232,6 +232,11 @@ impl TensorSource for GgufModel {
         let f = &self.files[fi];
         Some(f.view_of(&f.gguf_tensors()[ti]))
     }
+
+    fn release(&self, bytes: &[u8]) {
+        // Only the file that maps them acts (the others find no offset).
+        self.files.iter().for_each(|f| f.release(bytes));
+    }
 }
 
 #[cfg(test)]

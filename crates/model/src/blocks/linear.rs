@@ -108,6 +108,10 @@ pub trait Weights<'a> {
     fn repack(&self, _name: &str) -> bool {
         false
     }
+
+    /// Told that `bytes` (a view from [`Weights::tensor`]) were copied and will not be read
+    /// again soon ([`TensorSource::release`]).
+    fn release(&self, _bytes: &[u8]) {}
 }
 
 impl<'a, T: TensorSource + ?Sized> Weights<'a> for &'a T {
@@ -256,6 +260,10 @@ impl<'a> Linear<'a> {
                     && src.repack(name))
                 .then(|| repack::repack(ty, t.data, rows, cols).ok().map(Arc::new))
                 .flatten();
+                if repacked.is_some() {
+                    // Products read the copy now; the mapped pages need not stay resident.
+                    src.release(t.data);
+                }
                 Storage::Quant {
                     ty,
                     data: t.data,
