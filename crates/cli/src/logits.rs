@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use anyhow::{bail, Context};
-use frugal_model::{KvCache, LoadOptions};
+use frugal_model::KvCache;
 
 use crate::load::open_model;
 
@@ -45,7 +45,7 @@ pub fn run(
     }
     let files = open_model(model)?;
     let qw = crate::load::quantize_on_load(&files, quant, threads)?;
-    let mut m = crate::load::build_model(&files, qw.as_ref(), LoadOptions::from_env())
+    let mut m = crate::load::build_model(&files, qw.as_ref(), memory.load_options())
         .with_context(|| format!("loading {model}"))?;
     if let Some(t) = threads {
         m.set_threads(t);
