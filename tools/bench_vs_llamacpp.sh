@@ -4,8 +4,9 @@
 #
 #   tools/bench_vs_llamacpp.sh [-p 512] [-n 128] [-r 3] [-t 1,2] MODEL.gguf [MODEL.gguf ...]
 #
-# Environment: LLAMA_BENCH (default /work/llamacpp/build/bin/llama-bench; build it with
-# `cmake --build BUILD --target llama-bench`), FRUGAL (default target/release/frugal, or
+# Environment: LLAMA_BENCH (default /work/llamacpp/build/bin/llama-bench; build it from the
+# llama-cpp-python sdist's vendor/llama.cpp with `cmake -B BUILD -DGGML_NATIVE=ON` (native SIMD,
+# OpenMP: llama.cpp's best on this CPU) and `cmake --build BUILD --target llama-bench`), FRUGAL (default target/release/frugal, or
 # $CARGO_TARGET_DIR/release/frugal), OUT (folder for the raw JSON, default a temp folder).
 # Benchmark models with real shapes: tools/make_bench_models.py.
 #
