@@ -7,6 +7,7 @@ use frugal_engine::residency::{CacheConfig, ExpertCache, Policy};
 use frugal_formats::safetensors::SafetensorsFile;
 use frugal_formats::{DType, ModelFiles, TensorSource};
 use frugal_model::{KvCache, LoadOptions, Model};
+use frugal_testdata::max_abs_diff;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -15,18 +16,7 @@ fn f32_tensor(st: &SafetensorsFile, name: &str) -> Vec<f32> {
         .tensor(name)
         .unwrap_or_else(|| panic!("reference has no {name}"));
     assert_eq!(t.dtype, DType::F32);
-    t.data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    frugal_testdata::f32s_le(t.data)
 }
 
 struct Run {

@@ -17,6 +17,7 @@ use frugal_formats::{DType, ModelFiles, TensorSource};
 use frugal_kernels::quant::QuantType;
 use frugal_model::quantized_weights::QuantizedWeights;
 use frugal_model::{KvCache, LoadOptions, Model};
+use frugal_testdata::max_abs_diff;
 
 /// The GGUF name (and expert index) llama.cpp gives an HF matrix; `None`: not comparable.
 fn gguf_name(hf: &str) -> Option<(String, Option<usize>)> {
@@ -183,14 +184,6 @@ fn run_quantized(name: &str, toks: &[u32], options: LoadOptions) -> Vec<f32> {
     let model = Model::from_parts_with(config, &qw, options).unwrap();
     let mut cache = KvCache::new(&model);
     model.forward(toks, 0, &mut cache).unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// The quantized matrices are llama.cpp's Q8_0 bytes, so: with 8-bit activations (the

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use frugal_formats::safetensors::SafetensorsFile;
 use frugal_formats::{DType, ModelFiles, TensorSource};
 use frugal_model::{KvCache, Model, Trace};
+pub use frugal_testdata::max_abs_diff;
 use serde_json::Value;
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -66,14 +67,6 @@ impl Reference {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect()
     }
-}
-
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Logits of `tokens` fed `chunk` at a time through one cache.
