@@ -109,6 +109,39 @@ pub fn gemm(
     let format = ty
         .act_format()
         .ok_or(QuantError::Unsupported { ty: ty.name() })?;
+    check_acts(ty, format, acts, k)?;
+    let row_bytes = ty.row_bytes(k)?;
+    if row_bytes == 0 || !rows.len().is_multiple_of(row_bytes) {
+        return Err(QuantError::ByteLength {
+            ty: ty.name(),
+            n: k,
+            expected: row_bytes,
+            got: rows.len(),
+        });
+    }
+    let n = rows.len() / row_bytes;
+    check_out(out, acts.len(), n, out_stride)?;
+    let isa = if isa.is_available() { isa } else { Isa::Scalar };
+    if kquants::gemm(isa, ty, rows, acts, out, out_stride)
+        || legacy::gemm(isa, ty, rows, acts, out, out_stride)
+    {
+        return Ok(());
+    }
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        for (t, a) in acts.iter().enumerate() {
+            out[t * out_stride + r] = dot_checked(isa, ty, row, a)?;
+        }
+    }
+    Ok(())
+}
+
+/// A product's activation rows: all in `format` (the weight type `ty`'s) and `k` long.
+pub(crate) fn check_acts(
+    ty: QuantType,
+    format: ActFormat,
+    acts: &[QuantizedActs],
+    k: usize,
+) -> Result<(), QuantError> {
     for a in acts {
         if a.format() != format {
             return Err(QuantError::ActFormat {
@@ -120,41 +153,24 @@ pub fn gemm(
         if a.len() != k {
             return Err(QuantError::Shape {
                 what: format!(
-                    "activation rows of {} and {k} values in one product",
+                    "activation rows of {} values for weight rows of {k}",
                     a.len()
                 ),
             });
         }
     }
-    let row_bytes = ty.row_bytes(k)?;
-    if row_bytes == 0 || !rows.len().is_multiple_of(row_bytes) {
-        return Err(QuantError::ByteLength {
-            ty: ty.name(),
-            n: k,
-            expected: row_bytes,
-            got: rows.len(),
-        });
-    }
-    let n = rows.len() / row_bytes;
-    if out_stride < n || out.len() < (acts.len() - 1) * out_stride + n {
+    Ok(())
+}
+
+/// A product's output: `t` rows of `n` values, `stride` apart, fit in `out`.
+pub(crate) fn check_out(out: &[f32], t: usize, n: usize, stride: usize) -> Result<(), QuantError> {
+    if t > 0 && (stride < n || out.len() < (t - 1) * stride + n) {
         return Err(QuantError::Shape {
             what: format!(
-                "output of {} values for {} × {n} with stride {out_stride}",
-                out.len(),
-                acts.len()
+                "output of {} values for {t} × {n} with stride {stride}",
+                out.len()
             ),
         });
-    }
-    let isa = if isa.is_available() { isa } else { Isa::Scalar };
-    if kquants::gemm(isa, ty, rows, acts, out, out_stride)
-        || legacy::gemm(isa, ty, rows, acts, out, out_stride)
-    {
-        return Ok(());
-    }
-    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
-        for (t, a) in acts.iter().enumerate() {
-            out[t * out_stride + r] = dot_checked(isa, ty, row, a)?;
-        }
     }
     Ok(())
 }

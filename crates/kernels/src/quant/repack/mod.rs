@@ -265,36 +265,13 @@ pub fn repacked_gemm(
     if acts.is_empty() || rows.is_empty() {
         return Ok(());
     }
-    for a in acts {
-        let expected = super::ActFormat::Q8K;
-        if a.format() != expected {
-            return Err(QuantError::ActFormat {
-                ty: w.ty.name(),
-                expected,
-                got: a.format(),
-            });
-        }
-        if a.len() != w.cols {
-            return Err(QuantError::Shape {
-                what: format!("activations of {} values for rows of {}", a.len(), w.cols),
-            });
-        }
-    }
+    super::dot::check_acts(w.ty, super::ActFormat::Q8K, acts, w.cols)?;
     if rows.end > w.rows {
         return Err(QuantError::Shape {
             what: format!("rows {rows:?} of a {}-row matrix", w.rows),
         });
     }
-    let n = rows.len();
-    if out_stride < n || out.len() < (acts.len() - 1) * out_stride + n {
-        return Err(QuantError::Shape {
-            what: format!(
-                "output of {} values for {} × {n} with stride {out_stride}",
-                out.len(),
-                acts.len()
-            ),
-        });
-    }
+    super::dot::check_out(out, acts.len(), rows.len(), out_stride)?;
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
     let nb = w.nb();
     let split = w.n_groups() * ROWS;
