@@ -11,10 +11,10 @@
 //!   batch), on 2048×2048, a 512×1024 and a 1408×2048 (DeepSeek-V2-Lite) expert, and 64×2048
 //!   (in L2). `cold`: 16384×7168 Q4_K (66 MB) and Q6_K (96 MB), larger than the L3, read once
 //!   per pass, i.e. from DRAM.
-//! - `repack`: one-token Q4_K and Q6_K products, plain `gemm` (`old`) against the row-interleaved
-//!   `quant::repack` layout (`new`), as GB/s of the original bytes, on 2048×2048, the expert
-//!   shapes 1024×512, 512×1024, 1408×2048, and the cold 16384×7168; in cache also with 4 and
-//!   16 tokens (GB/s × tokens: weight bytes as if read once per token).
+//! - `repack`: Q4_K and Q6_K products, plain `gemm` (`old`) against the row-interleaved
+//!   `quant::repack` layout (`new`), on 2048×2048, the expert shapes 1024×512, 512×1024,
+//!   1408×2048, and the cold 16384×7168: one token as GB/s of the original bytes (decode); in
+//!   cache also 4, 16 and 64 tokens (the multi-token tiles; prefill) as GFLOP/s.
 //!
 //! Plain `harness = false` timing: one warm-up pass, then passes until `MIN_TIME` has elapsed,
 //! reporting the fastest pass (least disturbed by other processes on a shared machine).
@@ -258,11 +258,11 @@ fn qgemm(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
     }
 }
 
-/// The `repack` rows (module docs): one token, plain `gemm` against `repacked_gemm`.
+/// The `repack` rows (module docs): plain `gemm` against `repacked_gemm`.
 fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
     println!(
         "{:<36} {:>10} {:>10} {:>10} {:>10} {:>7}",
-        "repack (rows×cols) type isa tokens", "old µs", "new µs", "old GB/s", "new GB/s", "new/old"
+        "repack (rows×cols) type isa tokens", "old µs", "new µs", "old", "new", "new/old"
     );
     let shapes = [
         (2048usize, 2048usize),
@@ -285,11 +285,11 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
         }
         let w = weights(rng, ty, rows, cols);
         let r = repack(ty, &w, rows, cols).expect("repack");
-        // A few tokens too (in cache only): each token re-reads a group's records.
+        // Several tokens too (in cache only): the multi-token tiles.
         let token_counts: &[usize] = if rows * cols > 1 << 26 {
             &[1]
         } else {
-            &[1, 4, 16]
+            &[1, 4, 16, 64]
         };
         for (&tokens, isa) in token_counts
             .iter()
@@ -311,14 +311,21 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
                 repacked_gemm(isa, black_box(&r), 0..rows, &acts, &mut y, rows).expect("valid");
                 black_box(&y);
             });
-            // Original weight bytes per second and token (one token: the decode rate).
-            let gbs = |d: Duration| (w.len() * tokens) as f64 / d.as_secs_f64() / 1e9;
+            // One token: original weight bytes per second (the decode rate); more: GFLOP/s.
+            let rate = |d: Duration| {
+                if tokens == 1 {
+                    w.len() as f64 / d.as_secs_f64() / 1e9
+                } else {
+                    2.0 * (rows * cols * tokens) as f64 / d.as_secs_f64() / 1e9
+                }
+            };
+            let unit = if tokens == 1 { "GB/s" } else { "GFLOP/s" };
             println!(
-                "{name:<36} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>7.2}",
+                "{name:<36} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>7.2} {unit}",
                 old.as_secs_f64() * 1e6,
                 new.as_secs_f64() * 1e6,
-                gbs(old),
-                gbs(new),
+                rate(old),
+                rate(new),
                 old.as_secs_f64() / new.as_secs_f64()
             );
         }

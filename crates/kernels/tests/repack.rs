@@ -5,8 +5,9 @@
 //! (`dot_simd_kquants.rs`); the model's parity tests rest on its values, so the repacked
 //! product must not change a single bit. Shapes cross the group edge (1..=9, 15, 16, 17, 33
 //! rows: tails of 0..7 plain rows, and matrices with no whole group), rows of 1, 2, 8, 9 and
-//! 28 super-blocks, a matrix repacked on several threads (4099 × 2048), 1..3 tokens, an output stride wider than the rows, weights at an odd
-//! address. Activations mix magnitudes per 32 values so that a different order of the f32
+//! 28 super-blocks, a matrix repacked on several threads (4099 × 2048), 1..=9, 16, 33 and 70
+//! tokens (the multi-token tiles, their remainders, two activation blocks), an output stride
+//! wider than the rows, weights at an odd address. Activations mix magnitudes per 32 values so that a different order of the f32
 //! steps would show in the low bits.
 
 use frugal_kernels::cpu::Isa;
@@ -101,7 +102,14 @@ fn repacked_equals_vec_dot_bit_for_bit() {
                 check(&mut rng, ty, n, nb, 1 + (n + nb) % 3);
             }
         }
+        // Token counts across the tiles' edges (full tiles, every remainder, the one-token
+        // kernel) and past a 64-token activation block, on groups cut by the row ranges.
+        for t in (1..=9).chain([16, 33, 70]) {
+            check(&mut rng, ty, 17, 2, t);
+            check(&mut rng, ty, 3 * ROWS + 5, 9, t);
+        }
         check(&mut rng, ty, 2 * ROWS, 28, 1);
+        check(&mut rng, ty, 2 * ROWS, 28, 16);
         // Large enough (4.7 MB and more) to be repacked on several threads.
         check(&mut rng, ty, 512 * ROWS + 3, 8, 1);
     }

@@ -274,21 +274,25 @@ pub fn repacked_gemm(
     super::dot::check_out(out, acts.len(), rows.len(), out_stride)?;
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
     let nb = w.nb();
+    let record = record_bytes(w.ty);
     let split = w.n_groups() * ROWS;
     let grouped = rows.start.min(split)..rows.end.min(split);
-    let mut buf = [0.0f32; ROWS];
-    for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
-        let record = record_bytes(w.ty);
-        let recs = &w.groups[g * nb * record..(g + 1) * nb * record];
-        let (first, last) = (ROWS * g, ROWS * g + ROWS);
-        let (lo, hi) = (first.max(rows.start), last.min(rows.end));
-        for (t, a) in acts.iter().enumerate() {
-            let o = &mut out[t * out_stride + lo - rows.start..][..hi - lo];
-            match <&mut [f32; ROWS]>::try_from(&mut *o) {
-                Ok(o) => group(isa, w.ty, recs, a.q8k(), o),
-                Err(_) => {
-                    group(isa, w.ty, recs, a.q8k(), &mut buf);
-                    o.copy_from_slice(&buf[lo - first..hi - first]);
+    let tile = tile_tokens(isa, w.ty);
+    let mut buf = [[0.0f32; ROWS]; MAX_TILE];
+    // Token blocks keep their activations in L2 while every group passes over them; inside a
+    // block each group's records (L1) meet the tokens `tile` at a time.
+    for (b, block) in acts.chunks(TOKEN_BLOCK).enumerate() {
+        for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
+            let recs = &w.groups[g * nb * record..(g + 1) * nb * record];
+            let (first, last) = (ROWS * g, ROWS * g + ROWS);
+            let (lo, hi) = (first.max(rows.start), last.min(rows.end));
+            for (i, tokens) in block.chunks(tile).enumerate() {
+                let o = &mut buf[..tokens.len()];
+                group_tile(isa, w.ty, recs, tokens, o);
+                for (k, o) in o.iter().enumerate() {
+                    let t = b * TOKEN_BLOCK + i * tile + k;
+                    out[t * out_stride + lo - rows.start..][..hi - lo]
+                        .copy_from_slice(&o[lo - first..hi - first]);
                 }
             }
         }
@@ -307,6 +311,63 @@ pub fn repacked_gemm(
         )?;
     }
     Ok(())
+}
+
+/// Tokens per activation block of [`repacked_gemm`]: 64 Q8_K rows of 2048 columns are 150 KB.
+const TOKEN_BLOCK: usize = 64;
+
+/// The largest tile [`group_tile`] takes.
+const MAX_TILE: usize = 6;
+
+/// Tokens per tile on `isa` for `ty` (measured: the `repack` benchmark rows).
+fn tile_tokens(_isa: Isa, _ty: QuantType) -> usize {
+    std::env::var("FRUGAL_REPACK_TILE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+        .clamp(1, MAX_TILE)
+}
+
+/// One group's eight outputs against each of `acts` (at most [`MAX_TILE`] tokens).
+fn group_tile(isa: Isa, ty: QuantType, recs: &[u8], acts: &[QuantizedActs], out: &mut [[f32; ROWS]]) {
+    match acts.len() {
+        1 => group(isa, ty, recs, acts[0].q8k(), &mut out[0]),
+        2 => tile::<2>(isa, ty, recs, acts, out),
+        3 => tile::<3>(isa, ty, recs, acts, out),
+        4 => tile::<4>(isa, ty, recs, acts, out),
+        5 => tile::<5>(isa, ty, recs, acts, out),
+        6 => tile::<6>(isa, ty, recs, acts, out),
+        n => unreachable!("a tile of {n} tokens"),
+    }
+}
+
+/// `T` tokens at once: the code loads and their unpacking shared by the tokens.
+fn tile<const T: usize>(
+    isa: Isa,
+    ty: QuantType,
+    recs: &[u8],
+    acts: &[QuantizedActs],
+    out: &mut [[f32; ROWS]],
+) {
+    let a: [&[BlockQ8K]; T] = std::array::from_fn(|t| acts[t].q8k());
+    let out: &mut [[f32; ROWS]; T] = (&mut out[..T]).try_into().expect("T outputs");
+    debug_assert!(a.iter().all(|a| recs.len() == a.len() * record_bytes(ty)));
+    #[cfg(target_arch = "x86_64")]
+    {
+        use x86::tile as x;
+        // SAFETY: as in `group`; every token's activations are `nb` blocks (checked by
+        // `repacked_gemm`).
+        match (isa, ty) {
+            (Isa::Avx2 | Isa::Avx512, QuantType::Q6K) => return unsafe { x::avx2_q6k(recs, &a, out) },
+            (Isa::Avx512Vnni, QuantType::Q6K) => return unsafe { x::vnni_q6k(recs, &a, out) },
+            (Isa::Avx2 | Isa::Avx512, _) => return unsafe { x::avx2(recs, &a, out) },
+            (Isa::Avx512Vnni, _) => return unsafe { x::vnni(recs, &a, out) },
+            _ => {}
+        }
+    }
+    for (a, o) in a.iter().zip(out) {
+        group(Isa::Scalar, ty, recs, a, o);
+    }
 }
 
 /// One group's eight outputs against one activation row (`recs`: its `a.len()` records).

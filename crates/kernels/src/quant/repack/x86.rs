@@ -11,6 +11,8 @@
 //! `u = q + 32` (6 bits) are summed per 16-weight sub-block (AVX2: two `pmaddubsw` at most,
 //! `2·2·63·128 < 2^15`, then `pmaddwd` by ones), less `32·bsum_s`, times the scale.
 
+pub(super) mod tile;
+
 use super::{CODES, D, DMIN, MINS, RECORD, ROWS, SCALES};
 use crate::quant::BlockQ8K;
 use std::arch::x86_64::*;
