@@ -358,9 +358,11 @@ fn tile<const T: usize>(
         // SAFETY: as in `group`; every token's activations are `nb` blocks (checked by
         // `repacked_gemm`).
         match (isa, ty) {
-            (Isa::Avx2 | Isa::Avx512, QuantType::Q6K) => return unsafe { x::avx2_q6k(recs, &a, out) },
+            (Isa::Avx2, QuantType::Q6K) => return unsafe { x::avx2_q6k(recs, &a, out) },
+            (Isa::Avx512, QuantType::Q6K) => return unsafe { x::avx512_q6k(recs, &a, out) },
             (Isa::Avx512Vnni, QuantType::Q6K) => return unsafe { x::vnni_q6k(recs, &a, out) },
-            (Isa::Avx2 | Isa::Avx512, _) => return unsafe { x::avx2(recs, &a, out) },
+            (Isa::Avx2, _) => return unsafe { x::avx2(recs, &a, out) },
+            (Isa::Avx512, _) => return unsafe { x::avx512(recs, &a, out) },
             (Isa::Avx512Vnni, _) => return unsafe { x::vnni(recs, &a, out) },
             _ => {}
         }

@@ -12,7 +12,7 @@
 //! accumulators, touched once per block.
 
 use super::super::{q6, CODES, RECORD, ROWS};
-use super::{bcast4, codes_q6k, finish, load32, q6k_finish, q6k_scaled, scales};
+use super::{bcast4, codes_q6k, finish, load32, q6k_finish, scales};
 use crate::quant::BlockQ8K;
 use std::arch::x86_64::*;
 
@@ -121,6 +121,26 @@ pub(in super::super) unsafe fn vnni<const T: usize>(
     )
 }
 
+/// Q6_K sub-block `s`'s eight row scales as i32 lanes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn scales_q6k(rec: *const u8, s: usize) -> __m256i {
+    // SAFETY: 8 bytes inside the record.
+    unsafe { _mm256_cvtepi8_epi32(_mm_loadl_epi64(rec.add(q6::SCALES + 8 * s).cast())) }
+}
+
+/// Q6_K scales of sub-blocks `2k` and `2k + 1` as an i16 pair in each row's i32 lane.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn scale_pairs_q6k(rec: *const u8, k: usize) -> __m256i {
+    // SAFETY: 16 bytes inside the record.
+    let (s0, s1) = unsafe {
+        let p = rec.add(q6::SCALES + 16 * k);
+        (_mm_loadl_epi64(p.cast()), _mm_loadl_epi64(p.add(8).cast()))
+    };
+    _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(s0, s1))
+}
+
 /// The Q6_K tile; `$dot(sum, codes, acts)` adds one vector of codes' products (i32 lanes) to
 /// a token's sub-block sum.
 macro_rules! q6k_tile {
@@ -145,16 +165,28 @@ macro_rules! q6k_tile {
                                 }
                             }
                         }
-                        for tok in 0..T {
-                            for (t, &d) in dots[tok].iter().enumerate() {
-                                let s = 8 * h + 2 * t + half;
-                                isum[tok] = q6k_scaled(rec, ab[tok], s, d, isum[tok]);
+                        for t in 0..4 {
+                            let sc = scales_q6k(rec, 8 * h + 2 * t + half);
+                            for tok in 0..T {
+                                let p = _mm256_mullo_epi32(dots[tok][t], sc);
+                                isum[tok] = _mm256_add_epi32(isum[tok], p);
                             }
                         }
                     }
                 }
+                // Less 32·Σ_s sc_s·bsum_s (the codes' offset), by scale pairs with pmaddwd:
+                // lane r holds (sc_2k, sc_2k+1) of row r as i16, against (bsum_2k, bsum_2k+1).
+                let mut off = [_mm256_setzero_si256(); T];
+                for k in 0..8 {
+                    let sp = scale_pairs_q6k(rec, k);
+                    for tok in 0..T {
+                        let b = bcast4(ab[tok].bsums.as_ptr().add(2 * k).cast());
+                        off[tok] = _mm256_add_epi32(off[tok], _mm256_madd_epi16(sp, b));
+                    }
+                }
                 for t in 0..T {
-                    acc[t] = q6k_finish(rec, ab[t], isum[t], acc[t]);
+                    let isum = _mm256_sub_epi32(isum[t], _mm256_slli_epi32::<5>(off[t]));
+                    acc[t] = q6k_finish(rec, ab[t], isum, acc[t]);
                 }
             }
         }
@@ -191,5 +223,45 @@ pub(in super::super) unsafe fn vnni_q6k<const T: usize>(
 ) {
     q6k_tile!(recs, a, out, |d: __m256i, u: __m256i, a: __m256i| {
         _mm256_dpbusd_epi32(d, u, a)
+    })
+}
+
+/// Q4_K, AVX-512 without VNNI: the AVX2 tile compiled with AVX-512VL's 32 registers.
+///
+/// # Safety
+/// As [`avx2`], plus AVX-512 F/BW/VL.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+pub(in super::super) unsafe fn avx512<const T: usize>(
+    recs: &[u8],
+    a: &[&[BlockQ8K]; T],
+    out: &mut [[f32; ROWS]; T],
+) {
+    q4k_tile!(
+        recs,
+        a,
+        out,
+        _mm256_setzero_si256(),
+        |s: __m256i, x: __m256i, a: __m256i| _mm256_add_epi16(s, _mm256_maddubs_epi16(x, a)),
+        |rec: *const u8, s: usize| {
+            let sc = scales(rec, s);
+            let sc = _mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc));
+            move |sum: __m256i| _mm256_madd_epi16(sum, sc)
+        }
+    )
+}
+
+/// Q6_K, AVX-512 without VNNI (as [`avx512`]).
+///
+/// # Safety
+/// As [`avx512`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+pub(in super::super) unsafe fn avx512_q6k<const T: usize>(
+    recs: &[u8],
+    a: &[&[BlockQ8K]; T],
+    out: &mut [[f32; ROWS]; T],
+) {
+    let ones = _mm256_set1_epi16(1);
+    q6k_tile!(recs, a, out, |d: __m256i, u: __m256i, a: __m256i| {
+        _mm256_add_epi32(d, _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), ones))
     })
 }
