@@ -277,20 +277,20 @@ pub fn repacked_gemm(
     let record = record_bytes(w.ty);
     let split = w.n_groups() * ROWS;
     let grouped = rows.start.min(split)..rows.end.min(split);
-    let tile = tile_tokens(isa, w.ty);
-    let mut buf = [[0.0f32; ROWS]; MAX_TILE];
+    let mut buf = [[0.0f32; ROWS]; TILE];
     // Token blocks keep their activations in L2 while every group passes over them; inside a
-    // block each group's records (L1) meet the tokens `tile` at a time.
+    // block each group's records (L1) meet the tokens `TILE` at a time (the last tile of a
+    // block takes the rest).
     for (b, block) in acts.chunks(TOKEN_BLOCK).enumerate() {
         for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
             let recs = &w.groups[g * nb * record..(g + 1) * nb * record];
             let (first, last) = (ROWS * g, ROWS * g + ROWS);
             let (lo, hi) = (first.max(rows.start), last.min(rows.end));
-            for (i, tokens) in block.chunks(tile).enumerate() {
+            for (i, tokens) in block.chunks(TILE).enumerate() {
                 let o = &mut buf[..tokens.len()];
                 group_tile(isa, w.ty, recs, tokens, o);
                 for (k, o) in o.iter().enumerate() {
-                    let t = b * TOKEN_BLOCK + i * tile + k;
+                    let t = b * TOKEN_BLOCK + i * TILE + k;
                     out[t * out_stride + lo - rows.start..][..hi - lo]
                         .copy_from_slice(&o[lo - first..hi - first]);
                 }
@@ -313,23 +313,23 @@ pub fn repacked_gemm(
     Ok(())
 }
 
-/// Tokens per activation block of [`repacked_gemm`]: 64 Q8_K rows of 2048 columns are 150 KB.
-const TOKEN_BLOCK: usize = 64;
+/// Tokens per activation block of [`repacked_gemm`] (whole tiles): 60 Q8_K rows of 2048
+/// columns are 140 KB.
+const TOKEN_BLOCK: usize = 10 * TILE;
 
-/// The largest tile [`group_tile`] takes.
-const MAX_TILE: usize = 6;
+/// Tokens per tile: each code load and its unpacking serve this many tokens. Measured on
+/// Zen 4 (the `repack` benchmark rows, 16 and 64 tokens): 6 ahead of 4 and 5 by 1–8 % on
+/// every path and type, 7 and 8 slower (more accumulators than registers).
+const TILE: usize = 6;
 
-/// Tokens per tile on `isa` for `ty` (measured: the `repack` benchmark rows).
-fn tile_tokens(_isa: Isa, _ty: QuantType) -> usize {
-    std::env::var("FRUGAL_REPACK_TILE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4)
-        .clamp(1, MAX_TILE)
-}
-
-/// One group's eight outputs against each of `acts` (at most [`MAX_TILE`] tokens).
-fn group_tile(isa: Isa, ty: QuantType, recs: &[u8], acts: &[QuantizedActs], out: &mut [[f32; ROWS]]) {
+/// One group's eight outputs against each of `acts` (at most [`TILE`] tokens).
+fn group_tile(
+    isa: Isa,
+    ty: QuantType,
+    recs: &[u8],
+    acts: &[QuantizedActs],
+    out: &mut [[f32; ROWS]],
+) {
     match acts.len() {
         1 => group(isa, ty, recs, acts[0].q8k(), &mut out[0]),
         2 => tile::<2>(isa, ty, recs, acts, out),
