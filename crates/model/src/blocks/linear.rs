@@ -250,13 +250,12 @@ impl<'a> Linear<'a> {
                 let total = row_bytes.checked_mul(rows).ok_or_else(unsupported)?;
                 check_bytes(&t, total)?;
                 let exact_activations = src.exact_activations();
-                // Only where the interleaved product applies and is faster (Q4_K, quantized
-                // activations, at least one group of rows, an x86 SIMD path); it equals the
-                // plain one bit for bit.
-                let repacked = (ty == QuantType::Q4K
+                // Only where the interleaved product applies and is faster (Q4_K on an x86
+                // SIMD path, Q6_K with VNNI; quantized activations, at least one group of
+                // rows); it equals the plain one bit for bit.
+                let repacked = (repack::worth_repacking(Isa::detect(), ty)
                     && !exact_activations
                     && rows >= repack::ROWS
-                    && repack::has_simd_path(Isa::detect())
                     && src.repack(name))
                 .then(|| repack::repack(ty, t.data, rows, cols).ok().map(Arc::new))
                 .flatten();

@@ -137,6 +137,19 @@ pub fn has_simd_path(isa: Isa) -> bool {
     cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni)
 }
 
+/// Whether a `ty` matrix is worth repacking for products on `isa` (one token from DRAM and
+/// 16–512 tokens faster than [`gemm`] in the `repack` benchmark rows). Q4_K: every x86 SIMD
+/// path. Q6_K: VNNI only (one token from DRAM 1.26–1.5× the plain product, several tokens
+/// 1.5–1.7×); on AVX2 and AVX-512 without VNNI its one-token product from DRAM measured
+/// 0.75–1.09× the plain one.
+pub fn worth_repacking(isa: Isa, ty: QuantType) -> bool {
+    match ty {
+        QuantType::Q4K => has_simd_path(isa),
+        QuantType::Q6K => has_simd_path(isa) && isa == Isa::Avx512Vnni,
+        _ => false,
+    }
+}
+
 /// Repacks `n_rows` rows of `cols` weights of type `ty` (`rows`: their bytes, back to back,
 /// any address) into the interleaved layout.
 ///
