@@ -392,8 +392,9 @@ fn tile<const T: usize>(
             _ => {}
         }
     }
+    // The scalar reference (and any ISA without a tile): one token at a time.
     for (a, o) in a.iter().zip(out) {
-        group(Isa::Scalar, ty, recs, a, o);
+        group(isa, ty, recs, a, o);
     }
 }
 
