@@ -160,7 +160,8 @@ impl QuantType {
 
 /// One activation vector in an [`ActFormat`], in a buffer reused from call to call (the decode
 /// loop quantizes into the same `QuantizedActs` every token: no allocation once it is sized).
-#[derive(Clone, Debug)]
+/// `clone_from` reuses the destination's buffers too.
+#[derive(Debug)]
 pub struct QuantizedActs {
     format: ActFormat,
     n: usize,
@@ -168,6 +169,24 @@ pub struct QuantizedActs {
     bytes: Vec<u8>,
     /// The values, for [`ActFormat::F32`].
     floats: Vec<f32>,
+}
+
+impl Clone for QuantizedActs {
+    fn clone(&self) -> Self {
+        QuantizedActs {
+            format: self.format,
+            n: self.n,
+            bytes: self.bytes.clone(),
+            floats: self.floats.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.format = source.format;
+        self.n = source.n;
+        self.bytes.clone_from(&source.bytes);
+        self.floats.clone_from(&source.floats);
+    }
 }
 
 impl Default for QuantizedActs {

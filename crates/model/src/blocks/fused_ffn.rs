@@ -5,13 +5,12 @@
 //! expert; every row for shared experts and dense MLPs):
 //!
 //! 1. The input rows are quantized once per activation format and shared by every job's gate
-//!    and up projections (a job over a subset of rows quantizes its own gathered rows, which
-//!    gives the same bytes row for row).
+//!    and up projections (a job over a subset of rows gathers its rows' quantized copies).
 //! 2. One parallel step over work items `(job, block of intermediate rows)`: each item computes
 //!    its block of `gate` and `up` for the job's rows and writes `silu(gate) · up` into the
 //!    job's hidden buffer `[rows, inter]`. Items of all jobs are claimed from one counter, so
 //!    the threads stay busy across experts of different sizes.
-//! 3. Each job's hidden rows are quantized for its down projection.
+//! 3. Each job's hidden rows are quantized for its down projection (one parallel step).
 //! 4. One parallel step over `(job, block of output rows)` for every down projection.
 //!
 //! For many tokens (prefill) each expert's gate, up and down are `gemm`s over its token group:
@@ -25,7 +24,9 @@ use std::ops::Range;
 use frugal_kernels::activation;
 
 use super::ffn::Mlp;
-use super::products::{rows_per_item, run_items, with_scratch, Acts, ActsCache, SharedOut};
+use super::products::{
+    quantize_rows, rows_per_item, run_items, with_scratch, Acts, ActsCache, QuantRequest, SharedOut,
+};
 
 /// One MLP of a fused step and the input rows it takes.
 #[derive(Clone, Copy, Debug)]
@@ -102,31 +103,30 @@ fn run_in<R>(
     } = s;
     let js = &mut js[..jobs.len()];
 
-    // 1. Inputs: all rows once per format; subsets gathered and quantized per job.
+    // 1. Inputs: all rows once per format (in parallel for many rows); a job over a subset
+    //    gathers its rows and their quantized copies.
     x_acts.clear();
+    for job in jobs {
+        for lin in [job.mlp.gate(), job.mlp.up()] {
+            if let Some(f) = lin.act_format() {
+                x_acts.prepare_par(f, x, hidden, threads);
+            }
+        }
+    }
     for (job, j) in jobs.iter().zip(js.iter_mut()) {
         let [gate, up, down] = job.mlp.projections();
         let n = job.rows.map_or(t, <[usize]>::len);
         j.h.resize(n * gate.rows(), 0.0);
         j.y.resize(n * down.rows(), 0.0);
-        match job.rows {
-            None => {
-                for lin in [gate, up] {
-                    if let Some(f) = lin.act_format() {
-                        x_acts.prepare(f, x, hidden);
-                    }
-                }
+        if let Some(rows) = job.rows {
+            j.x.clear();
+            for &r in rows {
+                j.x.extend_from_slice(&x[r * hidden..(r + 1) * hidden]);
             }
-            Some(rows) => {
-                j.x.clear();
-                for &r in rows {
-                    j.x.extend_from_slice(&x[r * hidden..(r + 1) * hidden]);
-                }
-                j.x_acts.clear();
-                for lin in [gate, up] {
-                    if let Some(f) = lin.act_format() {
-                        j.x_acts.prepare(f, &j.x, hidden);
-                    }
+            j.x_acts.clear();
+            for lin in [gate, up] {
+                if let Some(f) = lin.act_format() {
+                    j.x_acts.gather(x_acts, f, rows);
                 }
             }
         }
@@ -174,13 +174,27 @@ fn run_in<R>(
         });
     }
 
-    // 3. Each job's hidden rows in its down projection's format.
-    for (job, j) in jobs.iter().zip(js.iter_mut()) {
-        let down = job.mlp.down();
-        j.h_acts.clear();
-        if let Some(f) = down.act_format() {
-            j.h_acts.prepare(f, &j.h, down.cols());
+    // 3. Each job's hidden rows in its down projection's format: one parallel step over
+    //    every job's rows when they are many.
+    {
+        let mut requests: Vec<QuantRequest<'_>> = Vec::with_capacity(jobs.len());
+        for (job, j) in jobs.iter().zip(js.iter_mut()) {
+            let down = job.mlp.down();
+            j.h_acts.clear();
+            if let Some(format) = down.act_format() {
+                let cols = down.cols();
+                let JobScratch { h, h_acts, .. } = j;
+                if let Some(rows) = h_acts.reserve(format, h.len() / cols) {
+                    requests.push(QuantRequest {
+                        rows,
+                        format,
+                        x: h,
+                        cols,
+                    });
+                }
+            }
         }
+        quantize_rows(&mut requests, threads);
     }
 
     // 4. Every down projection: one parallel step.

@@ -60,13 +60,47 @@ impl ActsCache {
     /// Quantize the rows of `x` (`[t, cols]`) to `format` unless already done since the last
     /// [`ActsCache::clear`].
     pub fn prepare(&mut self, format: ActFormat, x: &[f32], cols: usize) {
+        self.prepare_par(format, x, cols, 1);
+    }
+
+    /// [`ActsCache::prepare`] with the rows spread over up to `threads` threads when there
+    /// are enough of them (prefill).
+    pub fn prepare_par(&mut self, format: ActFormat, x: &[f32], cols: usize, threads: usize) {
         let t = x.len() / cols.max(1);
+        if let Some(rows) = self.reserve(format, t) {
+            quantize_rows(
+                &mut [QuantRequest {
+                    rows,
+                    format,
+                    x,
+                    cols,
+                }],
+                threads,
+            );
+        }
+    }
+
+    /// The first `rows.len()` slots for `format`, holding the quantized rows `rows` of
+    /// `from` (which has them prepared for `format`): gathering the rows of a token group
+    /// gives the same bytes as quantizing the gathered rows, without quantizing them again.
+    pub fn gather(&mut self, from: &ActsCache, format: ActFormat, rows: &[usize]) {
+        let src = from.rows(format);
+        if let Some(dst) = self.reserve(format, rows.len()) {
+            for (d, &r) in dst.iter_mut().zip(rows) {
+                d.clone_from(&src[r]);
+            }
+        }
+    }
+
+    /// Marks `format` as held for `t` rows (the input changes when `t` does) and returns its
+    /// `t` slots to fill, or `None` when it is already held.
+    pub fn reserve(&mut self, format: ActFormat, t: usize) -> Option<&mut [QuantizedActs]> {
         if self.t != t {
             self.clear();
             self.t = t;
         }
         if self.slots.iter().any(|s| s.0 == format) {
-            return;
+            return None;
         }
         let slot = match self.slots.iter().position(|s| s.0 == ActFormat::F32) {
             Some(i) => i,
@@ -75,35 +109,85 @@ impl ActsCache {
                 self.slots.len() - 1
             }
         };
-        let rows = &mut self.slots[slot].1;
+        let (held, rows) = &mut self.slots[slot];
+        *held = format;
         if rows.len() < t {
             rows.resize_with(t, QuantizedActs::new);
         }
-        for (a, xr) in rows.iter_mut().zip(x.chunks_exact(cols)) {
-            a.quantize(format, xr)
-                // OK because every quantized weight's `cols` is whole blocks of its type, and
-                // every type's activation blocks are as long as its own (checked at load).
-                .expect("activation row is whole blocks");
-        }
-        self.slots[slot].0 = format;
+        Some(&mut rows[..t])
+    }
+
+    /// The rows held for `format`.
+    fn rows(&self, format: ActFormat) -> &[QuantizedActs] {
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.0 == format)
+            // OK because callers prepare every format before asking.
+            .expect("activation format prepared");
+        &slot.1[..self.t]
     }
 
     /// The input for products with `lin` ([`ActsCache::prepare`]d for its format).
     pub fn acts<'x>(&'x self, lin: &Linear<'_>, x: &'x [f32]) -> Acts<'x> {
         let quantized = match lin.act_format() {
             None => &[][..],
-            Some(f) => {
-                let slot = self
-                    .slots
-                    .iter()
-                    .find(|s| s.0 == f)
-                    // OK because callers prepare every format before asking.
-                    .expect("activation format prepared");
-                &slot.1[..self.t]
-            }
+            Some(f) => self.rows(f),
         };
         Acts { f32: x, quantized }
     }
+}
+
+/// Rows of `x` (`[rows.len(), cols]`) to quantize into `rows` in `format`.
+pub(crate) struct QuantRequest<'a> {
+    pub rows: &'a mut [QuantizedActs],
+    pub format: ActFormat,
+    pub x: &'a [f32],
+    pub cols: usize,
+}
+
+/// Rows per task of a parallel quantization.
+const QUANT_ROWS_PER_TASK: usize = 16;
+
+/// Carries out every request, as one parallel step over chunks of rows when the rows are
+/// many (prefill), on this thread otherwise (a hand-off costs more than a few rows).
+pub(crate) fn quantize_rows(requests: &mut [QuantRequest<'_>], threads: usize) {
+    let quantize = |rows: &mut [QuantizedActs], format: ActFormat, x: &[f32], cols: usize| {
+        for (a, xr) in rows.iter_mut().zip(x.chunks_exact(cols)) {
+            a.quantize(format, xr)
+                // OK because every quantized weight's `cols` is whole blocks of its type, and
+                // every type's activation blocks are as long as its own (checked at load).
+                .expect("activation row is whole blocks");
+        }
+    };
+    let values: usize = requests.iter().map(|r| r.rows.len() * r.cols).sum();
+    if threads <= 1 || values < PARALLEL_MIN_WORK / 4 {
+        for r in requests.iter_mut() {
+            quantize(r.rows, r.format, r.x, r.cols);
+        }
+        return;
+    }
+    let mut chunks: Vec<QuantRequest<'_>> = Vec::new();
+    for r in requests.iter_mut() {
+        let (format, cols) = (r.format, r.cols);
+        for (rows, x) in r
+            .rows
+            .chunks_mut(QUANT_ROWS_PER_TASK)
+            .zip(r.x.chunks(QUANT_ROWS_PER_TASK * cols))
+        {
+            chunks.push(QuantRequest {
+                rows,
+                format,
+                x,
+                cols,
+            });
+        }
+    }
+    ThreadPool::global(threads).for_each_chunk_mut(&mut chunks, 1, |_, c| {
+        for r in c {
+            quantize(r.rows, r.format, r.x, r.cols);
+        }
+    });
 }
 
 thread_local! {
@@ -281,7 +365,7 @@ pub(crate) fn forward_many(
         cache.clear();
         for l in lins {
             if let Some(f) = l.act_format() {
-                cache.prepare(f, x, cols);
+                cache.prepare_par(f, x, cols, threads);
             }
         }
         let cache = &*cache;
@@ -309,4 +393,55 @@ pub(crate) fn forward_many(
             };
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parallel quantization (chunks of rows over the pool, several requests at once) and
+    /// the gather of a row subset give each row exactly the bytes of quantizing it alone.
+    #[test]
+    fn parallel_quantization_and_gather_equal_per_row_quantization() {
+        let (t, cols) = (203, 512);
+        let x: Vec<f32> = (0..t * cols)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1e-3)
+            .collect();
+        let alone = |f: ActFormat, row: &[f32]| QuantizedActs::from_f32(f, row).unwrap();
+        for threads in [1, 2, 3] {
+            let (mut a, mut b) = (ActsCache::default(), ActsCache::default());
+            let mut reqs = vec![
+                QuantRequest {
+                    rows: a.reserve(ActFormat::Q8K, t).unwrap(),
+                    format: ActFormat::Q8K,
+                    x: &x,
+                    cols,
+                },
+                QuantRequest {
+                    rows: b.reserve(ActFormat::Q8_0, t).unwrap(),
+                    format: ActFormat::Q8_0,
+                    x: &x,
+                    cols,
+                },
+            ];
+            quantize_rows(&mut reqs, threads);
+            for (f, cache) in [(ActFormat::Q8K, &a), (ActFormat::Q8_0, &b)] {
+                for (r, got) in cache.rows(f).iter().enumerate() {
+                    let want = alone(f, &x[r * cols..(r + 1) * cols]);
+                    assert_eq!(
+                        got.as_bytes(),
+                        want.as_bytes(),
+                        "{f:?} row {r}, {threads} threads"
+                    );
+                }
+            }
+            let pick = [3usize, 4, 100, 202];
+            let mut g = ActsCache::default();
+            g.gather(&a, ActFormat::Q8K, &pick);
+            for (got, &r) in g.rows(ActFormat::Q8K).iter().zip(&pick) {
+                let want = alone(ActFormat::Q8K, &x[r * cols..(r + 1) * cols]);
+                assert_eq!(got.as_bytes(), want.as_bytes(), "gathered row {r}");
+            }
+        }
+    }
 }
