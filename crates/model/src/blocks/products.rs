@@ -304,6 +304,14 @@ pub(crate) fn rows_per_item(rows: usize, threads: usize) -> usize {
     per.div_ceil(ROW_ALIGN).max(1) * ROW_ALIGN
 }
 
+/// The size of a step for [`run_items`]' hand-off test: its multiply-adds, or twice the
+/// weight bytes it reads if that is more. A one-token product is bound by its reads: an f32
+/// router of 64 × 1024 (65 k multiply-adds, 256 KiB) takes about 10 µs from DRAM on one core
+/// and is worth splitting, while a Q4_K matrix with as many multiply-adds (37 KiB) is not.
+pub(crate) fn step_work(macs: usize, bytes: usize) -> usize {
+    macs.max(2 * bytes)
+}
+
 /// Run `item(job, i)` for every job and each of its `items[job]` work items, as one parallel
 /// step over up to `threads` threads (serially on this thread when `work` multiply-adds are
 /// too few to be worth a hand-off).
@@ -369,7 +377,9 @@ pub(crate) fn forward_many(
             }
         }
         let cache = &*cache;
-        let work: usize = lins.iter().map(|l| t * l.rows() * cols).sum();
+        let macs: usize = lins.iter().map(|l| t * l.rows() * cols).sum();
+        let bytes: usize = lins.iter().map(|l| l.stored_bytes()).sum();
+        let work = step_work(macs, bytes);
         let per: Vec<usize> = lins
             .iter()
             .map(|l| rows_per_item(l.rows(), threads))
