@@ -294,8 +294,8 @@ impl SharedOut {
     }
 }
 
-/// How many rows each work item of an `rows`-row product takes when `threads` share the
-/// step: a few items per thread (dynamic balance), whole tiles, and at most all rows.
+/// How many rows each (large) work item of a step of `rows` rows in all takes when `threads`
+/// share it: a few items per thread, whole tiles, and at most all rows.
 pub(crate) fn rows_per_item(rows: usize, threads: usize) -> usize {
     if threads <= 1 {
         return rows.max(1);
@@ -312,35 +312,116 @@ pub(crate) fn step_work(macs: usize, bytes: usize) -> usize {
     macs.max(2 * bytes)
 }
 
-/// Run `item(job, i)` for every job and each of its `items[job]` work items, as one parallel
-/// step over up to `threads` threads (serially on this thread when `work` multiply-adds are
-/// too few to be worth a hand-off).
+/// One job's rows cut into items: `head` rows in items of `big`, then the rest in items of
+/// `small`.
+#[derive(Clone, Copy, Debug)]
+struct JobSplit {
+    rows: usize,
+    head: usize,
+    big: usize,
+    small: usize,
+}
+
+impl JobSplit {
+    fn n_big(&self) -> usize {
+        self.head.div_ceil(self.big)
+    }
+    fn n_small(&self) -> usize {
+        (self.rows - self.head).div_ceil(self.small)
+    }
+}
+
+/// How a parallel step's jobs (products, or MLPs) split into work items `(job, block of
+/// rows)`, in the order the threads claim them: first about three quarters of every job's
+/// rows in large blocks (a few per thread: long runs of weight rows that the hardware
+/// prefetchers stream well), then the last quarter of each job in blocks a quarter that size.
+/// The threads draw from one counter, so they all finish within about one small block of each
+/// other: with equal blocks only, one thread could be left running a whole large block
+/// alone at the end of every step (up to tens of microseconds per decode step).
+#[derive(Debug)]
+pub(crate) struct ItemPlan {
+    jobs: Vec<JobSplit>,
+    /// Large items of all jobs (claimed first).
+    n_big: usize,
+    total: usize,
+}
+
+impl ItemPlan {
+    /// Items for jobs of `rows[j]` rows each, to be shared by `threads` threads.
+    pub fn new(rows: impl IntoIterator<Item = usize> + Clone, threads: usize) -> Self {
+        let all: usize = rows.clone().into_iter().sum();
+        let big = rows_per_item(all, threads);
+        let small = (big / 4).div_ceil(ROW_ALIGN).max(1) * ROW_ALIGN;
+        let jobs: Vec<JobSplit> = rows
+            .into_iter()
+            .map(|r| {
+                let head = if threads <= 1 {
+                    r
+                } else {
+                    r * 3 / 4 / ROW_ALIGN * ROW_ALIGN
+                };
+                JobSplit {
+                    rows: r,
+                    head,
+                    big: big.max(1),
+                    small: small.min(big).max(1),
+                }
+            })
+            .collect();
+        let n_big = jobs.iter().map(JobSplit::n_big).sum();
+        let total = n_big + jobs.iter().map(JobSplit::n_small).sum::<usize>();
+        ItemPlan { jobs, n_big, total }
+    }
+
+    /// Items in all.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Item `k`'s job and rows (`k < total`).
+    pub fn item(&self, k: usize) -> (usize, Range<usize>) {
+        let mut k = k;
+        if k < self.n_big {
+            for (j, s) in self.jobs.iter().enumerate() {
+                if k < s.n_big() {
+                    return (j, k * s.big..((k + 1) * s.big).min(s.head));
+                }
+                k -= s.n_big();
+            }
+        } else {
+            k -= self.n_big;
+            for (j, s) in self.jobs.iter().enumerate() {
+                if k < s.n_small() {
+                    let start = s.head + k * s.small;
+                    return (j, start..(start + s.small).min(s.rows));
+                }
+                k -= s.n_small();
+            }
+        }
+        unreachable!("item index below the total")
+    }
+}
+
+/// Run `item(job, rows)` for every item of `plan`, as one parallel step over up to `threads`
+/// threads (serially on this thread when the step's `work` ([`step_work`]) is too little to be
+/// worth a hand-off).
 pub(crate) fn run_items(
     threads: usize,
     work: usize,
-    items: &[usize],
-    item: impl Fn(usize, usize) + Sync,
+    plan: &ItemPlan,
+    item: impl Fn(usize, Range<usize>) + Sync,
 ) {
-    let total: usize = items.iter().sum();
-    let locate = |mut k: usize| {
-        for (job, &n) in items.iter().enumerate() {
-            if k < n {
-                return (job, k);
-            }
-            k -= n;
-        }
-        unreachable!("item index below the total")
-    };
+    let total = plan.total();
     if threads <= 1 || work < PARALLEL_MIN_WORK || total <= 1 {
         (0..total).for_each(|k| {
-            let (job, i) = locate(k);
-            item(job, i)
+            let (job, rows) = plan.item(k);
+            item(job, rows)
         });
         return;
     }
     ThreadPool::global(threads).parallel_for(total, |k| {
-        let (job, i) = locate(k);
-        item(job, i)
+        let (job, rows) = plan.item(k);
+        item(job, rows)
     });
 }
 
@@ -380,19 +461,10 @@ pub(crate) fn forward_many(
         let macs: usize = lins.iter().map(|l| t * l.rows() * cols).sum();
         let bytes: usize = lins.iter().map(|l| l.stored_bytes()).sum();
         let work = step_work(macs, bytes);
-        let per: Vec<usize> = lins
-            .iter()
-            .map(|l| rows_per_item(l.rows(), threads))
-            .collect();
-        let items: Vec<usize> = lins
-            .iter()
-            .zip(&per)
-            .map(|(l, &p)| l.rows().div_ceil(p))
-            .collect();
+        let plan = ItemPlan::new(lins.iter().map(|l| l.rows()), threads);
         let shared: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut::new(o)).collect();
-        run_items(threads, work, &items, |j, i| {
+        run_items(threads, work, &plan, |j, rows| {
             let lin = lins[j];
-            let rows = i * per[j]..((i + 1) * per[j]).min(lin.rows());
             let acts = cache.acts(lin, x);
             // SAFETY: items of job j cover disjoint row ranges, i.e. disjoint columns of
             // `outs[j]`, which stays borrowed for the whole call.
@@ -408,6 +480,53 @@ pub(crate) fn forward_many(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every row of every job is in exactly one item; every item but a job's last starts and
+    /// ends on whole tiles; the large items come first and the small ones are at most a
+    /// quarter of a large one (rounded to a tile); one thread gets one item per job.
+    #[test]
+    fn item_plan_covers_each_row_once_large_items_first() {
+        for threads in [1, 2, 3, 8] {
+            for rows in [
+                vec![4096],
+                vec![512; 6],
+                vec![1536, 576],
+                vec![100, 7, 1, 0, 333],
+                vec![102_400],
+            ] {
+                let plan = ItemPlan::new(rows.iter().copied(), threads);
+                let mut seen: Vec<Vec<u32>> = rows.iter().map(|&r| vec![0; r]).collect();
+                let mut sizes = Vec::new();
+                for k in 0..plan.total() {
+                    let (j, r) = plan.item(k);
+                    assert!(!r.is_empty(), "{rows:?}/{threads}: item {k} empty");
+                    assert_eq!(r.start % ROW_ALIGN, 0, "{rows:?}/{threads}: item {k} {r:?}");
+                    assert!(
+                        r.end % ROW_ALIGN == 0 || r.end == rows[j],
+                        "{rows:?}/{threads}: item {k} {r:?}"
+                    );
+                    r.for_each(|i| seen[j][i] += 1);
+                    sizes.push(plan.item(k).1.len());
+                }
+                assert!(seen.iter().flatten().all(|&c| c == 1), "{rows:?}/{threads}");
+                if threads == 1 {
+                    assert_eq!(plan.total(), rows.iter().filter(|&&r| r > 0).count());
+                } else {
+                    let big = rows_per_item(rows.iter().sum(), threads);
+                    let small = (big / 4).div_ceil(ROW_ALIGN) * ROW_ALIGN;
+                    let tail = &sizes[plan.n_big..];
+                    assert!(
+                        tail.iter().all(|&n| n <= small),
+                        "{rows:?}/{threads}: {sizes:?}"
+                    );
+                    assert!(
+                        sizes.iter().all(|&n| n <= big),
+                        "{rows:?}/{threads}: {sizes:?}"
+                    );
+                }
+            }
+        }
+    }
 
     /// The parallel quantization (chunks of rows over the pool, several requests at once) and
     /// the gather of a row subset give each row exactly the bytes of quantizing it alone.
