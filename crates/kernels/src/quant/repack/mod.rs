@@ -149,11 +149,11 @@ pub fn has_simd_path(isa: Isa) -> bool {
     cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni)
 }
 
-/// Whether a `ty` matrix is worth repacking for products on `isa` (one token from DRAM and
-/// 16–512 tokens faster than [`gemm`] in the `repack` benchmark rows). Q4_K: every x86 SIMD
-/// path. Q6_K: VNNI only (one token from DRAM 1.26–1.5× the plain product, several tokens
-/// 1.5–1.7×); on AVX2 and AVX-512 without VNNI its one-token product from DRAM measured
-/// 0.75–1.09× the plain one.
+/// Whether a `ty` matrix is worth repacking for products on `isa` (the `repack` benchmark
+/// rows against [`gemm`]). Q4_K: every x86 SIMD path. Q6_K: VNNI only (4–512 tokens
+/// 1.4–1.9×, one token in cache 1.8–2.7×, from DRAM 1.26–1.52× on a quiet machine and
+/// 0.86–1.12× while other jobs loaded the memory); on AVX2 and AVX-512 without VNNI its
+/// one-token product from DRAM measured 0.75–1.09× the plain one.
 pub fn worth_repacking(isa: Isa, ty: QuantType) -> bool {
     match ty {
         QuantType::Q4K => has_simd_path(isa),
