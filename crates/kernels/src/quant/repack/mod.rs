@@ -303,17 +303,24 @@ pub fn repacked_gemm(
     let split = w.n_groups() * ROWS;
     let grouped = rows.start.min(split)..rows.end.min(split);
     let mut buf = [[0.0f32; ROWS]; TILE];
+    let mut pairs = Vec::new();
     // Token blocks keep their activations in L2 while every group passes over them; inside a
     // block each group's records (L1) meet the tokens `TILE` at a time (the last tile of a
     // block takes the rest).
     for (b, block) in acts.chunks(TOKEN_BLOCK).enumerate() {
+        // Q4_K tiles: each token's per-block offset sums, made once for all groups.
+        pairs.clear();
+        if w.ty == QuantType::Q4K && block.len() > 1 {
+            pairs.extend(block.iter().flat_map(|a| a.q8k().iter().map(pair_sums)));
+        }
         for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
             let recs = &w.groups[g * nb * record..(g + 1) * nb * record];
             let (first, last) = (ROWS * g, ROWS * g + ROWS);
             let (lo, hi) = (first.max(rows.start), last.min(rows.end));
             for (i, tokens) in block.chunks(TILE).enumerate() {
                 let o = &mut buf[..tokens.len()];
-                group_tile(isa, w.ty, recs, tokens, o);
+                let p = pairs.get(i * TILE * nb..(i * TILE + tokens.len()) * nb);
+                group_tile(isa, w.ty, recs, tokens, p.unwrap_or(&[]), o);
                 for (k, o) in o.iter().enumerate() {
                     let t = b * TOKEN_BLOCK + i * TILE + k;
                     out[t * out_stride + lo - rows.start..][..hi - lo]
@@ -347,21 +354,30 @@ const TOKEN_BLOCK: usize = 10 * TILE;
 /// every path and type, 7 and 8 slower (more accumulators than registers).
 const TILE: usize = 6;
 
-/// One group's eight outputs against each of `acts` (at most `TILE` tokens).
+/// `bsum_2s + bsum_2s+1` for s = 0..8 (|·| ≤ 2·16·128): the sums a Q4_K sub-block's offset
+/// multiplies, i16 pairs `(2t, 2t + 1)` ready for `pmaddwd`/`vpdpwssd` against the record's
+/// offset pairs.
+fn pair_sums(a: &BlockQ8K) -> [i16; 8] {
+    std::array::from_fn(|s| a.bsum(2 * s) + a.bsum(2 * s + 1))
+}
+
+/// One group's eight outputs against each of `acts` (at most `TILE` tokens; `pairs`: Q4_K's
+/// [`pair_sums`] of their blocks, token after token, when more than one).
 fn group_tile(
     isa: Isa,
     ty: QuantType,
     recs: &[u8],
     acts: &[QuantizedActs],
+    pairs: &[[i16; 8]],
     out: &mut [[f32; ROWS]],
 ) {
     match acts.len() {
         1 => group(isa, ty, recs, acts[0].q8k(), &mut out[0]),
-        2 => tile::<2>(isa, ty, recs, acts, out),
-        3 => tile::<3>(isa, ty, recs, acts, out),
-        4 => tile::<4>(isa, ty, recs, acts, out),
-        5 => tile::<5>(isa, ty, recs, acts, out),
-        6 => tile::<6>(isa, ty, recs, acts, out),
+        2 => tile::<2>(isa, ty, recs, acts, pairs, out),
+        3 => tile::<3>(isa, ty, recs, acts, pairs, out),
+        4 => tile::<4>(isa, ty, recs, acts, pairs, out),
+        5 => tile::<5>(isa, ty, recs, acts, pairs, out),
+        6 => tile::<6>(isa, ty, recs, acts, pairs, out),
         n => unreachable!("a tile of {n} tokens"),
     }
 }
@@ -372,11 +388,13 @@ fn tile<const T: usize>(
     ty: QuantType,
     recs: &[u8],
     acts: &[QuantizedActs],
+    pairs: &[[i16; 8]],
     out: &mut [[f32; ROWS]],
 ) {
     let a: [&[BlockQ8K]; T] = std::array::from_fn(|t| acts[t].q8k());
     let out: &mut [[f32; ROWS]; T] = (&mut out[..T]).try_into().expect("T outputs");
     debug_assert!(a.iter().all(|a| recs.len() == a.len() * record_bytes(ty)));
+    debug_assert!(ty != QuantType::Q4K || pairs.len() == T * a[0].len());
     #[cfg(target_arch = "x86_64")]
     {
         use x86::tile as x;
@@ -386,9 +404,18 @@ fn tile<const T: usize>(
             (Isa::Avx2, QuantType::Q6K) => return unsafe { x::avx2_q6k(recs, &a, out) },
             (Isa::Avx512, QuantType::Q6K) => return unsafe { x::avx512_q6k(recs, &a, out) },
             (Isa::Avx512Vnni, QuantType::Q6K) => return unsafe { x::vnni_q6k(recs, &a, out) },
-            (Isa::Avx2, _) => return unsafe { x::avx2(recs, &a, out) },
-            (Isa::Avx512, _) => return unsafe { x::avx512(recs, &a, out) },
-            (Isa::Avx512Vnni, _) => return unsafe { x::vnni(recs, &a, out) },
+            (Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni, _) => {
+                let nb = a[0].len();
+                let p: [&[[i16; 8]]; T] = std::array::from_fn(|t| &pairs[t * nb..(t + 1) * nb]);
+                // SAFETY: as above; `p[t]` is token t's `nb` pair sums (`repacked_gemm`).
+                return unsafe {
+                    match isa {
+                        Isa::Avx2 => x::avx2(recs, &a, &p, out),
+                        Isa::Avx512 => x::avx512(recs, &a, &p, out),
+                        _ => x::vnni(recs, &a, &p, out),
+                    }
+                };
+            }
             _ => {}
         }
     }

@@ -50,20 +50,45 @@ unsafe fn finish(rec: *const u8, a: &BlockQ8K, isum: __m256i, acc: __m256) -> __
         let mut summs = _mm256_setzero_si256();
         for t in 0..4 {
             let pair = _mm256_permutevar8x32_epi32(bp, _mm256_set1_epi32(t as i32));
-            // Lane r: (m_{r,2t}, m_{r,2t+1}) as i16.
-            let m = _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(MINS + 16 * t).cast()));
-            summs = _mm256_add_epi32(summs, _mm256_madd_epi16(m, pair));
+            summs = _mm256_add_epi32(summs, _mm256_madd_epi16(mins(rec, t), pair));
         }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(D).cast()));
-        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(DMIN).cast()));
-        let ad = _mm256_set1_ps(a.d());
-        let (dall, dm) = (_mm256_mul_ps(ad, d), _mm256_mul_ps(ad, dmin));
-        let t = _mm256_sub_ps(
-            _mm256_mul_ps(dall, _mm256_cvtepi32_ps(isum)),
-            _mm256_mul_ps(dm, _mm256_cvtepi32_ps(summs)),
-        );
-        _mm256_add_ps(acc, t)
+        float_step(rec, a.d(), isum, summs, acc)
     }
+}
+
+/// Lane r: the offsets `(m_{r,2t}, m_{r,2t+1})` as i16.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn mins(rec: *const u8, t: usize) -> __m256i {
+    // SAFETY: 16 bytes inside the record.
+    unsafe { _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(MINS + 16 * t).cast())) }
+}
+
+/// `vec_dot`'s Q4_K float step for the eight lanes: `dall = d_a·d`, `dm = d_a·dmin`,
+/// `acc + (dall·isum − dm·summs)`, no fused multiply-add.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn float_step(
+    rec: *const u8,
+    da: f32,
+    isum: __m256i,
+    summs: __m256i,
+    acc: __m256,
+) -> __m256 {
+    // SAFETY: 32 bytes inside the record.
+    let (d, dmin) = unsafe {
+        (
+            _mm256_cvtph_ps(_mm_loadu_si128(rec.add(D).cast())),
+            _mm256_cvtph_ps(_mm_loadu_si128(rec.add(DMIN).cast())),
+        )
+    };
+    let ad = _mm256_set1_ps(da);
+    let (dall, dm) = (_mm256_mul_ps(ad, d), _mm256_mul_ps(ad, dmin));
+    let t = _mm256_sub_ps(
+        _mm256_mul_ps(dall, _mm256_cvtepi32_ps(isum)),
+        _mm256_mul_ps(dm, _mm256_cvtepi32_ps(summs)),
+    );
+    _mm256_add_ps(acc, t)
 }
 
 /// Sub-block `s`'s eight row scales as i32 lanes.

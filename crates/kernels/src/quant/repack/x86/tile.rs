@@ -12,7 +12,7 @@
 //! accumulators, touched once per block.
 
 use super::super::{q6, CODES, RECORD, ROWS};
-use super::{bcast4, codes_q6k, finish, load32, q6k_finish, scales};
+use super::{bcast4, codes_q6k, float_step, load32, mins, q6k_finish, scales};
 use crate::quant::BlockQ8K;
 use std::arch::x86_64::*;
 
@@ -33,9 +33,10 @@ unsafe fn store<const T: usize>(acc: [__m256; T], out: &mut [[f32; ROWS]; T]) {
 }
 
 /// The Q4_K tile; `$dot(sum, codes, acts)` adds one 32-byte load's products to a token's
-/// sub-block sum, `$scale(sum, s)` returns it times sub-block `s`'s row scales as i32.
+/// sub-block sum, `$scale(sum, s)` returns it times sub-block `s`'s row scales as i32,
+/// `$summ(sum, m, p)` adds the i16 pair products of offsets `m` and sums `p` to `sum`.
 macro_rules! q4k_tile {
-    ($recs:expr, $a:expr, $out:expr, $zero:expr, $dot:expr, $scale:expr) => {{
+    ($recs:expr, $a:expr, $p:expr, $out:expr, $zero:expr, $dot:expr, $scale:expr, $summ:expr) => {{
         let m4 = _mm256_set1_epi8(0x0f);
         let mut acc = [_mm256_setzero_ps(); T];
         for j in 0..$recs.len() / RECORD {
@@ -63,8 +64,15 @@ macro_rules! q4k_tile {
                         isum[t] = _mm256_add_epi32(isum[t], sh(hi[t]));
                     }
                 }
+                // The offsets term `Σ_s m_s·P_s` from the caller's pair sums `P_s` (`pairs`).
+                let m: [__m256i; 4] = std::array::from_fn(|k| mins(rec, k));
                 for t in 0..T {
-                    acc[t] = finish(rec, ab[t], isum[t], acc[t]);
+                    let p = $p[t].get_unchecked(j).as_ptr().cast::<i8>();
+                    let mut summs = _mm256_setzero_si256();
+                    for (k, &m) in m.iter().enumerate() {
+                        summs = $summ(summs, m, bcast4(p.add(4 * k)));
+                    }
+                    acc[t] = float_step(rec, ab[t].d(), isum[t], summs, acc[t]);
                 }
             }
         }
@@ -76,16 +84,19 @@ macro_rules! q4k_tile {
 /// Q4_K, AVX2 (`pmaddubsw`; i16 sub-block sums as in [`super::avx2`]).
 ///
 /// # Safety
-/// As [`super::avx2`]; every `a[t]` holds `recs.len() / RECORD` blocks.
+/// As [`super::avx2`]; every `a[t]` and `pairs[t]` holds `recs.len() / RECORD` blocks, each
+/// `pairs[t][j]` the sums `bsum_2s + bsum_2s+1` of `a[t][j]` ([`super::super::pair_sums`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in super::super) unsafe fn avx2<const T: usize>(
     recs: &[u8],
     a: &[&[BlockQ8K]; T],
+    pairs: &[&[[i16; 8]]; T],
     out: &mut [[f32; ROWS]; T],
 ) {
     q4k_tile!(
         recs,
         a,
+        pairs,
         out,
         _mm256_setzero_si256(),
         |s: __m256i, x: __m256i, a: __m256i| _mm256_add_epi16(s, _mm256_maddubs_epi16(x, a)),
@@ -94,30 +105,34 @@ pub(in super::super) unsafe fn avx2<const T: usize>(
             let sc = scales(rec, s);
             let sc = _mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc));
             move |sum: __m256i| _mm256_madd_epi16(sum, sc)
-        }
+        },
+        |s: __m256i, m: __m256i, p: __m256i| _mm256_add_epi32(s, _mm256_madd_epi16(m, p))
     )
 }
 
 /// Q4_K, AVX-512 VNNI (`vpdpbusd`, as [`super::vnni`]).
 ///
 /// # Safety
-/// As [`super::vnni`]; every `a[t]` holds `recs.len() / RECORD` blocks.
+/// As [`super::vnni`]; `a` and `pairs` as for [`avx2`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(in super::super) unsafe fn vnni<const T: usize>(
     recs: &[u8],
     a: &[&[BlockQ8K]; T],
+    pairs: &[&[[i16; 8]]; T],
     out: &mut [[f32; ROWS]; T],
 ) {
     q4k_tile!(
         recs,
         a,
+        pairs,
         out,
         _mm256_setzero_si256(),
         |s: __m256i, x: __m256i, a: __m256i| _mm256_dpbusd_epi32(s, x, a),
         |rec: *const u8, s: usize| {
             let sc = scales(rec, s);
             move |sum: __m256i| _mm256_mullo_epi32(sum, sc)
-        }
+        },
+        |s: __m256i, m: __m256i, p: __m256i| _mm256_dpwssd_epi32(s, m, p)
     )
 }
 
@@ -234,11 +249,13 @@ pub(in super::super) unsafe fn vnni_q6k<const T: usize>(
 pub(in super::super) unsafe fn avx512<const T: usize>(
     recs: &[u8],
     a: &[&[BlockQ8K]; T],
+    pairs: &[&[[i16; 8]]; T],
     out: &mut [[f32; ROWS]; T],
 ) {
     q4k_tile!(
         recs,
         a,
+        pairs,
         out,
         _mm256_setzero_si256(),
         |s: __m256i, x: __m256i, a: __m256i| _mm256_add_epi16(s, _mm256_maddubs_epi16(x, a)),
@@ -246,7 +263,8 @@ pub(in super::super) unsafe fn avx512<const T: usize>(
             let sc = scales(rec, s);
             let sc = _mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc));
             move |sum: __m256i| _mm256_madd_epi16(sum, sc)
-        }
+        },
+        |s: __m256i, m: __m256i, p: __m256i| _mm256_add_epi32(s, _mm256_madd_epi16(m, p))
     )
 }
 
