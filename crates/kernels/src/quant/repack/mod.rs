@@ -43,10 +43,11 @@
 //! whole tile, each token keeping its own accumulators and performing the one-token kernel's
 //! exact integer sums and float step (`x86::tile`); the last tile of a block takes the rest,
 //! one token runs the one-token kernel. Tokens go in blocks of `TOKEN_BLOCK` (60) whose
-//! activations stay in L2 while every group of the row range passes. Single thread, Zen 4, 16
-//! to 512 tokens: Q4_K VNNI 290–310 GFLOP/s against the tiled `gemm`'s 135 (one token at a
-//! time: 178), Q6_K VNNI 210–225 against 142 (was 120); AVX2 and AVX-512 1.1–1.3× `gemm`
-//! for Q6_K, 1.8–2.4× for Q4_K.
+//! activations stay in L2 while every group of the row range passes; for Q4_K each token's
+//! offset sums `bsum_2s + bsum_2s+1` are made once per block (`pair_sums`), not per group.
+//! Single thread, Zen 4, 16 to 512 tokens: Q4_K VNNI 268–315 GFLOP/s against the tiled
+//! `gemm`'s 118–138 (one token at a time: 178), Q6_K VNNI 207–227 against 125–146 (was 120);
+//! AVX2 and AVX-512 1.8–2.2× `gemm` for Q4_K, 1.0–1.2× for Q6_K.
 //!
 //! Paths: scalar reference; AVX2 (`pmaddubsw`, used for `Isa::Avx2` and `Isa::Avx512`, the
 //! tiles of the latter compiled with AVX-512VL's 32 registers); AVX-512 VNNI (`vpdpbusd` on
