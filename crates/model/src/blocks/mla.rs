@@ -30,9 +30,9 @@
 //! - [`MlaPath::Absorbed`] (above; `absorbed.rs`): nothing is decompressed, every score costs
 //!   `r_kv + dr` and every value `r_kv` per head, plus the two per-head products per query.
 //!   Cheapest when few queries meet a long cache (decode, short appends). The heads of a range
-//!   (and consecutive queries) share each read of a cached latent: groups of [`GROUP`]
-//!   (query, head) pairs score against one latent row at a time, and their value sums are one
-//!   `[GROUP, ctx] × [ctx, r_kv]` product.
+//!   (and consecutive queries) share each read of a cached latent: the scores of a group of
+//!   [`GROUP`] (query, head) pairs are one `[GROUP, r_kv] × [ctx, r_kv]ᵀ` product (tiles of
+//!   4 pairs × 4 positions), their value sums one `[GROUP, ctx] × [ctx, r_kv]` product.
 //! - [`MlaPath::Expanded`] (`expanded.rs`): per head, `K_h = C W_UK_hᵀ` and `V_h = C W_UV_hᵀ`
 //!   are decompressed once for every cached position (`C` the `[ctx, r_kv]` latents), then
 //!   attention runs in `dn + dr` and `dv` dimensions. Decompressing costs `ctx (dn + dv) r_kv`
@@ -56,8 +56,9 @@ use super::rope::RopeTable;
 use super::SeqSpan;
 use crate::ModelError;
 
-/// (query, head) pairs of the absorbed path scored together against each cached latent row.
-const GROUP: usize = 4;
+/// (query, head) pairs of the absorbed path scored together against each cached latent row
+/// (8: all heads of a range of up to 8, or several queries of fewer heads).
+const GROUP: usize = 8;
 
 /// Queries of the expanded path whose scores are computed as one block (`[QE, ctx]`).
 const QE: usize = 64;

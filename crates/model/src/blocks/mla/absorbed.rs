@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use frugal_kernels::matmul::{self, gemm_nn, MatMut, MatRef};
+use frugal_kernels::matmul::{gemm_nn, gemm_nt, MatMut, MatRef};
 use frugal_kernels::softmax;
 
 use super::{KvB, LatentCache, MlaAttention, GROUP};
@@ -21,7 +21,7 @@ impl MlaAttention<'_> {
     ///
     /// The (query, head) pairs are numbered `p = i · heads + j` and attended in groups of
     /// [`GROUP`] consecutive pairs (the heads of one query, or consecutive queries of one
-    /// head), each group reading every cached latent row once.
+    /// head), each tile of 4 pairs reading every cached latent row once.
     pub(super) fn attend_absorbed(
         &self,
         q: &[f32],
@@ -70,18 +70,12 @@ impl MlaAttention<'_> {
         }
 
         let mut o_lat = vec![0.0f32; pairs * r_kv];
-        let mut scores = Vec::new();
+        let (mut scores, mut q_rope) = (Vec::new(), Vec::new());
         for g0 in (0..pairs).step_by(GROUP) {
             let group = g0..(g0 + GROUP).min(pairs);
+            let scratch = (&mut scores, &mut q_rope);
             self.attend_group(
-                q,
-                &q_lat,
-                group,
-                &heads,
-                start_pos,
-                cache,
-                &mut scores,
-                &mut o_lat,
+                q, &q_lat, group, &heads, start_pos, cache, scratch, &mut o_lat,
             );
         }
 
@@ -108,9 +102,10 @@ impl MlaAttention<'_> {
     /// Latent attention outputs `o_lat` (`[pairs, r_kv]`, rows `group` written) of the pairs
     /// `group` (pair `p` is query `p / heads.len()` with head `heads.start + p % heads.len()`;
     /// `q_lat` `[pairs, r_kv]` their absorbed queries). Each cached position is read once for
-    /// the whole group: [`GROUP`] scores per latent row ([`matmul::dot_n`]), then the value
-    /// sums as one product `P [group, ctx] × C [ctx, r_kv]` ([`gemm_nn`]), where a pair's
-    /// probabilities past its own (causal) context are zero. `scores` is scratch.
+    /// the whole group: the scores are `Q_lat C^T + Q_rope K_rope^T` ([`gemm_nt`], tiles of
+    /// pairs × positions), the value sums one product `P [group, ctx] × C [ctx, r_kv]`
+    /// ([`gemm_nn`]), where a pair's probabilities past its own (causal) context are zero.
+    /// `scores` and `q_rope` are scratch.
     #[allow(clippy::too_many_arguments)]
     fn attend_group(
         &self,
@@ -120,7 +115,7 @@ impl MlaAttention<'_> {
         heads: &Range<usize>,
         start_pos: usize,
         cache: &LatentCache,
-        scores: &mut Vec<f32>,
+        (scores, q_rope): (&mut Vec<f32>, &mut Vec<f32>),
         o_lat: &mut [f32],
     ) {
         let (n, dn, dr, r_kv) = (self.n_heads, self.dn, self.dr, self.r_kv);
@@ -129,38 +124,31 @@ impl MlaAttention<'_> {
         // Query i sees positions 0..start_pos + i + 1; the group's last pair sees the most.
         let ctx = |p: usize| start_pos + p / nh + 1;
         let all = ctx(group.end - 1);
-        let q_rope = |p: usize| {
+        q_rope.clear();
+        for p in group.clone() {
             let (i, h) = (p / nh, heads.start + p % nh);
-            &q[(i * n + h) * qk + dn..(i * n + h + 1) * qk]
-        };
-        let ql = |p: usize| &q_lat[p * r_kv..(p + 1) * r_kv];
+            q_rope.extend_from_slice(&q[(i * n + h) * qk + dn..(i * n + h + 1) * qk]);
+        }
         scores.clear();
         scores.resize(g * all, 0.0);
-        if g == GROUP {
-            let qls: [&[f32]; GROUP] = std::array::from_fn(|j| ql(group.start + j));
-            let qrs: [&[f32]; GROUP] = std::array::from_fn(|j| q_rope(group.start + j));
-            for s in 0..all {
-                let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
-                let k = &cache.rope_key[s * dr..(s + 1) * dr];
-                let (dc, dk) = (matmul::dot_n(qls, c), matmul::dot_n(qrs, k));
-                for j in 0..GROUP {
-                    scores[j * all + s] = (dc[j] + dk[j]) * self.scale;
-                }
-            }
-        } else {
-            for (j, p) in group.clone().enumerate() {
-                for s in 0..ctx(p) {
-                    let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
-                    let k = &cache.rope_key[s * dr..(s + 1) * dr];
-                    scores[j * all + s] =
-                        (matmul::dot(ql(p), c) + matmul::dot(q_rope(p), k)) * self.scale;
-                }
-            }
-        }
+        gemm_nt(
+            MatRef::new(&q_lat[group.start * r_kv..group.end * r_kv], g, r_kv, r_kv),
+            MatRef::new(&cache.latent[..all * r_kv], all, r_kv, r_kv),
+            MatMut::new(scores, g, all, all),
+            false,
+        );
+        gemm_nt(
+            MatRef::new(q_rope, g, dr, dr),
+            MatRef::new(&cache.rope_key[..all * dr], all, dr, dr),
+            MatMut::new(scores, g, all, all),
+            true,
+        );
         for (j, p) in group.clone().enumerate() {
             let row = &mut scores[j * all..(j + 1) * all];
-            softmax::softmax_inplace(&mut row[..ctx(p)]);
-            row[ctx(p)..].fill(0.0);
+            let (seen, masked) = row.split_at_mut(ctx(p));
+            seen.iter_mut().for_each(|x| *x *= self.scale);
+            softmax::softmax_inplace(seen);
+            masked.fill(0.0);
         }
         gemm_nn(
             MatRef::new(scores, g, all, all),
