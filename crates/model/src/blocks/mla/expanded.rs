@@ -6,6 +6,7 @@ use std::ops::Range;
 use frugal_kernels::matmul::{gemm_nn, MatMut, MatRef};
 use frugal_kernels::softmax;
 
+use super::super::products::with_acts_cache;
 use super::{KvB, LatentCache, MlaAttention, QE};
 
 impl MlaAttention<'_> {
@@ -52,51 +53,64 @@ impl MlaAttention<'_> {
         };
         let mut scores = vec![0.0f32; QE.min(t) * l];
 
-        for (j, h) in heads.enumerate() {
-            // W_UK_h [dn, r_kv] in f32, and V_h [L, dv].
-            let v = match &self.kv_b {
-                KvB::Split { k_b, v_b } => {
-                    k_b.decode_rows(h * r_kv..(h + 1) * r_kv, &mut k_b_rows);
-                    transpose(&k_b_rows, r_kv, dn, &mut w_uk);
-                    v_b.forward_rows(h * dv..(h + 1) * dv, latent)
-                }
-                KvB::Joint(kv_b) => {
-                    let base = h * (dn + dv);
-                    kv_b.decode_rows(base..base + dn, &mut w_uk);
-                    kv_b.forward_rows(base + dn..base + dn + dv, latent)
-                }
-            };
-            gemm_nn(
-                MatRef::new(&w_uk, dn, r_kv, r_kv),
-                MatRef::new(&c_t, r_kv, l, l),
-                MatMut::new(&mut k_t[..dn * l], dn, l, l),
-                false,
-            );
-            for i0 in (0..t).step_by(QE) {
-                let rows = QE.min(t - i0);
-                // The block's last query sees the most positions.
-                let all = start_pos + i0 + rows;
-                let s = &mut scores[..rows * all];
-                gemm_nn(
-                    MatRef::new(&q[(i0 * n + h) * qk..], rows, qk, n * qk),
-                    MatRef::new(&k_t, qk, all, l),
-                    MatMut::new(s, rows, all, all),
-                    false,
-                );
-                for (r, row) in s.chunks_exact_mut(all).enumerate() {
-                    let ctx = start_pos + i0 + r + 1;
-                    row[..ctx].iter_mut().for_each(|x| *x *= self.scale);
-                    softmax::softmax_inplace(&mut row[..ctx]);
-                    row[ctx..].fill(0.0);
-                }
-                gemm_nn(
-                    MatRef::new(s, rows, all, all),
-                    MatRef::new(&v[..all * dv], all, dv, dv),
-                    MatMut::new(&mut out[(i0 * nh + j) * dv..], rows, dv, nh * dv),
-                    false,
-                );
+        // V_h = C W_UV_hᵀ runs on the stored rows of W_UV_h, with C quantized to the weight's
+        // activation format once for all heads.
+        let (v_lin, v_stride, v_offset) = match &self.kv_b {
+            KvB::Split { v_b, .. } => (v_b, dv, 0),
+            KvB::Joint(kv_b) => (kv_b, dn + dv, dn),
+        };
+        let mut v = vec![0.0f32; l * dv];
+        with_acts_cache(|acts| {
+            acts.clear();
+            if let Some(f) = v_lin.act_format() {
+                acts.prepare(f, latent, r_kv);
             }
-        }
+            for (j, h) in heads.enumerate() {
+                // W_UK_h [dn, r_kv] in f32.
+                match &self.kv_b {
+                    KvB::Split { k_b, .. } => {
+                        k_b.decode_rows(h * r_kv..(h + 1) * r_kv, &mut k_b_rows);
+                        transpose(&k_b_rows, r_kv, dn, &mut w_uk);
+                    }
+                    KvB::Joint(kv_b) => {
+                        let base = h * (dn + dv);
+                        kv_b.decode_rows(base..base + dn, &mut w_uk);
+                    }
+                }
+                let v_rows = h * v_stride + v_offset..h * v_stride + v_offset + dv;
+                v_lin.product_block(acts.acts(v_lin, latent), v_rows, &mut v, dv);
+                gemm_nn(
+                    MatRef::new(&w_uk, dn, r_kv, r_kv),
+                    MatRef::new(&c_t, r_kv, l, l),
+                    MatMut::new(&mut k_t[..dn * l], dn, l, l),
+                    false,
+                );
+                for i0 in (0..t).step_by(QE) {
+                    let rows = QE.min(t - i0);
+                    // The block's last query sees the most positions.
+                    let all = start_pos + i0 + rows;
+                    let s = &mut scores[..rows * all];
+                    gemm_nn(
+                        MatRef::new(&q[(i0 * n + h) * qk..], rows, qk, n * qk),
+                        MatRef::new(&k_t, qk, all, l),
+                        MatMut::new(s, rows, all, all),
+                        false,
+                    );
+                    for (r, row) in s.chunks_exact_mut(all).enumerate() {
+                        let (seen, masked) = row.split_at_mut(start_pos + i0 + r + 1);
+                        seen.iter_mut().for_each(|x| *x *= self.scale);
+                        softmax::softmax_inplace(seen);
+                        masked.fill(0.0);
+                    }
+                    gemm_nn(
+                        MatRef::new(s, rows, all, all),
+                        MatRef::new(&v[..all * dv], all, dv, dv),
+                        MatMut::new(&mut out[(i0 * nh + j) * dv..], rows, dv, nh * dv),
+                        false,
+                    );
+                }
+            }
+        });
         out
     }
 }
