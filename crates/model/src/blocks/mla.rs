@@ -1,5 +1,5 @@
-//! Multi-head latent attention (DeepSeek-V2 §2.1) with the compressed cache and absorbed
-//! projections.
+//! Multi-head latent attention (DeepSeek-V2 §2.1) over the compressed cache, with absorbed or
+//! expanded projections.
 //!
 //! Per token (shapes for one token; `H` hidden, `n` heads, `dn`/`dr`/`dv` the nope/rope/value
 //! head dims, `r_kv` = `kv_lora_rank`):
@@ -25,20 +25,21 @@
 //! which equals the reference's expanded attention, only summed in another order.
 //!
 //! Two ways to compute the same attention, chosen per call by a count of multiply-adds
-//! ([`MlaAttention::choose_path`]):
+//! (`MlaAttention::choose_path`):
 //!
 //! - [`MlaPath::Absorbed`] (above; `absorbed.rs`): nothing is decompressed, every score costs
 //!   `r_kv + dr` and every value `r_kv` per head, plus the two per-head products per query.
 //!   Cheapest when few queries meet a long cache (decode, short appends). The heads of a range
 //!   (and consecutive queries) share each read of a cached latent: the scores of a group of
-//!   [`GROUP`] (query, head) pairs are one `[GROUP, r_kv] × [ctx, r_kv]ᵀ` product (tiles of
+//!   `GROUP` (query, head) pairs are one `[GROUP, r_kv] × [ctx, r_kv]ᵀ` product (tiles of
 //!   4 pairs × 4 positions), their value sums one `[GROUP, ctx] × [ctx, r_kv]` product.
 //! - [`MlaPath::Expanded`] (`expanded.rs`): per head, `K_h = C W_UK_hᵀ` and `V_h = C W_UV_hᵀ`
 //!   are decompressed once for every cached position (`C` the `[ctx, r_kv]` latents), then
 //!   attention runs in `dn + dr` and `dv` dimensions. Decompressing costs `ctx (dn + dv) r_kv`
 //!   per head but each (query, key) pair then costs `dn + dr + dv` instead of `2 r_kv + dr`
-//!   (320 against 1088 for DeepSeek V3): cheaper once there are about as many queries as
-//!   cached positions (prefill).
+//!   (320 against 1088 for DeepSeek V3), and the per-query products disappear. Over a deep
+//!   cache that pays off from `(dn + dv) r_kv / (2 r_kv - dn - dv)` ≈ 171 queries per call
+//!   (V3), from an empty one after a few dozen: prefill.
 
 mod absorbed;
 mod expanded;
@@ -72,7 +73,7 @@ pub enum MlaPath {
     Expanded,
 }
 
-/// 0: choose by cost; 1: absorbed; 2: expanded ([`force_path`]).
+/// [`force_path`]: 0 not called (`FRUGAL_MLA_PATH` decides), 1 absorbed, 2 expanded, 3 by cost.
 static FORCED: AtomicU8 = AtomicU8::new(0);
 
 /// Makes every MLA call in this process take `path` (`None`: choose by cost, the default), to
