@@ -6,6 +6,7 @@
 //! row with one large outlier, so the rounding rule (Q8_0/Q8_1: half away from zero; Q8_K: half
 //! to even) and the zero-scale case are checked, not just typical data.
 
+use frugal_kernels::cpu::Isa;
 use frugal_kernels::quant::{ActFormat, QuantizedActs};
 use safetensors::SafeTensors;
 
@@ -41,13 +42,18 @@ fn activations_quantize_as_llama_cpp() {
             .zip(want.data().chunks_exact(act_row))
             .enumerate()
         {
-            let a = QuantizedActs::from_f32(format, xr).expect("whole blocks");
-            assert_eq!(a.as_bytes().len(), act_row, "{name} row {i}");
-            if a.as_bytes() != wr {
-                let at = a.as_bytes().iter().zip(wr).position(|(p, q)| p != q);
-                panic!(
-                    "{name} ({format:?}) activation row {i} differs from llama.cpp at byte {at:?}"
-                );
+            // Every ISA's quantizer (scalar reference, AVX2) must give llama.cpp's bytes.
+            for isa in Isa::available() {
+                let mut a = QuantizedActs::new();
+                a.quantize_on(isa, format, xr).expect("whole blocks");
+                assert_eq!(a.as_bytes().len(), act_row, "{name} row {i}");
+                if a.as_bytes() != wr {
+                    let at = a.as_bytes().iter().zip(wr).position(|(p, q)| p != q);
+                    panic!(
+                        "{name} ({format:?}, {isa:?}) activation row {i} differs from llama.cpp \
+                         at byte {at:?}"
+                    );
+                }
             }
         }
     }

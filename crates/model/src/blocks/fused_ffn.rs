@@ -5,13 +5,12 @@
 //! expert; every row for shared experts and dense MLPs):
 //!
 //! 1. The input rows are quantized once per activation format and shared by every job's gate
-//!    and up projections (a job over a subset of rows quantizes its own gathered rows, which
-//!    gives the same bytes row for row).
+//!    and up projections (a job over a subset of rows gathers its rows' quantized copies).
 //! 2. One parallel step over work items `(job, block of intermediate rows)`: each item computes
 //!    its block of `gate` and `up` for the job's rows and writes `silu(gate) · up` into the
 //!    job's hidden buffer `[rows, inter]`. Items of all jobs are claimed from one counter, so
 //!    the threads stay busy across experts of different sizes.
-//! 3. Each job's hidden rows are quantized for its down projection.
+//! 3. Each job's hidden rows are quantized for its down projection (one parallel step).
 //! 4. One parallel step over `(job, block of output rows)` for every down projection.
 //!
 //! For many tokens (prefill) each expert's gate, up and down are `gemm`s over its token group:
@@ -20,12 +19,14 @@
 //! per-thread scratch reused across calls.
 
 use std::cell::RefCell;
-use std::ops::Range;
 
 use frugal_kernels::activation;
 
 use super::ffn::Mlp;
-use super::products::{rows_per_item, run_items, with_scratch, Acts, ActsCache, SharedOut};
+use super::products::{
+    self, quantize_rows, run_items, with_scratch, Acts, ActsCache, ItemPlan, QuantRequest,
+    SharedOut,
+};
 
 /// One MLP of a fused step and the input rows it takes.
 #[derive(Clone, Copy, Debug)]
@@ -102,31 +103,30 @@ fn run_in<R>(
     } = s;
     let js = &mut js[..jobs.len()];
 
-    // 1. Inputs: all rows once per format; subsets gathered and quantized per job.
+    // 1. Inputs: all rows once per format (in parallel for many rows); a job over a subset
+    //    gathers its rows and their quantized copies.
     x_acts.clear();
+    for job in jobs {
+        for lin in [job.mlp.gate(), job.mlp.up()] {
+            if let Some(f) = lin.act_format() {
+                x_acts.prepare_par(f, x, hidden, threads);
+            }
+        }
+    }
     for (job, j) in jobs.iter().zip(js.iter_mut()) {
         let [gate, up, down] = job.mlp.projections();
         let n = job.rows.map_or(t, <[usize]>::len);
         j.h.resize(n * gate.rows(), 0.0);
         j.y.resize(n * down.rows(), 0.0);
-        match job.rows {
-            None => {
-                for lin in [gate, up] {
-                    if let Some(f) = lin.act_format() {
-                        x_acts.prepare(f, x, hidden);
-                    }
-                }
+        if let Some(rows) = job.rows {
+            j.x.clear();
+            for &r in rows {
+                j.x.extend_from_slice(&x[r * hidden..(r + 1) * hidden]);
             }
-            Some(rows) => {
-                j.x.clear();
-                for &r in rows {
-                    j.x.extend_from_slice(&x[r * hidden..(r + 1) * hidden]);
-                }
-                j.x_acts.clear();
-                for lin in [gate, up] {
-                    if let Some(f) = lin.act_format() {
-                        j.x_acts.prepare(f, &j.x, hidden);
-                    }
+            j.x_acts.clear();
+            for lin in [gate, up] {
+                if let Some(f) = lin.act_format() {
+                    j.x_acts.gather(x_acts, f, rows);
                 }
             }
         }
@@ -154,13 +154,12 @@ fn run_in<R>(
                 (acts, SharedOut::new(h))
             })
             .unzip();
-        let plan = Plan::new(jobs, t, threads, 2, false);
-        run_items(threads, plan.work, &plan.items, |jb, i| {
+        let plan = ItemPlan::new(jobs.iter().map(|j| j.mlp.gate().rows()), threads);
+        run_items(threads, step_work(jobs, t, false), &plan, |jb, rows| {
             let gate = jobs[jb].mlp.gate();
             let up = jobs[jb].mlp.up();
             let (gx, ux) = inputs[jb];
             let n = gx.rows(hidden);
-            let rows = plan.rows(jb, i, gate.rows());
             let w = rows.len();
             with_scratch(2 * n * w, |buf| {
                 let (g, u) = buf.split_at_mut(n * w);
@@ -174,13 +173,27 @@ fn run_in<R>(
         });
     }
 
-    // 3. Each job's hidden rows in its down projection's format.
-    for (job, j) in jobs.iter().zip(js.iter_mut()) {
-        let down = job.mlp.down();
-        j.h_acts.clear();
-        if let Some(f) = down.act_format() {
-            j.h_acts.prepare(f, &j.h, down.cols());
+    // 3. Each job's hidden rows in its down projection's format: one parallel step over
+    //    every job's rows when they are many.
+    {
+        let mut requests: Vec<QuantRequest<'_>> = Vec::with_capacity(jobs.len());
+        for (job, j) in jobs.iter().zip(js.iter_mut()) {
+            let down = job.mlp.down();
+            j.h_acts.clear();
+            if let Some(format) = down.act_format() {
+                let cols = down.cols();
+                let JobScratch { h, h_acts, .. } = j;
+                if let Some(rows) = h_acts.reserve(format, h.len() / cols) {
+                    requests.push(QuantRequest {
+                        rows,
+                        format,
+                        x: h,
+                        cols,
+                    });
+                }
+            }
         }
+        quantize_rows(&mut requests, threads);
     }
 
     // 4. Every down projection: one parallel step.
@@ -194,12 +207,11 @@ fn run_in<R>(
                 (h_acts.acts(job.mlp.down(), h), SharedOut::new(y))
             })
             .unzip();
-        let plan = Plan::new(jobs, t, threads, 1, true);
-        run_items(threads, plan.work, &plan.items, |jb, i| {
+        let plan = ItemPlan::new(jobs.iter().map(|j| j.mlp.down().rows()), threads);
+        run_items(threads, step_work(jobs, t, true), &plan, |jb, rows| {
             let down = jobs[jb].mlp.down();
             let hx = inputs[jb];
             let n = hx.rows(down.cols());
-            let rows = plan.rows(jb, i, down.rows());
             // SAFETY: items of job `jb` cover disjoint column blocks of its `y`, which is not
             // resized or read until the step ends.
             unsafe {
@@ -214,49 +226,22 @@ fn run_in<R>(
     finish(&ys)
 }
 
-/// How one step's products split into work items.
-struct Plan {
-    /// Rows per item, per job.
-    per: Vec<usize>,
-    /// Items per job.
-    items: Vec<usize>,
-    /// Multiply-adds of the whole step.
-    work: usize,
-}
-
-impl Plan {
-    /// Items over the rows of every job's gate (or `down`) (`t` input rows), each item running
-    /// `products` such products (the gate and up share their rows).
-    fn new(jobs: &[FfnJob<'_, '_>], t: usize, threads: usize, products: usize, down: bool) -> Self {
-        let which = |m: &FfnJob<'_, '_>| {
-            if down {
-                m.mlp.down().shape()
-            } else {
-                m.mlp.gate().shape()
-            }
+/// The size of a step ([`products::step_work`]): multiply-adds and weight bytes of every
+/// job's gate and up (or `down`) over its rows of the `t` input rows.
+fn step_work(jobs: &[FfnJob<'_, '_>], t: usize, down: bool) -> usize {
+    let (mut macs, mut bytes) = (0, 0);
+    for job in jobs {
+        let n = job.rows.map_or(t, <[usize]>::len);
+        let (first, second) = if down {
+            (job.mlp.down(), None)
+        } else {
+            (job.mlp.gate(), Some(job.mlp.up()))
         };
-        let mut plan = Plan {
-            per: Vec::with_capacity(jobs.len()),
-            items: Vec::with_capacity(jobs.len()),
-            work: 0,
-        };
-        // Blocks sized for the step as a whole: a few items per thread in total.
-        let total_rows: usize = jobs.iter().map(|j| which(j).0).sum();
-        let target = rows_per_item(total_rows, threads);
-        for job in jobs {
-            let (rows, cols) = which(job);
-            let n = job.rows.map_or(t, <[usize]>::len);
-            let per = target.min(rows).max(1);
-            plan.per.push(per);
-            plan.items.push(rows.div_ceil(per));
-            plan.work += products * n * rows * cols;
+        for lin in std::iter::once(first).chain(second) {
+            let (rows, cols) = lin.shape();
+            macs += n * rows * cols;
+            bytes += lin.stored_bytes();
         }
-        plan
     }
-
-    /// The rows of item `i` of job `job` (of a `rows`-row weight).
-    fn rows(&self, job: usize, i: usize, rows: usize) -> Range<usize> {
-        let per = self.per[job];
-        i * per..((i + 1) * per).min(rows)
-    }
+    products::step_work(macs, bytes)
 }

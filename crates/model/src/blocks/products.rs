@@ -60,13 +60,47 @@ impl ActsCache {
     /// Quantize the rows of `x` (`[t, cols]`) to `format` unless already done since the last
     /// [`ActsCache::clear`].
     pub fn prepare(&mut self, format: ActFormat, x: &[f32], cols: usize) {
+        self.prepare_par(format, x, cols, 1);
+    }
+
+    /// [`ActsCache::prepare`] with the rows spread over up to `threads` threads when there
+    /// are enough of them (prefill).
+    pub fn prepare_par(&mut self, format: ActFormat, x: &[f32], cols: usize, threads: usize) {
         let t = x.len() / cols.max(1);
+        if let Some(rows) = self.reserve(format, t) {
+            quantize_rows(
+                &mut [QuantRequest {
+                    rows,
+                    format,
+                    x,
+                    cols,
+                }],
+                threads,
+            );
+        }
+    }
+
+    /// The first `rows.len()` slots for `format`, holding the quantized rows `rows` of
+    /// `from` (which has them prepared for `format`): gathering the rows of a token group
+    /// gives the same bytes as quantizing the gathered rows, without quantizing them again.
+    pub fn gather(&mut self, from: &ActsCache, format: ActFormat, rows: &[usize]) {
+        let src = from.rows(format);
+        if let Some(dst) = self.reserve(format, rows.len()) {
+            for (d, &r) in dst.iter_mut().zip(rows) {
+                d.clone_from(&src[r]);
+            }
+        }
+    }
+
+    /// Marks `format` as held for `t` rows (the input changes when `t` does) and returns its
+    /// `t` slots to fill, or `None` when it is already held.
+    pub fn reserve(&mut self, format: ActFormat, t: usize) -> Option<&mut [QuantizedActs]> {
         if self.t != t {
             self.clear();
             self.t = t;
         }
         if self.slots.iter().any(|s| s.0 == format) {
-            return;
+            return None;
         }
         let slot = match self.slots.iter().position(|s| s.0 == ActFormat::F32) {
             Some(i) => i,
@@ -75,35 +109,85 @@ impl ActsCache {
                 self.slots.len() - 1
             }
         };
-        let rows = &mut self.slots[slot].1;
+        let (held, rows) = &mut self.slots[slot];
+        *held = format;
         if rows.len() < t {
             rows.resize_with(t, QuantizedActs::new);
         }
-        for (a, xr) in rows.iter_mut().zip(x.chunks_exact(cols)) {
-            a.quantize(format, xr)
-                // OK because every quantized weight's `cols` is whole blocks of its type, and
-                // every type's activation blocks are as long as its own (checked at load).
-                .expect("activation row is whole blocks");
-        }
-        self.slots[slot].0 = format;
+        Some(&mut rows[..t])
+    }
+
+    /// The rows held for `format`.
+    fn rows(&self, format: ActFormat) -> &[QuantizedActs] {
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.0 == format)
+            // OK because callers prepare every format before asking.
+            .expect("activation format prepared");
+        &slot.1[..self.t]
     }
 
     /// The input for products with `lin` ([`ActsCache::prepare`]d for its format).
     pub fn acts<'x>(&'x self, lin: &Linear<'_>, x: &'x [f32]) -> Acts<'x> {
         let quantized = match lin.act_format() {
             None => &[][..],
-            Some(f) => {
-                let slot = self
-                    .slots
-                    .iter()
-                    .find(|s| s.0 == f)
-                    // OK because callers prepare every format before asking.
-                    .expect("activation format prepared");
-                &slot.1[..self.t]
-            }
+            Some(f) => self.rows(f),
         };
         Acts { f32: x, quantized }
     }
+}
+
+/// Rows of `x` (`[rows.len(), cols]`) to quantize into `rows` in `format`.
+pub(crate) struct QuantRequest<'a> {
+    pub rows: &'a mut [QuantizedActs],
+    pub format: ActFormat,
+    pub x: &'a [f32],
+    pub cols: usize,
+}
+
+/// Rows per task of a parallel quantization.
+const QUANT_ROWS_PER_TASK: usize = 16;
+
+/// Carries out every request, as one parallel step over chunks of rows when the rows are
+/// many (prefill), on this thread otherwise (a hand-off costs more than a few rows).
+pub(crate) fn quantize_rows(requests: &mut [QuantRequest<'_>], threads: usize) {
+    let quantize = |rows: &mut [QuantizedActs], format: ActFormat, x: &[f32], cols: usize| {
+        for (a, xr) in rows.iter_mut().zip(x.chunks_exact(cols)) {
+            a.quantize(format, xr)
+                // OK because every quantized weight's `cols` is whole blocks of its type, and
+                // every type's activation blocks are as long as its own (checked at load).
+                .expect("activation row is whole blocks");
+        }
+    };
+    let values: usize = requests.iter().map(|r| r.rows.len() * r.cols).sum();
+    if threads <= 1 || values < PARALLEL_MIN_WORK / 4 {
+        for r in requests.iter_mut() {
+            quantize(r.rows, r.format, r.x, r.cols);
+        }
+        return;
+    }
+    let mut chunks: Vec<QuantRequest<'_>> = Vec::new();
+    for r in requests.iter_mut() {
+        let (format, cols) = (r.format, r.cols);
+        for (rows, x) in r
+            .rows
+            .chunks_mut(QUANT_ROWS_PER_TASK)
+            .zip(r.x.chunks(QUANT_ROWS_PER_TASK * cols))
+        {
+            chunks.push(QuantRequest {
+                rows,
+                format,
+                x,
+                cols,
+            });
+        }
+    }
+    ThreadPool::global(threads).for_each_chunk_mut(&mut chunks, 1, |_, c| {
+        for r in c {
+            quantize(r.rows, r.format, r.x, r.cols);
+        }
+    });
 }
 
 thread_local! {
@@ -210,8 +294,8 @@ impl SharedOut {
     }
 }
 
-/// How many rows each work item of an `rows`-row product takes when `threads` share the
-/// step: a few items per thread (dynamic balance), whole tiles, and at most all rows.
+/// How many rows each (large) work item of a step of `rows` rows in all takes when `threads`
+/// share it: a few items per thread, whole tiles, and at most all rows.
 pub(crate) fn rows_per_item(rows: usize, threads: usize) -> usize {
     if threads <= 1 {
         return rows.max(1);
@@ -220,35 +304,124 @@ pub(crate) fn rows_per_item(rows: usize, threads: usize) -> usize {
     per.div_ceil(ROW_ALIGN).max(1) * ROW_ALIGN
 }
 
-/// Run `item(job, i)` for every job and each of its `items[job]` work items, as one parallel
-/// step over up to `threads` threads (serially on this thread when `work` multiply-adds are
-/// too few to be worth a hand-off).
+/// The size of a step for [`run_items`]' hand-off test: its multiply-adds, or twice the
+/// weight bytes it reads if that is more. A one-token product is bound by its reads: an f32
+/// router of 64 × 1024 (65 k multiply-adds, 256 KiB) takes about 10 µs from DRAM on one core
+/// and is worth splitting, while a Q4_K matrix with as many multiply-adds (37 KiB) is not.
+pub(crate) fn step_work(macs: usize, bytes: usize) -> usize {
+    macs.max(2 * bytes)
+}
+
+/// One job's rows cut into items: `head` rows in items of `big`, then the rest in items of
+/// `small`.
+#[derive(Clone, Copy, Debug)]
+struct JobSplit {
+    rows: usize,
+    head: usize,
+    big: usize,
+    small: usize,
+}
+
+impl JobSplit {
+    fn n_big(&self) -> usize {
+        self.head.div_ceil(self.big)
+    }
+    fn n_small(&self) -> usize {
+        (self.rows - self.head).div_ceil(self.small)
+    }
+}
+
+/// How a parallel step's jobs (products, or MLPs) split into work items `(job, block of
+/// rows)`, in the order the threads claim them: first about three quarters of every job's
+/// rows in large blocks (a few per thread: long runs of weight rows that the hardware
+/// prefetchers stream well), then the last quarter of each job in blocks a quarter that size.
+/// The threads draw from one counter, so they all finish within about one small block of each
+/// other: with equal blocks only, one thread could be left running a whole large block
+/// alone at the end of every step (up to tens of microseconds per decode step).
+#[derive(Debug)]
+pub(crate) struct ItemPlan {
+    jobs: Vec<JobSplit>,
+    /// Large items of all jobs (claimed first).
+    n_big: usize,
+    total: usize,
+}
+
+impl ItemPlan {
+    /// Items for jobs of `rows[j]` rows each, to be shared by `threads` threads.
+    pub fn new(rows: impl IntoIterator<Item = usize> + Clone, threads: usize) -> Self {
+        let all: usize = rows.clone().into_iter().sum();
+        let big = rows_per_item(all, threads);
+        let small = (big / 4).div_ceil(ROW_ALIGN).max(1) * ROW_ALIGN;
+        let jobs: Vec<JobSplit> = rows
+            .into_iter()
+            .map(|r| {
+                let head = if threads <= 1 {
+                    r
+                } else {
+                    r * 3 / 4 / ROW_ALIGN * ROW_ALIGN
+                };
+                JobSplit {
+                    rows: r,
+                    head,
+                    big: big.max(1),
+                    small: small.min(big).max(1),
+                }
+            })
+            .collect();
+        let n_big = jobs.iter().map(JobSplit::n_big).sum();
+        let total = n_big + jobs.iter().map(JobSplit::n_small).sum::<usize>();
+        ItemPlan { jobs, n_big, total }
+    }
+
+    /// Items in all.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Item `k`'s job and rows (`k < total`).
+    pub fn item(&self, k: usize) -> (usize, Range<usize>) {
+        let mut k = k;
+        if k < self.n_big {
+            for (j, s) in self.jobs.iter().enumerate() {
+                if k < s.n_big() {
+                    return (j, k * s.big..((k + 1) * s.big).min(s.head));
+                }
+                k -= s.n_big();
+            }
+        } else {
+            k -= self.n_big;
+            for (j, s) in self.jobs.iter().enumerate() {
+                if k < s.n_small() {
+                    let start = s.head + k * s.small;
+                    return (j, start..(start + s.small).min(s.rows));
+                }
+                k -= s.n_small();
+            }
+        }
+        unreachable!("item index below the total")
+    }
+}
+
+/// Run `item(job, rows)` for every item of `plan`, as one parallel step over up to `threads`
+/// threads (serially on this thread when the step's `work` ([`step_work`]) is too little to be
+/// worth a hand-off).
 pub(crate) fn run_items(
     threads: usize,
     work: usize,
-    items: &[usize],
-    item: impl Fn(usize, usize) + Sync,
+    plan: &ItemPlan,
+    item: impl Fn(usize, Range<usize>) + Sync,
 ) {
-    let total: usize = items.iter().sum();
-    let locate = |mut k: usize| {
-        for (job, &n) in items.iter().enumerate() {
-            if k < n {
-                return (job, k);
-            }
-            k -= n;
-        }
-        unreachable!("item index below the total")
-    };
+    let total = plan.total();
     if threads <= 1 || work < PARALLEL_MIN_WORK || total <= 1 {
         (0..total).for_each(|k| {
-            let (job, i) = locate(k);
-            item(job, i)
+            let (job, rows) = plan.item(k);
+            item(job, rows)
         });
         return;
     }
     ThreadPool::global(threads).parallel_for(total, |k| {
-        let (job, i) = locate(k);
-        item(job, i)
+        let (job, rows) = plan.item(k);
+        item(job, rows)
     });
 }
 
@@ -281,24 +454,17 @@ pub(crate) fn forward_many(
         cache.clear();
         for l in lins {
             if let Some(f) = l.act_format() {
-                cache.prepare(f, x, cols);
+                cache.prepare_par(f, x, cols, threads);
             }
         }
         let cache = &*cache;
-        let work: usize = lins.iter().map(|l| t * l.rows() * cols).sum();
-        let per: Vec<usize> = lins
-            .iter()
-            .map(|l| rows_per_item(l.rows(), threads))
-            .collect();
-        let items: Vec<usize> = lins
-            .iter()
-            .zip(&per)
-            .map(|(l, &p)| l.rows().div_ceil(p))
-            .collect();
+        let macs: usize = lins.iter().map(|l| t * l.rows() * cols).sum();
+        let bytes: usize = lins.iter().map(|l| l.stored_bytes()).sum();
+        let work = step_work(macs, bytes);
+        let plan = ItemPlan::new(lins.iter().map(|l| l.rows()), threads);
         let shared: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut::new(o)).collect();
-        run_items(threads, work, &items, |j, i| {
+        run_items(threads, work, &plan, |j, rows| {
             let lin = lins[j];
-            let rows = i * per[j]..((i + 1) * per[j]).min(lin.rows());
             let acts = cache.acts(lin, x);
             // SAFETY: items of job j cover disjoint row ranges, i.e. disjoint columns of
             // `outs[j]`, which stays borrowed for the whole call.
@@ -309,4 +475,102 @@ pub(crate) fn forward_many(
             };
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row of every job is in exactly one item; every item but a job's last starts and
+    /// ends on whole tiles; the large items come first and the small ones are at most a
+    /// quarter of a large one (rounded to a tile); one thread gets one item per job.
+    #[test]
+    fn item_plan_covers_each_row_once_large_items_first() {
+        for threads in [1, 2, 3, 8] {
+            for rows in [
+                vec![4096],
+                vec![512; 6],
+                vec![1536, 576],
+                vec![100, 7, 1, 0, 333],
+                vec![102_400],
+            ] {
+                let plan = ItemPlan::new(rows.iter().copied(), threads);
+                let mut seen: Vec<Vec<u32>> = rows.iter().map(|&r| vec![0; r]).collect();
+                let mut sizes = Vec::new();
+                for k in 0..plan.total() {
+                    let (j, r) = plan.item(k);
+                    assert!(!r.is_empty(), "{rows:?}/{threads}: item {k} empty");
+                    assert_eq!(r.start % ROW_ALIGN, 0, "{rows:?}/{threads}: item {k} {r:?}");
+                    assert!(
+                        r.end % ROW_ALIGN == 0 || r.end == rows[j],
+                        "{rows:?}/{threads}: item {k} {r:?}"
+                    );
+                    r.for_each(|i| seen[j][i] += 1);
+                    sizes.push(plan.item(k).1.len());
+                }
+                assert!(seen.iter().flatten().all(|&c| c == 1), "{rows:?}/{threads}");
+                if threads == 1 {
+                    assert_eq!(plan.total(), rows.iter().filter(|&&r| r > 0).count());
+                } else {
+                    let big = rows_per_item(rows.iter().sum(), threads);
+                    let small = (big / 4).div_ceil(ROW_ALIGN) * ROW_ALIGN;
+                    let tail = &sizes[plan.n_big..];
+                    assert!(
+                        tail.iter().all(|&n| n <= small),
+                        "{rows:?}/{threads}: {sizes:?}"
+                    );
+                    assert!(
+                        sizes.iter().all(|&n| n <= big),
+                        "{rows:?}/{threads}: {sizes:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The parallel quantization (chunks of rows over the pool, several requests at once) and
+    /// the gather of a row subset give each row exactly the bytes of quantizing it alone.
+    #[test]
+    fn parallel_quantization_and_gather_equal_per_row_quantization() {
+        let (t, cols) = (203, 512);
+        let x: Vec<f32> = (0..t * cols)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1e-3)
+            .collect();
+        let alone = |f: ActFormat, row: &[f32]| QuantizedActs::from_f32(f, row).unwrap();
+        for threads in [1, 2, 3] {
+            let (mut a, mut b) = (ActsCache::default(), ActsCache::default());
+            let mut reqs = vec![
+                QuantRequest {
+                    rows: a.reserve(ActFormat::Q8K, t).unwrap(),
+                    format: ActFormat::Q8K,
+                    x: &x,
+                    cols,
+                },
+                QuantRequest {
+                    rows: b.reserve(ActFormat::Q8_0, t).unwrap(),
+                    format: ActFormat::Q8_0,
+                    x: &x,
+                    cols,
+                },
+            ];
+            quantize_rows(&mut reqs, threads);
+            for (f, cache) in [(ActFormat::Q8K, &a), (ActFormat::Q8_0, &b)] {
+                for (r, got) in cache.rows(f).iter().enumerate() {
+                    let want = alone(f, &x[r * cols..(r + 1) * cols]);
+                    assert_eq!(
+                        got.as_bytes(),
+                        want.as_bytes(),
+                        "{f:?} row {r}, {threads} threads"
+                    );
+                }
+            }
+            let pick = [3usize, 4, 100, 202];
+            let mut g = ActsCache::default();
+            g.gather(&a, ActFormat::Q8K, &pick);
+            for (got, &r) in g.rows(ActFormat::Q8K).iter().zip(&pick) {
+                let want = alone(ActFormat::Q8K, &x[r * cols..(r + 1) * cols]);
+                assert_eq!(got.as_bytes(), want.as_bytes(), "gathered row {r}");
+            }
+        }
+    }
 }

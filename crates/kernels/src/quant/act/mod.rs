@@ -15,10 +15,17 @@
 //! The quantizers here are the scalar references, with llama.cpp's rounding
 //! (`quantize_row_q8_0_ref`, `quantize_row_q8_1_ref`, `quantize_row_q8_K_ref` in
 //! `ggml-quants.c`): the same activations give the same codes, so our logits differ from
-//! llama.cpp's only by float summation order.
+//! llama.cpp's only by float summation order. Q8_0 and Q8_K also have AVX2 paths (`x86.rs`),
+//! equal to the references byte for byte: the same IEEE products, sums and rounding per value,
+//! and the same choice of the value that sets the scale (prefill quantizes a few million values
+//! per layer, so the scalar loops showed in profiles).
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use super::legacy::{BlockQ8_0, QK};
 use super::{as_blocks, QuantBlock, QuantError, QuantType, QK_K};
+use crate::cpu::Isa;
 
 /// Q8_1: `d: f16, s: f16, qs: [i8; 32]`, `x ≈ d·q`, `s = d·Σq` (36 bytes per 32 values).
 #[repr(C)]
@@ -160,7 +167,8 @@ impl QuantType {
 
 /// One activation vector in an [`ActFormat`], in a buffer reused from call to call (the decode
 /// loop quantizes into the same `QuantizedActs` every token: no allocation once it is sized).
-#[derive(Clone, Debug)]
+/// `clone_from` reuses the destination's buffers too.
+#[derive(Debug)]
 pub struct QuantizedActs {
     format: ActFormat,
     n: usize,
@@ -168,6 +176,24 @@ pub struct QuantizedActs {
     bytes: Vec<u8>,
     /// The values, for [`ActFormat::F32`].
     floats: Vec<f32>,
+}
+
+impl Clone for QuantizedActs {
+    fn clone(&self) -> Self {
+        QuantizedActs {
+            format: self.format,
+            n: self.n,
+            bytes: self.bytes.clone(),
+            floats: self.floats.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.format = source.format;
+        self.n = source.n;
+        self.bytes.clone_from(&source.bytes);
+        self.floats.clone_from(&source.floats);
+    }
 }
 
 impl Default for QuantizedActs {
@@ -194,9 +220,21 @@ impl QuantizedActs {
         Ok(a)
     }
 
-    /// Quantizes `x` into this buffer (reusing its allocation), replacing what it held.
-    /// Errors if `x.len()` is not whole blocks of `format`.
+    /// Quantizes `x` into this buffer (reusing its allocation), replacing what it held, on the
+    /// best available ISA ([`Isa::detect`]). Errors if `x.len()` is not whole blocks of
+    /// `format`.
     pub fn quantize(&mut self, format: ActFormat, x: &[f32]) -> Result<(), QuantError> {
+        self.quantize_on(Isa::detect(), format, x)
+    }
+
+    /// [`QuantizedActs::quantize`] on `isa` (an unavailable one runs the scalar reference).
+    /// Every ISA gives the same bytes.
+    pub fn quantize_on(
+        &mut self,
+        isa: Isa,
+        format: ActFormat,
+        x: &[f32],
+    ) -> Result<(), QuantError> {
         let bs = format.block_size();
         #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; MSRV is 1.85.
         if x.len() % bs != 0 {
@@ -212,6 +250,10 @@ impl QuantizedActs {
                 block_size: bs,
             });
         }
+        #[cfg(target_arch = "x86_64")]
+        let simd = isa >= Isa::Avx2 && isa.is_available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = isa;
         self.format = format;
         self.n = x.len();
         self.floats.clear();
@@ -219,8 +261,16 @@ impl QuantizedActs {
         match format {
             ActFormat::F32 => self.floats.extend_from_slice(x),
             ActFormat::Q8_0 => {
-                for xb in x.chunks_exact(QK) {
-                    quantize_q8_0_block(xb, &mut self.bytes);
+                self.bytes.resize(x.len() / QK * size_of::<BlockQ8_0>(), 0);
+                let out = self.bytes.chunks_exact_mut(size_of::<BlockQ8_0>());
+                for (xb, ob) in x.chunks_exact(QK).zip(out) {
+                    #[cfg(target_arch = "x86_64")]
+                    if simd {
+                        // SAFETY: AVX2 is available (checked above); the block sizes match.
+                        unsafe { x86::quantize_q8_0_block(xb, ob) };
+                        continue;
+                    }
+                    quantize_q8_0_block(xb, ob);
                 }
             }
             ActFormat::Q8_1 => {
@@ -229,8 +279,16 @@ impl QuantizedActs {
                 }
             }
             ActFormat::Q8K => {
-                for xb in x.chunks_exact(QK_K) {
-                    quantize_q8k_block(xb, &mut self.bytes);
+                self.bytes.resize(x.len() / QK_K * size_of::<BlockQ8K>(), 0);
+                let out = self.bytes.chunks_exact_mut(size_of::<BlockQ8K>());
+                for (xb, ob) in x.chunks_exact(QK_K).zip(out) {
+                    #[cfg(target_arch = "x86_64")]
+                    if simd {
+                        // SAFETY: AVX2 is available (checked above); the block sizes match.
+                        unsafe { x86::quantize_q8k_block(xb, ob) };
+                        continue;
+                    }
+                    quantize_q8k_block(xb, ob);
                 }
             }
         }
@@ -298,10 +356,13 @@ fn q8_codes(x: &[f32]) -> (f32, [i8; QK]) {
     (d, q)
 }
 
-fn quantize_q8_0_block(x: &[f32], out: &mut Vec<u8>) {
+/// One Q8_0 block (34 bytes) of 32 values.
+fn quantize_q8_0_block(x: &[f32], out: &mut [u8]) {
     let (d, q) = q8_codes(x);
-    out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
-    out.extend(q.iter().map(|&v| v as u8));
+    out[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+    for (o, &v) in out[2..].iter_mut().zip(&q) {
+        *o = v as u8;
+    }
 }
 
 fn quantize_q8_1_block(x: &[f32], out: &mut Vec<u8>) {
@@ -325,7 +386,7 @@ fn nearest_int(v: f32) -> i32 {
 
 /// Q8_K: the scale is set by the value of largest magnitude (`−127 / max`, sign included), so
 /// that value maps to −127 exactly and the rest fall in [−128, 127] (clamped at 127).
-fn quantize_q8k_block(x: &[f32], out: &mut Vec<u8>) {
+fn quantize_q8k_block(x: &[f32], out: &mut [u8]) {
     let (mut amax, mut max) = (0.0f32, 0.0f32);
     for &v in x {
         if v.abs() > amax {
@@ -334,7 +395,7 @@ fn quantize_q8k_block(x: &[f32], out: &mut Vec<u8>) {
         }
     }
     if amax == 0.0 {
-        out.extend(std::iter::repeat_n(0u8, 292));
+        out.fill(0);
         return;
     }
     let iscale = -127.0 / max;
@@ -342,11 +403,13 @@ fn quantize_q8k_block(x: &[f32], out: &mut Vec<u8>) {
     for (q, &v) in q.iter_mut().zip(x) {
         *q = nearest_int(iscale * v).min(127) as i8;
     }
-    out.extend_from_slice(&(1.0 / iscale).to_le_bytes());
-    out.extend(q.iter().map(|&v| v as u8));
-    for s in q.chunks_exact(16) {
+    out[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    for (o, &v) in out[4..4 + QK_K].iter_mut().zip(&q) {
+        *o = v as u8;
+    }
+    for (o, s) in out[4 + QK_K..].chunks_exact_mut(2).zip(q.chunks_exact(16)) {
         let sum: i16 = s.iter().map(|&v| v as i16).sum();
-        out.extend_from_slice(&sum.to_le_bytes());
+        o.copy_from_slice(&sum.to_le_bytes());
     }
 }
 
@@ -364,6 +427,67 @@ mod tests {
             0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -127.5, 127.0, 0.0, -0.0,
         ] {
             assert_eq!(nearest_int(v), v.round_ties_even() as i32, "{v}");
+        }
+    }
+
+    /// Each SIMD quantizer gives the scalar reference's bytes, on rows built to hit its
+    /// edges: ties on half steps, a repeated maximum of both signs (the first one sets Q8_K's
+    /// sign), a negative maximum, zeros, tiny values, NaN and infinity.
+    #[test]
+    fn simd_quantizers_equal_the_reference() {
+        let mut rows: Vec<Vec<f32>> = Vec::new();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for scale in [1e-30f32, 1e-3, 1.0, 37.0, 1e20] {
+            rows.push((0..512).map(|_| rand() * scale).collect());
+        }
+        // Ties: every block's maximum is 127 (scale 1) and the other values are k + ½.
+        rows.push(
+            (0..512)
+                .map(|i| {
+                    if i % 32 == 0 {
+                        127.0
+                    } else {
+                        (i % 200) as f32 - 100.5
+                    }
+                })
+                .collect(),
+        );
+        let mut r: Vec<f32> = (0..512).map(|i| (i % 7) as f32 - 3.0).collect();
+        r[3] = -9.0;
+        r[200] = 9.0;
+        r[300] = 9.0;
+        r[301] = -9.0;
+        rows.push(r);
+        rows.push(vec![0.0; 512]);
+        rows.push(
+            (0..512)
+                .map(|i| if i % 2 == 0 { -0.0 } else { 0.0 })
+                .collect(),
+        );
+        let mut r: Vec<f32> = (0..512).map(|i| i as f32 * 0.01).collect();
+        r[17] = f32::NAN;
+        r[300] = f32::INFINITY;
+        rows.push(r);
+        for isa in Isa::available() {
+            for format in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
+                for (i, x) in rows.iter().enumerate() {
+                    let mut want = QuantizedActs::new();
+                    want.quantize_on(Isa::Scalar, format, x).unwrap();
+                    let mut got = QuantizedActs::new();
+                    got.quantize_on(isa, format, x).unwrap();
+                    assert_eq!(
+                        got.as_bytes(),
+                        want.as_bytes(),
+                        "{isa:?} {format:?} row {i}"
+                    );
+                }
+            }
         }
     }
 
