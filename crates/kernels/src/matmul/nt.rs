@@ -178,10 +178,12 @@ mod x86 {
         }
         for (x, row) in acc.iter().enumerate() {
             for (y, v) in row.iter().enumerate() {
-                let mut l = [0.0f32; 16];
-                // SAFETY: `l` is 16 floats.
-                unsafe { _mm512_storeu_ps(l.as_mut_ptr(), *v) };
-                let s = tree_sum(&mut l);
+                // The tree's first level: lane l + lane l + 8.
+                let v8 = _mm256_add_ps(
+                    _mm512_castps512_ps256(*v),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*v))),
+                );
+                let s = tree_sum256(v8);
                 let o = &mut c.data[(i + x) * c.ld + j + y];
                 *o = if accumulate { *o + s } else { s };
             }
@@ -236,27 +238,22 @@ mod x86 {
         }
         for (x, row) in acc.iter().enumerate() {
             for (y, v) in row.iter().enumerate() {
-                let mut l = [0.0f32; 8];
-                // SAFETY: `l` is 8 floats.
-                unsafe { _mm256_storeu_ps(l.as_mut_ptr(), *v) };
-                let s = tree_sum(&mut l);
+                let s = tree_sum256(*v);
                 let o = &mut c.data[(i + x) * c.ld + j + y];
                 *o = if accumulate { *o + s } else { s };
             }
         }
     }
 
-    /// The lanes summed as the reference does: halves added, down to one.
-    #[inline(always)]
-    fn tree_sum(l: &mut [f32]) -> f32 {
-        let mut w = l.len();
-        while w > 1 {
-            w /= 2;
-            for x in 0..w {
-                l[x] += l[x + w];
-            }
-        }
-        l[0]
+    /// The 8 lanes of `v` summed as the reference's tree: `l + 4`, then `l + 2`, then `l + 1`
+    /// (in registers; f32 addition is commutative, so operand order does not matter).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn tree_sum256(v: __m256) -> f32 {
+        let v4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+        let v1 = _mm_add_ss(v2, _mm_shuffle_ps::<0b01>(v2, v2));
+        _mm_cvtss_f32(v1)
     }
 }
 
