@@ -335,7 +335,7 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
 /// queries per latent read) it replaced (`old`).
 fn attention_f32(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
     use frugal_kernels::matmul::{dot_n, nn::gemm_nn_with, nt::gemm_nt_with, MatMut, MatRef};
-    let mut report = |name: String, flops: usize, d: Duration| {
+    let report = |name: String, flops: usize, d: Duration| {
         let gflops = 2.0 * flops as f64 / d.as_secs_f64() / 1e9;
         println!(
             "{name:<40} {:>10.1} µs {gflops:>8.2} GFLOP/s",

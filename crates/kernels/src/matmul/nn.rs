@@ -203,10 +203,9 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX-512F and FMA; the views must fit their slices and agree in shape.
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn gemm_avx512(a: MatRef<'_>, b: MatRef<'_>, mut c: MatMut<'_>, acc: bool) {
+    pub(super) unsafe fn gemm_avx512(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, acc: bool) {
         let mask = |lanes: usize| -> __mmask16 { ((1u32 << lanes) - 1) as __mmask16 };
         tiles!(a, b, c, acc, 16, 8, 2, tile512, mask);
-        let _ = &mut c;
     }
 
     /// One `MR × NV·16` tile of `C`; the last vector of each row uses `mask`.
@@ -264,14 +263,13 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX2 and FMA; the views must fit their slices and agree in shape.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gemm_avx2(a: MatRef<'_>, b: MatRef<'_>, mut c: MatMut<'_>, acc: bool) {
+    pub(super) unsafe fn gemm_avx2(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, acc: bool) {
         let mask = |lanes: usize| -> __m256i {
             let m: [i32; 8] = std::array::from_fn(|l| if l < lanes { -1 } else { 0 });
             // SAFETY: `m` is 8 i32s.
             unsafe { _mm256_loadu_si256(m.as_ptr().cast()) }
         };
         tiles!(a, b, c, acc, 8, 4, 2, tile256, mask);
-        let _ = &mut c;
     }
 
     /// One `MR × NV·8` tile of `C`; the last vector of each row uses `mask`.
