@@ -16,6 +16,8 @@
 //!   1408×2048, and the cold 16384×7168: one token as GB/s of the original bytes (decode); in
 //!   cache also 4, 16 and 64 tokens (the multi-token tiles; prefill), and 512 on 2048×2048,
 //!   as GFLOP/s.
+//! - `mla`: the f32 products of MLA attention (`matmul::gemm_nn`, `matmul::gemm_nt`) per ISA,
+//!   in GFLOP/s (see `attention_f32`).
 //!
 //! Plain `harness = false` timing: one warm-up pass, then passes until `MIN_TIME` has elapsed,
 //! reporting the fastest pass (least disturbed by other processes on a shared machine).
@@ -169,6 +171,7 @@ fn main() {
     }
     qgemm(&mut rng, &wanted);
     repacked(&mut rng, &wanted);
+    attention_f32(&mut rng, &wanted);
 }
 
 /// The `qgemm` and `cold` rows (module docs): old per-row `vec_dot` loop against `gemm`.
@@ -331,5 +334,77 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
                 old.as_secs_f64() / new.as_secs_f64()
             );
         }
+    }
+}
+
+/// The `mla` rows: the f32 products of MLA attention (DeepSeek V3 head shapes, a 512-position
+/// cache) per ISA, in GFLOP/s. `gemm_nn`: decompressing one head's keys `W_UK_h Cᵀ`
+/// (128×512 · 512×512), a 64-query block's `P·V` (64×512 · 512×128); `gemm_nt`: 8 absorbed
+/// queries' scores against 512 latents (8×512 · (512×512)ᵀ), next to the `dot_n` loop (4
+/// queries per latent read) it replaced (`old`).
+fn attention_f32(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
+    use frugal_kernels::matmul::{dot_n, nn::gemm_nn_with, nt::gemm_nt_with, MatMut, MatRef};
+    let report = |name: String, flops: usize, d: Duration| {
+        let gflops = 2.0 * flops as f64 / d.as_secs_f64() / 1e9;
+        println!(
+            "{name:<40} {:>10.1} µs {gflops:>8.2} GFLOP/s",
+            d.as_secs_f64() * 1e6
+        );
+    };
+    let mut vals = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.unit()).collect() };
+    for (what, m, n, k) in [
+        ("W_UK·Cᵀ", 128usize, 512usize, 512usize),
+        ("P·V", 64, 128, 512),
+    ] {
+        let (a, b) = (vals(m * k), vals(k * n));
+        let mut c = vec![0.0f32; m * n];
+        for isa in Isa::available() {
+            let name = format!("mla gemm_nn {what} {m}x{n}x{k} {isa}");
+            if !wanted(&name) {
+                continue;
+            }
+            let d = time(|| {
+                let (a, b) = (
+                    MatRef::new(black_box(&a), m, k, k),
+                    MatRef::new(&b, k, n, n),
+                );
+                gemm_nn_with(isa, a, b, MatMut::new(&mut c, m, n, n), false);
+                black_box(&c);
+            });
+            report(name, m * n * k, d);
+        }
+    }
+    let (m, n, k) = (8usize, 512usize, 512usize);
+    let (a, b) = (vals(m * k), vals(n * k));
+    let mut c = vec![0.0f32; m * n];
+    for isa in Isa::available() {
+        let name = format!("mla gemm_nt scores {m}x{n}x{k} {isa}");
+        if wanted(&name) {
+            let d = time(|| {
+                let (a, b) = (
+                    MatRef::new(black_box(&a), m, k, k),
+                    MatRef::new(&b, n, k, k),
+                );
+                gemm_nt_with(isa, a, b, MatMut::new(&mut c, m, n, n), false);
+                black_box(&c);
+            });
+            report(name, m * n * k, d);
+        }
+    }
+    let name = format!("mla dot_n scores {m}x{n}x{k} old");
+    if wanted(&name) {
+        let d = time(|| {
+            for q0 in (0..m).step_by(4) {
+                let rows: [&[f32]; 4] = std::array::from_fn(|j| &a[(q0 + j) * k..(q0 + j + 1) * k]);
+                for s in 0..n {
+                    let r = dot_n(rows, black_box(&b[s * k..(s + 1) * k]));
+                    for j in 0..4 {
+                        c[(q0 + j) * n + s] = r[j];
+                    }
+                }
+            }
+            black_box(&c);
+        });
+        report(name, m * n * k, d);
     }
 }

@@ -6,17 +6,81 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-/// `gate[i] = silu(gate[i]) * up[i]`, in place in `gate`.
+/// `gate[i] = silu(gate[i]) * up[i]`, in place in `gate`; with AVX2 the exponential comes
+/// from [`crate::exp::exp8`] (within 2 ulp of libm's), the rest as in [`silu`].
 pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "swiglu_inplace: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if crate::exp::has_exp8() {
+        // SAFETY: AVX2 and FMA are available (checked); the lengths are equal.
+        return unsafe { swiglu_avx2(gate, up) };
+    }
+    swiglu_scalar(gate, up);
+}
+
+/// The reference.
+pub fn swiglu_scalar(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = silu(*g) * u;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
+    use std::arch::x86_64::*;
+    // g / (1 + e^−g) · u, each step an IEEE operation as in `silu`.
+    let f = |g: __m256, u: __m256| {
+        // SAFETY: AVX2/FMA per the caller.
+        let e = unsafe { crate::exp::exp8(_mm256_sub_ps(_mm256_setzero_ps(), g)) };
+        _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0), e)), u)
+    };
+    let mut gs = gate.chunks_exact_mut(8);
+    let mut us = up.chunks_exact(8);
+    for (g, u) in (&mut gs).zip(&mut us) {
+        // SAFETY: 8 values each.
+        unsafe {
+            let r = f(_mm256_loadu_ps(g.as_ptr()), _mm256_loadu_ps(u.as_ptr()));
+            _mm256_storeu_ps(g.as_mut_ptr(), r);
+        }
+    }
+    let (g, u) = (gs.into_remainder(), us.remainder());
+    if !g.is_empty() {
+        let (mut gb, mut ub) = ([0.0f32; 8], [0.0f32; 8]);
+        gb[..g.len()].copy_from_slice(g);
+        ub[..u.len()].copy_from_slice(u);
+        // SAFETY: 8 values each.
+        unsafe {
+            let r = f(_mm256_loadu_ps(gb.as_ptr()), _mm256_loadu_ps(ub.as_ptr()));
+            _mm256_storeu_ps(gb.as_mut_ptr(), r);
+        }
+        g.copy_from_slice(&gb[..g.len()]);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vector path is within a few ulp of the reference (its `exp` is within 2 ulp), and
+    /// the ends behave: very negative gates give −0·u, very positive ones g·u.
+    #[test]
+    fn vector_path_matches_the_reference() {
+        for n in [1usize, 8, 13, 100] {
+            let g: Vec<f32> = (0..n).map(|i| (i as f32 - 50.0) * 2.1).collect();
+            let u: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 * 0.01).collect();
+            let mut want = g.clone();
+            swiglu_scalar(&mut want, &u);
+            let mut got = g.clone();
+            swiglu_inplace(&mut got, &u);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 4.0 * f32::EPSILON * b.abs(),
+                    "{i}: {a} vs {b}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn silu_values() {

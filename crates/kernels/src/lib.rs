@@ -19,6 +19,7 @@
 pub mod activation;
 pub mod convert;
 pub mod cpu;
+pub mod exp;
 pub mod matmul;
 pub mod norm;
 pub mod pool;

@@ -2,7 +2,13 @@
 //!
 //! Weights are `[rows, cols]` row-major (PyTorch's `[out, in]`): `y = W x` is one dot product
 //! per row. [`dot`] keeps eight partial sums, which bounds rounding error growth like a pairwise
-//! sum and is the shape a SIMD variant will take.
+//! sum and is the shape a SIMD variant will take. [`nn`]: register-blocked `C = A·B` with
+//! `B` untransposed ([`gemm_nn`]); [`nt`]: `C = A·Bᵀ`, dot products of rows ([`gemm_nt`]).
+
+pub mod nn;
+pub mod nt;
+pub use nn::{gemm_nn, MatMut, MatRef};
+pub use nt::gemm_nt;
 
 /// `sum_i a_i * b_i`. Panics if the lengths differ.
 ///

@@ -1,5 +1,5 @@
-//! Multi-head latent attention (DeepSeek-V2 §2.1) with the compressed cache and absorbed
-//! projections.
+//! Multi-head latent attention (DeepSeek-V2 §2.1) over the compressed cache, with absorbed or
+//! expanded projections.
 //!
 //! Per token (shapes for one token; `H` hidden, `n` heads, `dn`/`dr`/`dv` the nope/rope/value
 //! head dims, `r_kv` = `kv_lora_rank`):
@@ -23,11 +23,32 @@
 //! ```
 //!
 //! which equals the reference's expanded attention, only summed in another order.
+//!
+//! Two ways to compute the same attention, chosen per call by a count of multiply-adds
+//! (`MlaAttention::choose_path`):
+//!
+//! - [`MlaPath::Absorbed`] (above; `absorbed.rs`): nothing is decompressed, every score costs
+//!   `r_kv + dr` and every value `r_kv` per head, plus the two per-head products per query.
+//!   Cheapest when few queries meet a long cache (decode, short appends). The heads of a range
+//!   (and consecutive queries) share each read of a cached latent: the scores of a group of
+//!   `GROUP` (query, head) pairs are one `[GROUP, r_kv] × [ctx, r_kv]ᵀ` product (tiles of
+//!   4 pairs × 4 positions), their value sums one `[GROUP, ctx] × [ctx, r_kv]` product.
+//! - [`MlaPath::Expanded`] (`expanded.rs`): per head, `K_h = C W_UK_hᵀ` and `V_h = C W_UV_hᵀ`
+//!   are decompressed once for every cached position (`C` the `[ctx, r_kv]` latents), then
+//!   attention runs in `dn + dr` and `dv` dimensions. Decompressing costs `ctx (dn + dv) r_kv`
+//!   per head but each (query, key) pair then costs `dn + dr + dv` instead of `2 r_kv + dr`
+//!   (320 against 1088 for DeepSeek V3), and the per-query products disappear. Over a deep
+//!   cache that pays off from `(dn + dv) r_kv / (2 r_kv - dn - dv)` ≈ 171 queries per call
+//!   (V3), from an empty one after a few dozen: prefill.
 
-use std::ops::Range;
+mod absorbed;
+mod expanded;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 use frugal_formats::config::MlaConfig;
-use frugal_kernels::{matmul, norm, rope, softmax};
+use frugal_kernels::{norm, rope};
 
 use super::heads::for_head_ranges;
 use super::linear::{load_f32_vec, Linear, Weights};
@@ -36,8 +57,51 @@ use super::rope::RopeTable;
 use super::SeqSpan;
 use crate::ModelError;
 
-/// Queries attended together in prefill (sharing each read of a cached latent).
-const QB: usize = 4;
+/// (query, head) pairs of the absorbed path scored together against each cached latent row
+/// (8: all heads of a range of up to 8, or several queries of fewer heads).
+const GROUP: usize = 8;
+
+/// Queries of the expanded path whose scores are computed as one block (`[QE, ctx]`).
+const QE: usize = 64;
+
+/// How one call computes attention (the module docs compare the two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MlaPath {
+    /// Queries absorb `W_UK_h`; attention over the latents; `W_UV_h` applied after.
+    Absorbed,
+    /// Keys and values decompressed per head for every cached position.
+    Expanded,
+}
+
+/// [`force_path`]: 0 not called (`FRUGAL_MLA_PATH` decides), 1 absorbed, 2 expanded, 3 by cost.
+static FORCED: AtomicU8 = AtomicU8::new(0);
+
+/// Makes every MLA call in this process take `path` (`None`: choose by cost, the default), to
+/// compare the two paths in tests and benchmarks. `FRUGAL_MLA_PATH=absorbed|expanded` does the
+/// same from the environment (read once, overridden by this call).
+pub fn force_path(path: Option<MlaPath>) {
+    let v = match path {
+        None => 3,
+        Some(MlaPath::Absorbed) => 1,
+        Some(MlaPath::Expanded) => 2,
+    };
+    FORCED.store(v, Ordering::Relaxed);
+}
+
+/// The forced path, if any ([`force_path`], else `FRUGAL_MLA_PATH`).
+fn forced_path() -> Option<MlaPath> {
+    static ENV: OnceLock<Option<MlaPath>> = OnceLock::new();
+    match FORCED.load(Ordering::Relaxed) {
+        1 => Some(MlaPath::Absorbed),
+        2 => Some(MlaPath::Expanded),
+        3 => None,
+        _ => *ENV.get_or_init(|| match std::env::var("FRUGAL_MLA_PATH").ok()?.trim() {
+            "absorbed" => Some(MlaPath::Absorbed),
+            "expanded" => Some(MlaPath::Expanded),
+            _ => None,
+        }),
+    }
+}
 
 /// transformers builds `q_a_layernorm` and `kv_a_layernorm` with the default eps, not
 /// `rms_norm_eps`.
@@ -214,171 +278,54 @@ impl<'a> MlaAttention<'a> {
             }
         }
 
-        // Per sequence and head: absorb W_UK_h into the query, attend over latents, apply
-        // W_UV_h. Heads are independent: split them over threads when there is enough work.
+        // Per sequence: attention of every head over its cache, by the cheaper path. Heads
+        // are independent: split them over threads when there is enough work.
         let mut heads_out = Vec::with_capacity(q.len() / qk * dv);
         let mut row = 0;
         for span in spans.iter() {
             let (t, start_pos) = (span.len, span.start_pos);
             let qs = &q[row * n * qk..(row + t) * n * qk];
-            // Attention over the cache plus the per-head W_UK / W_UV products.
-            let work = n * t * ((start_pos + t) * (r_kv + dr) + (dn + dv) * r_kv);
+            let (path, per_head) = self.choose_path(t, start_pos);
             let cache: &LatentCache = span.cache;
-            heads_out.extend(for_head_ranges(n, t, dv, work, threads, |heads| {
-                self.attend_heads(qs, t, start_pos, heads, cache)
-            }));
+            heads_out.extend(for_head_ranges(
+                n,
+                t,
+                dv,
+                n * per_head,
+                threads,
+                |heads| match path {
+                    MlaPath::Absorbed => self.attend_absorbed(qs, t, start_pos, heads, cache),
+                    MlaPath::Expanded => self.attend_expanded(qs, t, start_pos, heads, cache),
+                },
+            ));
             row += t;
         }
         self.o.forward(&heads_out, threads)
     }
 
-    /// Attention outputs `[t, heads.len(), dv]` of a range of heads for `t` queries `q`
-    /// (`[t, n, dn + dr]`, rope applied) at positions `start_pos..`, over `cache`.
+    /// The path for `t` queries at positions `start_pos..` and its multiply-adds per head.
     ///
-    /// The per-head products with `W_UK_h^T` and `W_UV_h` run on the weights as stored
-    /// ([`Linear::forward_rows`] over the head's rows: quantized weights use the integer dot
-    /// kernels, with `q_nope_h` and `o_lat_h` quantized to the weight's activation format
-    /// unless exact activations were asked for), so no weight is dequantized per token.
-    /// Only `kv_b_proj` (Hugging Face's joint layout, and older GGUF converters' `attn_kv_b`)
-    /// stores `W_UK_h` untransposed, so there its rows are decoded to f32 once per head and
-    /// call (shared by the call's `t` queries) to fold the queries.
-    fn attend_heads(
-        &self,
-        q: &[f32],
-        t: usize,
-        start_pos: usize,
-        heads: Range<usize>,
-        cache: &LatentCache,
-    ) -> Vec<f32> {
-        let (n, dn, dr, dv, r_kv) = (self.n_heads, self.dn, self.dr, self.dv, self.r_kv);
-        let qk = dn + dr;
-        let nh = heads.len();
-        let mut out = vec![0.0f32; t * nh * dv];
-        let mut q_nope = vec![0.0f32; t * dn];
-        let mut o_lat = vec![0.0f32; t * r_kv];
-        let mut w_uk = match self.kv_b {
-            KvB::Joint(_) => vec![0.0f32; dn * r_kv],
-            KvB::Split { .. } => Vec::new(),
-        };
-        let mut scores = Vec::with_capacity(start_pos + t);
-        for (j, h) in heads.enumerate() {
-            for (i, dst) in q_nope.chunks_exact_mut(dn).enumerate() {
-                dst.copy_from_slice(&q[(i * n + h) * qk..(i * n + h) * qk + dn]);
-            }
-            // q_lat = W_UK_h^T q_nope for every query: [t, r_kv].
-            let q_lat = match &self.kv_b {
-                // `k_b` holds W_UK_h^T: r_kv rows of length dn, a plain product.
-                KvB::Split { k_b, .. } => k_b.forward_rows(h * r_kv..(h + 1) * r_kv, &q_nope),
-                KvB::Joint(kv_b) => {
-                    let base = h * (dn + dv);
-                    kv_b.decode_rows(base..base + dn, &mut w_uk);
-                    let mut q_lat = vec![0.0f32; t * r_kv];
-                    for (qn, ql) in q_nope.chunks_exact(dn).zip(q_lat.chunks_exact_mut(r_kv)) {
-                        for (d, row) in w_uk.chunks_exact(r_kv).enumerate() {
-                            matmul::axpy(qn[d], row, ql);
-                        }
-                    }
-                    q_lat
-                }
-            };
-            // Queries in blocks of QB share each read of a cached latent (prefill); the rest
-            // one at a time. Each query's scores, softmax and sum are computed exactly as
-            // alone: `dot_n` / `axpy_n` equal `dot` / `axpy` per row.
-            let blocks = t / QB;
-            for b in 0..blocks {
-                let i0 = b * QB;
-                self.attend_block(q, &q_lat, h, i0, start_pos, cache, &mut scores, &mut o_lat);
-            }
-            for i in blocks * QB..t {
-                let q_rope = &q[(i * n + h) * qk + dn..(i * n + h + 1) * qk];
-                let ql = &q_lat[i * r_kv..(i + 1) * r_kv];
-                // Causal: token i sees every cached position up to its own.
-                let ctx = start_pos + i + 1;
-                scores.clear();
-                scores.extend((0..ctx).map(|s| {
-                    let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
-                    let k = &cache.rope_key[s * dr..(s + 1) * dr];
-                    (matmul::dot(ql, c) + matmul::dot(q_rope, k)) * self.scale
-                }));
-                softmax::softmax_inplace(&mut scores);
-                let ol = &mut o_lat[i * r_kv..(i + 1) * r_kv];
-                ol.iter_mut().for_each(|v| *v = 0.0);
-                for (s, &p) in scores.iter().enumerate() {
-                    matmul::axpy(p, &cache.latent[s * r_kv..(s + 1) * r_kv], ol);
-                }
-            }
-            // o_h = W_UV_h o_lat for every query: [t, dv] (plain rows in both layouts).
-            let o = match &self.kv_b {
-                KvB::Split { v_b, .. } => v_b.forward_rows(h * dv..(h + 1) * dv, &o_lat),
-                KvB::Joint(kv_b) => {
-                    let base = h * (dn + dv);
-                    kv_b.forward_rows(base + dn..base + dn + dv, &o_lat)
-                }
-            };
-            for (i, oh) in o.chunks_exact(dv).enumerate() {
-                out[(i * nh + j) * dv..(i * nh + j + 1) * dv].copy_from_slice(oh);
-            }
-        }
-        out
-    }
-
-    /// Latent attention outputs `o_lat` (`[t, r_kv]`, rows `i0..i0 + QB` written) of head `h`
-    /// for the QB queries `i0..i0 + QB` (`q_lat` `[t, r_kv]` their absorbed queries), reading
-    /// each cached position once for the whole block. `scores` is scratch.
-    #[allow(clippy::too_many_arguments)]
-    fn attend_block(
-        &self,
-        q: &[f32],
-        q_lat: &[f32],
-        h: usize,
-        i0: usize,
-        start_pos: usize,
-        cache: &LatentCache,
-        scores: &mut Vec<f32>,
-        o_lat: &mut [f32],
-    ) {
-        let (n, dn, dr, r_kv) = (self.n_heads, self.dn, self.dr, self.r_kv);
-        let qk = dn + dr;
-        let ql: [&[f32]; QB] =
-            std::array::from_fn(|j| &q_lat[(i0 + j) * r_kv..(i0 + j + 1) * r_kv]);
-        let qr: [&[f32]; QB] = std::array::from_fn(|j| {
-            let i = i0 + j;
-            &q[(i * n + h) * qk + dn..(i * n + h + 1) * qk]
+    /// With `P = t·start_pos + t(t+1)/2` (query, key) pairs and `L = start_pos + t` cached
+    /// positions: absorbed costs `P (2 r_kv + dr)` for scores and values plus
+    /// `t (dn + dv) r_kv` for the two per-head products; expanded costs `L (dn + dv) r_kv` to
+    /// decompress keys and values, `dn · r_kv` to decode `W_UK_h`, and `(dn + dr + dv)` per
+    /// pair, counting the pairs its `QE`-query score blocks compute past the causal edge.
+    pub(crate) fn choose_path(&self, t: usize, start_pos: usize) -> (MlaPath, usize) {
+        let (dn, dr, dv, r_kv) = (self.dn, self.dr, self.dv, self.r_kv);
+        let pairs = t * start_pos + t * (t + 1) / 2;
+        let absorbed = pairs * (2 * r_kv + dr) + t * (dn + dv) * r_kv;
+        let expanded = (start_pos + t) * (dn + dv) * r_kv
+            + dn * r_kv
+            + (pairs + t * QE.min(t) / 2) * (dn + dr + dv);
+        let path = forced_path().unwrap_or(if expanded < absorbed {
+            MlaPath::Expanded
+        } else {
+            MlaPath::Absorbed
         });
-        // Query i0 + j sees positions 0..ctx(j); the last block rows only some queries see.
-        let ctx = |j: usize| start_pos + i0 + j + 1;
-        let (common, all) = (ctx(0), ctx(QB - 1));
-        scores.clear();
-        scores.resize(QB * all, 0.0);
-        for s in 0..all {
-            let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
-            let k = &cache.rope_key[s * dr..(s + 1) * dr];
-            let (dc, dk) = (matmul::dot_n(ql, c), matmul::dot_n(qr, k));
-            for j in 0..QB {
-                scores[j * all + s] = (dc[j] + dk[j]) * self.scale;
-            }
-        }
-        for j in 0..QB {
-            softmax::softmax_inplace(&mut scores[j * all..j * all + ctx(j)]);
-        }
-        let block = &mut o_lat[i0 * r_kv..(i0 + QB) * r_kv];
-        block.iter_mut().for_each(|v| *v = 0.0);
-        let mut rows = block.chunks_exact_mut(r_kv);
-        let mut ol: [&mut [f32]; QB] =
-            // OK because `block` is exactly QB rows.
-            std::array::from_fn(|_| rows.next().expect("QB rows"));
-        for s in 0..common {
-            let p: [f32; QB] = std::array::from_fn(|j| scores[j * all + s]);
-            let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
-            matmul::axpy_n(p, c, ol.each_mut().map(|r| &mut **r));
-        }
-        for s in common..all {
-            let c = &cache.latent[s * r_kv..(s + 1) * r_kv];
-            for (j, o) in ol.iter_mut().enumerate() {
-                if s < ctx(j) {
-                    matmul::axpy(scores[j * all + s], c, o);
-                }
-            }
-        }
+        let cost = match path {
+            MlaPath::Absorbed => absorbed,
+            MlaPath::Expanded => expanded,
+        };
+        (path, cost)
     }
 }
