@@ -80,11 +80,14 @@ pub(super) fn gemm(
     #[cfg(target_arch = "x86_64")]
     {
         // Where the per-row loop measured as fast (`cargo bench … qgemm`): Q8_0 on AVX2 (no
-        // decoding to share; the tile's reductions cost more than it saves) and the 4/5-bit
-        // types with one token (each row block is decoded once either way).
+        // decoding to share; the tile's reductions cost more than it saves), every type with
+        // one token (each row block is decoded once either way), and Q8_0 on VNNI below a
+        // whole tile of tokens: the VNNI tile's `−128·Σc` correction per row and block is paid
+        // per tile, so with one token it halved decode speed on a Q8_0 DeepSeek-V2-Lite
+        // (5.8 against 11.3 tokens/s at 2 threads).
         let per_row = match isa {
             Isa::Avx2 => ty == QuantType::Q8_0 || acts.len() == 1,
-            Isa::Avx512Vnni => ty != QuantType::Q8_0 && acts.len() == 1,
+            Isa::Avx512Vnni => acts.len() == 1 || (ty == QuantType::Q8_0 && acts.len() < 4),
             _ => true,
         };
         if per_row {
