@@ -56,6 +56,8 @@ pub fn gemm_nt_with(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accum
             _ => {}
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     gemm_nt_scalar::<8>(a, b, c, accumulate)
 }
 
