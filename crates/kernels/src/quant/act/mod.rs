@@ -432,7 +432,7 @@ mod tests {
 
     /// Each SIMD quantizer gives the scalar reference's bytes, on rows built to hit its
     /// edges: ties on half steps, a repeated maximum of both signs (the first one sets Q8_K's
-    /// sign), a negative maximum, zeros, tiny values, NaN and infinity.
+    /// sign), a negative maximum, zeros, tiny values, and (Q8_0) NaN and infinity.
     #[test]
     fn simd_quantizers_equal_the_reference() {
         let mut rows: Vec<Vec<f32>> = Vec::new();
@@ -477,6 +477,12 @@ mod tests {
         for isa in Isa::available() {
             for format in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
                 for (i, x) in rows.iter().enumerate() {
+                    // The Q8_K reference's `nearest_int` asserts a finite range (debug builds):
+                    // non-finite blocks are checked on the Q8_0/Q8_1 paths only (Q8_K's SIMD
+                    // path hands such blocks to the reference anyway).
+                    if format == ActFormat::Q8K && x.iter().any(|v| !v.is_finite()) {
+                        continue;
+                    }
                     let mut want = QuantizedActs::new();
                     want.quantize_on(Isa::Scalar, format, x).unwrap();
                     let mut got = QuantizedActs::new();
