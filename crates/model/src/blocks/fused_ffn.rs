@@ -24,8 +24,8 @@ use frugal_kernels::activation;
 
 use super::ffn::Mlp;
 use super::products::{
-    self, quantize_rows, run_items, with_scratch, Acts, ActsCache, ItemPlan, QuantRequest,
-    SharedOut,
+    self, quantize_in_parallel, quantize_rows, run_items, with_scratch, Acts, ActsCache, ItemPlan,
+    QuantRequest, SharedOut,
 };
 
 /// One MLP of a fused step and the input rows it takes.
@@ -174,8 +174,15 @@ fn run_in<R>(
     }
 
     // 3. Each job's hidden rows in its down projection's format: one parallel step over
-    //    every job's rows when they are many.
-    {
+    //    every job's rows when they are many (prefill), on this thread without building a
+    //    request list otherwise (decode).
+    let values: usize = jobs
+        .iter()
+        .zip(js.iter())
+        .filter(|(job, _)| job.mlp.down().act_format().is_some())
+        .map(|(_, j)| j.h.len())
+        .sum();
+    if quantize_in_parallel(values, threads) {
         let mut requests: Vec<QuantRequest<'_>> = Vec::with_capacity(jobs.len());
         for (job, j) in jobs.iter().zip(js.iter_mut()) {
             let down = job.mlp.down();
@@ -194,6 +201,14 @@ fn run_in<R>(
             }
         }
         quantize_rows(&mut requests, threads);
+    } else {
+        for (job, j) in jobs.iter().zip(js.iter_mut()) {
+            let down = job.mlp.down();
+            j.h_acts.clear();
+            if let Some(f) = down.act_format() {
+                j.h_acts.prepare(f, &j.h, down.cols());
+            }
+        }
     }
 
     // 4. Every down projection: one parallel step.

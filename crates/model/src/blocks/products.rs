@@ -149,6 +149,12 @@ pub(crate) struct QuantRequest<'a> {
 /// Rows per task of a parallel quantization.
 const QUANT_ROWS_PER_TASK: usize = 16;
 
+/// Whether quantizing `values` activations is worth a parallel step (prefill) rather than
+/// this thread alone (decode: a hand-off costs more than a few rows).
+pub(crate) fn quantize_in_parallel(values: usize, threads: usize) -> bool {
+    threads > 1 && values >= PARALLEL_MIN_WORK / 4
+}
+
 /// Carries out every request, as one parallel step over chunks of rows when the rows are
 /// many (prefill), on this thread otherwise (a hand-off costs more than a few rows).
 pub(crate) fn quantize_rows(requests: &mut [QuantRequest<'_>], threads: usize) {
@@ -161,7 +167,7 @@ pub(crate) fn quantize_rows(requests: &mut [QuantRequest<'_>], threads: usize) {
         }
     };
     let values: usize = requests.iter().map(|r| r.rows.len() * r.cols).sum();
-    if threads <= 1 || values < PARALLEL_MIN_WORK / 4 {
+    if !quantize_in_parallel(values, threads) {
         for r in requests.iter_mut() {
             quantize(r.rows, r.format, r.x, r.cols);
         }
