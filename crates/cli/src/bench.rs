@@ -21,6 +21,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use frugal_kernels::pool::ThreadPool;
 use frugal_model::active::active_bytes;
+use frugal_model::profile;
 use frugal_model::{KvCache, Model};
 
 use crate::load::open_model;
@@ -56,6 +57,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also time each phase of the forward pass (attention projections, experts, LM head, …)
+    /// over the timed repetitions and print where each token's time goes.
+    #[arg(long)]
+    profile: bool,
     /// --max-memory and the expert cache's settings (the bandwidth test, which allocates
     /// --memory-mib, is then skipped unless --bandwidth is given).
     #[command(flatten)]
@@ -112,6 +117,47 @@ struct TestResult {
     /// The expert cache's counters over the timed repetitions (with --max-memory).
     #[serde(skip_serializing_if = "Option::is_none")]
     experts: Option<frugal_engine::residency::CacheStats>,
+    /// Wall time per phase over the timed repetitions (with --profile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<Vec<PhaseJson>>,
+}
+
+/// One phase of a test's profile.
+#[derive(serde::Serialize)]
+struct PhaseJson {
+    /// `attn.core`, …; `other` is the test's time outside every phase.
+    phase: &'static str,
+    /// Microseconds per token of the test.
+    us_per_token: f64,
+    /// Share of the test's time.
+    fraction: f64,
+    /// Steps timed per token.
+    calls_per_token: f64,
+}
+
+/// The profile of a test of `tokens` tokens per repetition that took `seconds`, from the
+/// phase totals `times` over those repetitions.
+fn phase_report(times: &[profile::PhaseTime], tokens: usize, seconds: &[f64]) -> Vec<PhaseJson> {
+    let total: f64 = seconds.iter().sum();
+    let per = (tokens * seconds.len()) as f64;
+    let timed: f64 = times.iter().map(|p| p.time.as_secs_f64()).sum();
+    let mut rows: Vec<PhaseJson> = times
+        .iter()
+        .filter(|p| p.calls > 0)
+        .map(|p| PhaseJson {
+            phase: p.phase.name(),
+            us_per_token: p.time.as_secs_f64() * 1e6 / per,
+            fraction: p.time.as_secs_f64() / total,
+            calls_per_token: p.calls as f64 / per,
+        })
+        .collect();
+    rows.push(PhaseJson {
+        phase: "other",
+        us_per_token: (total - timed).max(0.0) * 1e6 / per,
+        fraction: (total - timed).max(0.0) / total,
+        calls_per_token: 0.0,
+    });
+    rows
 }
 
 impl TestResult {
@@ -125,6 +171,7 @@ impl TestResult {
             mean,
             sd,
             experts: None,
+            profile: None,
         }
     }
 }
@@ -212,6 +259,7 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
             progress(&format!("pp{} {rep}/{}", args.n_prompt, args.reps));
             if rep == 1 {
                 before = stats();
+                start_profile(args.profile);
             }
             let ids: Vec<u32> = (0..args.n_prompt).map(|_| tokens.next(vocab)).collect();
             let mut cache = KvCache::new(&model);
@@ -224,6 +272,7 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         }
         let mut r = TestResult::new(format!("pp{}", args.n_prompt), args.n_prompt, &secs);
         r.experts = stats().zip(before).map(|(now, then)| now.since(&then));
+        r.profile = stop_profile(args.profile, args.n_prompt, &secs);
         tests.push(r);
     }
     let mut tg = None;
@@ -234,6 +283,7 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
             progress(&format!("tg{} {rep}/{}", args.n_gen, args.reps));
             if rep == 1 {
                 before = stats();
+                start_profile(args.profile);
             }
             let mut cache = KvCache::new(&model);
             // Warm-up: one step, as llama-bench does.
@@ -248,6 +298,7 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         }
         let mut r = TestResult::new(format!("tg{}", args.n_gen), args.n_gen, &secs);
         r.experts = stats().zip(before).map(|(now, then)| now.since(&then));
+        r.profile = stop_profile(args.profile, args.n_gen, &secs);
         tg = Some(r.mean);
         tests.push(r);
     }
@@ -302,6 +353,21 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
                 println!("          {line}");
             }
         }
+        if let Some(rows) = &t.profile {
+            println!(
+                "          {:<12} {:>10} {:>7} {:>10}",
+                "phase", "µs/token", "share", "steps/tok"
+            );
+            for p in rows {
+                println!(
+                    "          {:<12} {:>10.1} {:>6.1}% {:>10.1}",
+                    p.phase,
+                    p.us_per_token,
+                    100.0 * p.fraction,
+                    p.calls_per_token
+                );
+            }
+        }
     }
     println!(
         "active bytes per token: {} (attention, dense and shared FFN, norms {}; routed \
@@ -321,6 +387,22 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Starts the phase profile (clearing what earlier tests left) when asked for.
+fn start_profile(on: bool) {
+    if on {
+        profile::take();
+        profile::enable(true);
+    }
+}
+
+/// Stops the phase profile and reports it, when asked for.
+fn stop_profile(on: bool, tokens: usize, seconds: &[f64]) -> Option<Vec<PhaseJson>> {
+    on.then(|| {
+        profile::enable(false);
+        phase_report(&profile::take(), tokens, seconds)
+    })
 }
 
 /// `1.23 GB`, `45.6 MB`, `7.8 kB`.

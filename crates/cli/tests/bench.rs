@@ -77,6 +77,87 @@ fn reports_both_tests_and_active_bytes() {
 }
 
 #[test]
+fn profile_counts_each_step_of_a_decoded_token() {
+    // The V2-Lite fixture (27 layers, the first dense): each decoded token runs, per layer,
+    // one attention projection step, one attention over the cache and one output projection,
+    // and per MoE layer one router; one embedding and one LM head per token.
+    let path =
+        frugal_testdata::fixtures_dir().join("gguf/deepseek-v2-lite/deepseek-v2-lite-F32.gguf");
+    let out = frugal(&[
+        "bench",
+        "--model",
+        path.to_str().unwrap(),
+        "-p",
+        "4",
+        "-n",
+        "3",
+        "-r",
+        "2",
+        "--threads",
+        "2",
+        "--bandwidth",
+        "10",
+        "--profile",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let tests = r["tests"].as_array().unwrap();
+    for t in tests {
+        let phases = t["profile"].as_array().expect("a profile per test");
+        let by_name = |name: &str| {
+            phases
+                .iter()
+                .find(|p| p["phase"] == name)
+                .unwrap_or_else(|| panic!("{} has no {name}", t["test"]))
+        };
+        // Steps per token: a pp test runs each step once for all its tokens.
+        let per = if t["test"] == "tg3" { 1.0 } else { 0.25 };
+        for (name, steps) in [
+            ("embed", 1.0),
+            ("attn.proj", 27.0),
+            ("attn.core", 27.0),
+            ("attn.out", 27.0),
+            ("router", 26.0),
+            ("ffn.gate_up", 27.0),
+            ("ffn.down", 27.0),
+            ("lm_head", 1.0),
+        ] {
+            let p = by_name(name);
+            assert_eq!(p["calls_per_token"].as_f64().unwrap(), steps * per, "{name}");
+            assert!(p["us_per_token"].as_f64().unwrap() > 0.0, "{name}");
+        }
+        // The phases and `other` split the test's time.
+        let sum: f64 = phases.iter().map(|p| p["fraction"].as_f64().unwrap()).sum();
+        assert!(
+            (1.0 - 1e-6..1.05).contains(&sum),
+            "phases add up to {sum} of the test's time"
+        );
+    }
+    // Without --profile there is none.
+    let plain = frugal(&[
+        "bench",
+        "--model",
+        path.to_str().unwrap(),
+        "-p",
+        "0",
+        "-n",
+        "1",
+        "-r",
+        "1",
+        "--bandwidth",
+        "10",
+        "--json",
+    ]);
+    let r: Value = serde_json::from_slice(&plain.stdout).expect("one JSON object");
+    assert!(r["tests"][0].get("profile").is_none());
+}
+
+#[test]
 fn memory_test_reports_each_thread_count() {
     let out = frugal(&[
         "bench",

@@ -13,6 +13,7 @@
 //! - `families`: per family (DeepSeek V2/V3, Qwen2, Llama, Qwen3-MoE, Mixtral) which blocks
 //!   each layer uses and the checkpoint's tensor names.
 //! - `gguf_names`: GGUF (llama.cpp) tensor names seen as Hugging Face names.
+//! - [`profile`]: opt-in wall time per phase of the forward pass (`frugal bench --profile`).
 //! - [`quant_plan`]: the type of each tensor in a quantized model (llama.cpp's presets).
 //! - [`quantize_gguf`]: GGUF → quantized GGUF with those types, as `llama-quantize` writes it.
 //! - [`quantized_weights`]: quantize on load (a safetensors model run with quantized matrices).
@@ -25,6 +26,7 @@ mod error;
 mod families;
 mod gguf_names;
 pub mod params;
+pub mod profile;
 pub mod quant_plan;
 pub mod quantize_gguf;
 pub mod quantized_weights;

@@ -28,6 +28,7 @@ use crate::blocks::rope::RopeTable;
 use crate::blocks::SeqSpan;
 use crate::families;
 use crate::gguf_names::GgufNames;
+use crate::profile::{self, Phase};
 use crate::ModelError;
 
 /// The attention block of one layer.
@@ -430,6 +431,7 @@ impl<'a> Model<'a> {
             &x[..]
         };
         let xn = rms_rows(rows, &self.final_norm, self.eps);
+        let _span = profile::span(Phase::LmHead);
         Ok(self.lm_head.forward(&xn, self.threads))
     }
 
@@ -447,11 +449,13 @@ impl<'a> Model<'a> {
         let t: usize = seqs.iter().map(|(tokens, _)| tokens.len()).sum();
 
         // Embeddings [T, h].
+        let embed_span = profile::span(Phase::Embed);
         let mut x = vec![0.0f32; t * h];
         let all_tokens = seqs.iter().flat_map(|(tokens, _)| tokens.iter());
         for (row, &tok) in x.chunks_exact_mut(h).zip(all_tokens) {
             self.embed.decode_rows(tok as usize..tok as usize + 1, row);
         }
+        drop(embed_span);
         if let Some(tr) = trace.as_deref_mut() {
             tr.hidden_states.push(x.clone());
         }
@@ -513,7 +517,9 @@ impl<'a> Model<'a> {
                     out
                 }
             };
+            let combine = profile::span(Phase::FfnCombine);
             x.iter_mut().zip(&f).for_each(|(v, d)| *v += d);
+            drop(combine);
             if let Some(tr) = trace.as_deref_mut() {
                 tr.hidden_states.push(x.clone());
             }
@@ -553,6 +559,7 @@ impl<'a> Model<'a> {
     /// The logits `[vocab]` of each row of `x` (`[rows, hidden]`, last residuals).
     pub(crate) fn head_rows(&self, x: &[f32]) -> Vec<f32> {
         let xn = rms_rows(x, &self.final_norm, self.eps);
+        let _span = profile::span(Phase::LmHead);
         self.lm_head.forward(&xn, self.threads)
     }
 
@@ -606,6 +613,7 @@ impl<'a> Model<'a> {
 
 /// RMSNorm of every `[hidden]` row.
 fn rms_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let _span = profile::span(Phase::Norm);
     let mut out = vec![0.0f32; x.len()];
     for (o, r) in out.chunks_exact_mut(w.len()).zip(x.chunks_exact(w.len())) {
         norm::rmsnorm(r, w, eps, o);

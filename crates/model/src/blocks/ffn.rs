@@ -24,6 +24,7 @@ use frugal_kernels::softmax;
 use super::experts::{ExpertStore, RoutedExpert};
 use super::fused_ffn::{run_mlps, FfnJob};
 use super::linear::{load_f32_vec, Linear, Weights};
+use crate::profile::{self, Phase};
 use crate::ModelError;
 
 /// One token's routing: `(expert, weight)` pairs sorted by expert id.
@@ -377,7 +378,10 @@ impl<'a> Moe<'a> {
         threads: usize,
         store: Option<&dyn ExpertStore>,
     ) -> (Vec<f32>, Vec<Routing>) {
-        let routes = self.router.route(x, threads);
+        let routes = {
+            let _span = profile::span(Phase::Router);
+            self.router.route(x, threads)
+        };
         let mut out = vec![0.0f32; x.len()];
         // The experts any token chose, ascending (the order transformers adds them in).
         let mut chosen: Vec<usize> = routes.iter().flatten().map(|c| c.0).collect();

@@ -23,6 +23,7 @@ use std::cell::RefCell;
 use frugal_kernels::activation;
 
 use super::ffn::Mlp;
+use crate::profile::{self, Phase};
 use super::products::{
     self, quantize_in_parallel, quantize_rows, run_items, with_scratch, Acts, ActsCache, ItemPlan,
     QuantRequest, SharedOut,
@@ -105,6 +106,7 @@ fn run_in<R>(
 
     // 1. Inputs: all rows once per format (in parallel for many rows); a job over a subset
     //    gathers its rows and their quantized copies.
+    let in_span = profile::span(Phase::FfnQuant);
     x_acts.clear();
     for job in jobs {
         for lin in [job.mlp.gate(), job.mlp.up()] {
@@ -132,8 +134,11 @@ fn run_in<R>(
         }
     }
 
+    drop(in_span);
+
     // 2. gate, up and silu(gate) · up of every job: one parallel step.
     {
+        let _span = profile::span(Phase::FfnGateUp);
         let x_acts = &*x_acts;
         let (inputs, outs): (Vec<(Acts<'_>, Acts<'_>)>, Vec<SharedOut>) = jobs
             .iter()
@@ -176,6 +181,7 @@ fn run_in<R>(
     // 3. Each job's hidden rows in its down projection's format: one parallel step over
     //    every job's rows when they are many (prefill), on this thread without building a
     //    request list otherwise (decode).
+    let quant_span = profile::span(Phase::FfnQuant);
     let values: usize = jobs
         .iter()
         .zip(js.iter())
@@ -211,8 +217,11 @@ fn run_in<R>(
         }
     }
 
+    drop(quant_span);
+
     // 4. Every down projection: one parallel step.
     {
+        let _span = profile::span(Phase::FfnDown);
         let (inputs, outs): (Vec<Acts<'_>>, Vec<SharedOut>) = jobs
             .iter()
             .zip(js.iter_mut())
@@ -237,6 +246,7 @@ fn run_in<R>(
         });
     }
 
+    let _span = profile::span(Phase::FfnCombine);
     let ys: Vec<&[f32]> = js.iter().map(|j| &j.y[..]).collect();
     finish(&ys)
 }

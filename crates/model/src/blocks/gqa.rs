@@ -26,6 +26,7 @@ use super::heads::for_head_ranges;
 use super::linear::{load_f32_vec, Linear, Weights};
 use super::products::forward_many;
 use super::SeqSpan;
+use crate::profile::{self, Phase};
 use crate::ModelError;
 
 /// One layer's cache: keys (roped) and values of every position.
@@ -207,6 +208,7 @@ impl<'a> GqaAttention<'a> {
         let (n, n_kv, d, rot) = (self.n_heads, self.n_kv, self.head_dim, self.rotary_dim);
         // q, k and v in one parallel step over one quantization of x.
         let t = x.len() / self.q.w.cols();
+        let proj_span = profile::span(Phase::AttnProj);
         let (mut q, mut k, mut v) = (
             vec![0.0f32; t * n * d],
             vec![0.0f32; t * n_kv * d],
@@ -221,6 +223,8 @@ impl<'a> GqaAttention<'a> {
         self.q.add_bias(&mut q);
         self.k.add_bias(&mut k);
         self.v.add_bias(&mut v);
+        drop(proj_span);
+        let cache_span = profile::span(Phase::AttnCache);
         for (i, (cos, sin)) in rope_cs.iter().enumerate() {
             for (heads, count, which) in [(&mut q, n, 0), (&mut k, n_kv, 1)] {
                 for head in heads[i * count * d..(i + 1) * count * d].chunks_exact_mut(d) {
@@ -235,6 +239,8 @@ impl<'a> GqaAttention<'a> {
 
         // Per sequence: append its keys and values, then attend over its own cache. Heads are
         // independent: split them over threads when there is enough work.
+        drop(cache_span);
+        let core_span = profile::span(Phase::AttnCore);
         let kv_row = n_kv * d;
         let mut heads_out = Vec::with_capacity(q.len());
         let mut row = 0;
@@ -251,6 +257,8 @@ impl<'a> GqaAttention<'a> {
             }));
             row += t;
         }
+        drop(core_span);
+        let _span = profile::span(Phase::AttnOut);
         self.o.forward(&heads_out, threads)
     }
 

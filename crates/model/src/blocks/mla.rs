@@ -55,6 +55,7 @@ use super::linear::{load_f32_vec, Linear, Weights};
 use super::products::forward_many;
 use super::rope::RopeTable;
 use super::SeqSpan;
+use crate::profile::{self, Phase};
 use crate::ModelError;
 
 /// (query, head) pairs of the absorbed path scored together against each cached latent row
@@ -238,6 +239,7 @@ impl<'a> MlaAttention<'a> {
         // Queries [T, n, dn + dr] and the latent with the shared rope key [T, r_kv + dr]: the
         // two products of x run as one parallel step over one quantization of x.
         let t = x.len() / self.kv_a.cols();
+        let proj_span = profile::span(Phase::AttnProj);
         let mut kv = vec![0.0f32; t * (r_kv + dr)];
         let mut q = match &self.q {
             QProj::LowRank { a, norm: w, b } => {
@@ -260,7 +262,10 @@ impl<'a> MlaAttention<'a> {
             }
         };
 
+        drop(proj_span);
+
         // Latents and rope keys → each sequence's cache.
+        let cache_span = profile::span(Phase::AttnCache);
         let mut rows = kv.chunks_exact(r_kv + dr).enumerate();
         for span in spans.iter_mut() {
             for (i, row) in rows.by_ref().take(span.len) {
@@ -278,8 +283,11 @@ impl<'a> MlaAttention<'a> {
             }
         }
 
+        drop(cache_span);
+
         // Per sequence: attention of every head over its cache, by the cheaper path. Heads
         // are independent: split them over threads when there is enough work.
+        let core_span = profile::span(Phase::AttnCore);
         let mut heads_out = Vec::with_capacity(q.len() / qk * dv);
         let mut row = 0;
         for span in spans.iter() {
@@ -300,6 +308,8 @@ impl<'a> MlaAttention<'a> {
             ));
             row += t;
         }
+        drop(core_span);
+        let _span = profile::span(Phase::AttnOut);
         self.o.forward(&heads_out, threads)
     }
 
