@@ -98,8 +98,8 @@ mod x86 {
     use super::{MatMut, MatRef};
     use std::arch::x86_64::*;
 
-    /// Calls `$tile::<rows, cols>` over 4×4 tiles of `C` (edges: 1 row or 1 column at a time
-    /// where fewer than 4 remain).
+    /// Calls `$tile::<rows, cols, prefetch>` over 4×4 tiles of `C` (edges: 1 row or 1 column
+    /// at a time where fewer than 4 remain). The first row of tiles prefetches `B` ahead.
     macro_rules! tiles {
         ($a:ident, $b:ident, $c:ident, $acc:ident, $tile:ident) => {{
             let (m, n) = ($c.rows, $c.cols);
@@ -112,11 +112,13 @@ mod x86 {
                     // SAFETY: rows i..i + mr of A, j..j + nr of B and that tile of C lie
                     // inside the checked views.
                     unsafe {
-                        match (mr, nr) {
-                            (4, 4) => $tile::<4, 4>(&$a, i, &$b, j, &mut $c, $acc),
-                            (4, _) => $tile::<4, 1>(&$a, i, &$b, j, &mut $c, $acc),
-                            (_, 4) => $tile::<1, 4>(&$a, i, &$b, j, &mut $c, $acc),
-                            _ => $tile::<1, 1>(&$a, i, &$b, j, &mut $c, $acc),
+                        match (mr, nr, i == 0) {
+                            (4, 4, true) => $tile::<4, 4, true>(&$a, i, &$b, j, &mut $c, $acc),
+                            (4, 4, false) => $tile::<4, 4, false>(&$a, i, &$b, j, &mut $c, $acc),
+                            (4, _, _) => $tile::<4, 1, false>(&$a, i, &$b, j, &mut $c, $acc),
+                            (_, 4, true) => $tile::<1, 4, true>(&$a, i, &$b, j, &mut $c, $acc),
+                            (_, 4, false) => $tile::<1, 4, false>(&$a, i, &$b, j, &mut $c, $acc),
+                            _ => $tile::<1, 1, false>(&$a, i, &$b, j, &mut $c, $acc),
                         }
                     }
                     j += nr;
@@ -140,13 +142,44 @@ mod x86 {
         tiles!(a, b, c, acc, tile512);
     }
 
-    /// One `MR × NR` tile of `C` at rows `i`, columns `j`.
+    /// Rows of `B` ahead of the tile that the first row of tiles prefetches: one tile for long
+    /// rows, more for short ones (rope keys), so a prefetch is issued well before its use.
+    ///
+    /// Why: decode scores a few queries against a cache that the layer's weights, streamed
+    /// since this layer last ran, have pushed out to DRAM. The first pass over `B` then waits
+    /// on every line; the hardware prefetchers do not follow four interleaved row streams
+    /// that each end after a few lines.
+    #[inline(always)]
+    fn rows_ahead(k: usize) -> usize {
+        if k >= 256 {
+            4
+        } else {
+            16
+        }
+    }
+
+    /// Prefetches, into L1, the line at column `p` of the `NR` rows of `B` that the tile
+    /// [`rows_ahead`] rows on will read (addresses past `B` are harmless: a prefetch never
+    /// faults, and `wrapping_add` makes no claim on the allocation).
+    #[inline(always)]
+    fn prefetch_b<const NR: usize>(bp: *const f32, ld: usize, j: usize, k: usize, p: usize) {
+        let ahead = rows_ahead(k);
+        for y in 0..NR {
+            let at = bp.wrapping_add((j + ahead + y) * ld + p);
+            // SAFETY: SSE is part of x86-64; a prefetch reads nothing architecturally.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(at.cast())
+            };
+        }
+    }
+
+    /// One `MR × NR` tile of `C` at rows `i`, columns `j`; with `PF`, prefetching `B` ahead.
     ///
     /// # Safety
     /// AVX-512F + FMA; rows `i..i + MR` of `a`, `j..j + NR` of `b` and the tile of `c` exist.
     #[target_feature(enable = "avx512f,fma")]
     #[inline]
-    unsafe fn tile512<const MR: usize, const NR: usize>(
+    unsafe fn tile512<const MR: usize, const NR: usize, const PF: bool>(
         a: &MatRef<'_>,
         i: usize,
         b: &MatRef<'_>,
@@ -166,6 +199,9 @@ mod x86 {
                 } else {
                     ((1u32 << (k - p)) - 1) as __mmask16
                 };
+                if PF {
+                    prefetch_b::<NR>(bp, b.ld, j, k, p);
+                }
                 let bv: [__m512; NR] = std::array::from_fn(|y| {
                     _mm512_maskz_loadu_ps(mask, bp.add((j + y) * b.ld + p))
                 });
@@ -201,13 +237,13 @@ mod x86 {
         tiles!(a, b, c, acc, tile256);
     }
 
-    /// One `MR × NR` tile of `C` at rows `i`, columns `j`.
+    /// One `MR × NR` tile of `C` at rows `i`, columns `j`; with `PF`, prefetching `B` ahead.
     ///
     /// # Safety
     /// AVX2 + FMA; as [`tile512`].
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn tile256<const MR: usize, const NR: usize>(
+    unsafe fn tile256<const MR: usize, const NR: usize, const PF: bool>(
         a: &MatRef<'_>,
         i: usize,
         b: &MatRef<'_>,
@@ -227,6 +263,10 @@ mod x86 {
                     _mm256_set1_epi32(left),
                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                 );
+                // One prefetch per 64-byte line: every other step of 8 floats.
+                if PF && p % 16 == 0 {
+                    prefetch_b::<NR>(bp, b.ld, j, k, p);
+                }
                 let bv: [__m256; NR] =
                     std::array::from_fn(|y| _mm256_maskload_ps(bp.add((j + y) * b.ld + p), mask));
                 for (x, row) in acc.iter_mut().enumerate() {
