@@ -80,6 +80,19 @@ pub fn f32_bytes_to_f32(src: &[u8], out: &mut [f32]) {
     }
 }
 
+/// `src` (little-endian f32 bytes) seen as f32 values without copying, when it is aligned to
+/// 4 bytes and this target is little-endian (GGUF and safetensors data usually are);
+/// `None` otherwise, where [`f32_bytes_to_f32`] decodes a copy.
+pub fn f32_view(src: &[u8]) -> Option<&[f32]> {
+    if cfg!(target_endian = "big") || !src.len().is_multiple_of(4) {
+        return None;
+    }
+    // SAFETY: every bit pattern is a valid f32, and `align_to` returns a correctly aligned
+    // middle part; it is the whole slice only when the prefix and suffix are empty.
+    let (pre, mid, post) = unsafe { src.align_to::<f32>() };
+    (pre.is_empty() && post.is_empty()).then_some(mid)
+}
+
 /// Dequantize a DeepSeek FP8 block-scaled weight of shape `[rows, cols]` into f32.
 ///
 /// `scale_inv` has shape `[ceil(rows/block), ceil(cols/block)]` (the checkpoint's
@@ -125,6 +138,20 @@ mod tests {
         assert_eq!(f8e4m3_to_f32(0x01), 2.0f32.powi(-9)); // smallest subnormal
         assert!(f8e4m3_to_f32(0x7f).is_nan());
         assert!(f8e4m3_to_f32(0xff).is_nan());
+    }
+
+    #[test]
+    fn f32_view_only_where_aligned() {
+        let values = [1.5f32, -2.0, 3.25];
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        // A Vec<u8> of whole f32s at some 4-aligned offset, and the same one byte later.
+        let mut buf = vec![0u8; bytes.len() + 8];
+        let at = buf.as_ptr().align_offset(4);
+        buf[at..at + 12].copy_from_slice(&bytes);
+        assert_eq!(f32_view(&buf[at..at + 12]), Some(&values[..]));
+        buf[at + 1..at + 13].copy_from_slice(&bytes);
+        assert_eq!(f32_view(&buf[at + 1..at + 13]), None);
+        assert_eq!(f32_view(&buf[at..at + 11]), None);
     }
 
     #[test]

@@ -540,6 +540,17 @@ impl<'a> Linear<'a> {
             }
             return;
         }
+        // F32 rows as stored, when aligned: no copy (routers are F32 in GGUF files).
+        if let Storage::F32(d) = &self.storage {
+            if let Some(w) = convert::f32_view(&d[rows.start * c * 4..rows.end * c * 4]) {
+                for (j, wr) in w.chunks_exact(c).enumerate() {
+                    for (ti, xr) in x.f32.chunks_exact(c).enumerate() {
+                        out[ti * stride + j] = matmul::dot(wr, xr);
+                    }
+                }
+                return;
+            }
+        }
         let mut buf = vec![0.0f32; ROWS_AT_ONCE.min(rows.len()) * c];
         let mut r0 = rows.start;
         while r0 < rows.end {
