@@ -66,7 +66,8 @@ pub(super) fn mxfp4(isa: Isa, w: &[BlockMXFP4], a: &[BlockQ8_0]) -> f32 {
 
 /// The tiled product (`quant::gemm`) where `isa` and `ty` have one (x86: Q8_0, Q4_0, Q5_0,
 /// IQ4_NL on AVX-512 VNNI, and all but Q8_0 on AVX2, for more than one token except Q8_0 on
-/// VNNI); `false` (nothing written) otherwise. `gemm` has checked
+/// VNNI), or for one token the per-row code in one call (`one_token`); `false` (nothing
+/// written) otherwise. `gemm` has checked
 /// the shapes and that `isa` is available; `acts` is not empty.
 #[allow(unused_variables)]
 pub(super) fn gemm(
@@ -91,7 +92,7 @@ pub(super) fn gemm(
             _ => true,
         };
         if per_row {
-            return false;
+            return acts.len() == 1 && one_token(isa, ty, rows, &acts[0], out);
         }
         let a: Vec<&[BlockQ8_0]> = acts.iter().map(|a| a.q8_0()).collect();
         let nb = a[0].len();
@@ -121,6 +122,44 @@ pub(super) fn gemm(
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// One token's product by the per-row code in one call per matrix (`x86::rows_*`), for
+/// `isa` in AVX2, AVX-512, AVX-512 VNNI; `false` (nothing written) for other ISAs and types.
+/// `out[r]` is row `r`'s value, equal to [`vec_dot`](super::vec_dot)'s.
+#[cfg(target_arch = "x86_64")]
+fn one_token(isa: Isa, ty: QuantType, rows: &[u8], a: &QuantizedActs, out: &mut [f32]) -> bool {
+    macro_rules! run {
+        ($block:ty, $acts:ident) => {{
+            let w: &[$block] = super::blocks(rows);
+            let a = a.$acts();
+            let nb = a.len();
+            // SAFETY: `gemm` checked that `isa` is available (the features each function
+            // enables are what `Isa::is_available` tests), that `rows` is whole rows of `nb`
+            // blocks and `out` holds a value per row.
+            unsafe {
+                match isa {
+                    Isa::Avx2 => x86::rows_avx2(w, nb, a, out),
+                    Isa::Avx512 => x86::rows_avx512(w, nb, a, out),
+                    _ => x86::rows_avx512_vnni(w, nb, a, out),
+                }
+            }
+            true
+        }};
+    }
+    if !matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+        return false;
+    }
+    match ty {
+        QuantType::Q4_0 => run!(BlockQ4_0, q8_0),
+        QuantType::Q4_1 => run!(BlockQ4_1, q8_1),
+        QuantType::Q5_0 => run!(BlockQ5_0, q8_0),
+        QuantType::Q5_1 => run!(BlockQ5_1, q8_1),
+        QuantType::Q8_0 => run!(BlockQ8_0, q8_0),
+        QuantType::IQ4NL => run!(BlockIQ4NL, q8_0),
+        QuantType::MXFP4 => run!(BlockMXFP4, q8_0),
+        _ => false,
+    }
 }
 
 /// `Σ_blocks` of the block terms of `w` (weights) and `a` (as many activation blocks) on

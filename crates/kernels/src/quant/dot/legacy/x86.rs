@@ -323,6 +323,7 @@ fn terms4<B: Block32>(w: &[B], a: &[B::Act], s: __m128i) -> __m128 {
 ///
 /// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
 pub(super) unsafe fn dot_avx2<B: Block32>(w: &[B], a: &[B::Act]) -> f32 {
     let mut acc = _mm_setzero_ps();
     let (w4, a4) = (w.chunks_exact(4), a.chunks_exact(4));
@@ -349,6 +350,7 @@ pub(super) unsafe fn dot_avx2<B: Block32>(w: &[B], a: &[B::Act]) -> f32 {
 ///
 /// The CPU must have AVX2, FMA, F16C, AVX-512 F, BW and VL.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+#[inline]
 pub(super) unsafe fn dot_avx512<B: Block32>(w: &[B], a: &[B::Act]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let (w8, a8) = (w.chunks_exact(8), a.chunks_exact(8));
@@ -371,6 +373,7 @@ pub(super) unsafe fn dot_avx512<B: Block32>(w: &[B], a: &[B::Act]) -> f32 {
 ///
 /// The CPU must have AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
 pub(super) unsafe fn dot_avx512_vnni<B: Block32>(w: &[B], a: &[B::Act]) -> f32 {
     let mut acc = _mm_setzero_ps();
     let (w4, a4) = (w.chunks_exact(4), a.chunks_exact(4));
@@ -390,3 +393,33 @@ pub(super) unsafe fn dot_avx512_vnni<B: Block32>(w: &[B], a: &[B::Act]) -> f32 {
     }
     sum
 }
+
+/// One token against every row: `out[r]` = the row dot of row `r` of `w` (rows of `nb`
+/// blocks, back to back) with `a`, by the same code as one `vec_dot` per row (so the same
+/// value), in one call. With short rows (MLA's `k_b`: 4 blocks of 128 columns) a call per
+/// row spent more on dispatch than on the dot itself.
+macro_rules! rows_fn {
+    ($name:ident, $dot:ident, $features:literal) => {
+        /// [`rows_fn`] over this path.
+        ///
+        /// # Safety
+        ///
+        /// The CPU must have the features this function enables; `w` is whole rows of `nb`
+        /// blocks, `a` is `nb` blocks, `out` has a value per row.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name<B: Block32>(w: &[B], nb: usize, a: &[B::Act], out: &mut [f32]) {
+            for (row, o) in w.chunks_exact(nb).zip(out) {
+                // SAFETY: the same features are enabled here.
+                *o = unsafe { $dot(row, a) };
+            }
+        }
+    };
+}
+
+rows_fn!(rows_avx2, dot_avx2, "avx2,fma,f16c");
+rows_fn!(rows_avx512, dot_avx512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl");
+rows_fn!(
+    rows_avx512_vnni,
+    dot_avx512_vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
