@@ -355,6 +355,8 @@ fn attention_f32(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
     for (what, m, n, k) in [
         ("W_UK·Cᵀ", 128usize, 512usize, 512usize),
         ("P·V", 64, 128, 512),
+        // Absorbed decode: 4 heads' probabilities over 64 cached latents.
+        ("decode P·C", 4, 512, 64),
     ] {
         let (a, b) = (vals(m * k), vals(k * n));
         let mut c = vec![0.0f32; m * n];
@@ -374,12 +376,15 @@ fn attention_f32(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
             report(name, m * n * k, d);
         }
     }
-    let (m, n, k) = (8usize, 512usize, 512usize);
-    let (a, b) = (vals(m * k), vals(n * k));
-    let mut c = vec![0.0f32; m * n];
-    for isa in Isa::available() {
-        let name = format!("mla gemm_nt scores {m}x{n}x{k} {isa}");
-        if wanted(&name) {
+    // Prefill-like (8 queries × 512 positions) and absorbed decode (4 heads × 64 latents).
+    for (m, n, k) in [(4usize, 64usize, 512usize), (8, 512, 512)] {
+        let (a, b) = (vals(m * k), vals(n * k));
+        let mut c = vec![0.0f32; m * n];
+        for isa in Isa::available() {
+            let name = format!("mla gemm_nt scores {m}x{n}x{k} {isa}");
+            if !wanted(&name) {
+                continue;
+            }
             let d = time(|| {
                 let (a, b) = (
                     MatRef::new(black_box(&a), m, k, k),
@@ -391,6 +396,9 @@ fn attention_f32(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
             report(name, m * n * k, d);
         }
     }
+    let (m, n, k) = (8usize, 512usize, 512usize);
+    let (a, b) = (vals(m * k), vals(n * k));
+    let mut c = vec![0.0f32; m * n];
     let name = format!("mla dot_n scores {m}x{n}x{k} old");
     if wanted(&name) {
         let d = time(|| {
