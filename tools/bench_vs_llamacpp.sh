@@ -2,7 +2,7 @@
 # frugal vs llama.cpp on the same GGUF files: llama-bench and `frugal bench` run back to back
 # for each model and thread count (same -p/-n/-r), then a table of tokens/s and their ratios.
 #
-#   tools/bench_vs_llamacpp.sh [-p 512] [-n 128] [-r 3] [-t 1,2] MODEL.gguf [MODEL.gguf ...]
+#   tools/bench_vs_llamacpp.sh [-p 512] [-n 128] [-r 3] [-t 1,2] [-d 0] MODEL.gguf [MODEL.gguf ...]
 #
 # Environment: LLAMA_BENCH (default /work/llamacpp/build/bin/llama-bench; build it from the
 # llama-cpp-python sdist's vendor/llama.cpp with `cmake -B BUILD -DGGML_NATIVE=ON` (native SIMD,
@@ -12,13 +12,15 @@
 #
 # llama-bench's tests and frugal's are the same: ppP prefills P random tokens into an empty
 # cache as one batch; tgN decodes N single tokens from an empty cache; one warm-up run each.
+# With -d D both first fill the cache with D tokens (untimed) and test from there.
 # Before the models, `frugal bench --memory` measures read bandwidth at each thread count;
 # each frugal run reports its tg weight traffic as a fraction of it.
 set -euo pipefail
 
-P=512 N=128 R=3 THREADS=2
-while getopts "p:n:r:t:" opt; do
+P=512 N=128 R=3 THREADS=2 D=0
+while getopts "p:n:r:t:d:" opt; do
     case $opt in
+        d) D=$OPTARG ;;
         p) P=$OPTARG ;;
         n) N=$OPTARG ;;
         r) R=$OPTARG ;;
@@ -52,30 +54,32 @@ for model in "$@"; do
     for t in ${THREADS//,/ }; do
         bw=$(python3 -c "import json,sys; print(next(r['best_gbs'] for r in json.load(open(sys.argv[1]))['read'] if r['threads']==int(sys.argv[2])))" "$OUT/memory.json" "$t")
         echo "$name, $t threads: llama-bench" >&2
-        "$LLAMA_BENCH" -m "$model" -p "$P" -n "$N" -r "$R" -t "$t" -o json > "$OUT/$name.t$t.llama.json"
+        "$LLAMA_BENCH" -m "$model" -p "$P" -n "$N" -r "$R" -t "$t" -d "$D" -o json > "$OUT/$name.t$t.llama.json"
         echo "$name, $t threads: frugal bench" >&2
-        "$FRUGAL" bench --model "$model" -p "$P" -n "$N" -r "$R" --threads "$t" --bandwidth "$bw" --json \
+        "$FRUGAL" bench --model "$model" -p "$P" -n "$N" -r "$R" -d "$D" --threads "$t" --bandwidth "$bw" --json \
             > "$OUT/$name.t$t.frugal.json"
     done
 done
 
-python3 - "$OUT" "$THREADS" "$@" <<'EOF'
+python3 - "$OUT" "$THREADS" "$D" "$@" <<'EOF'
 import json, os, sys
-out, threads, models = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
+out, threads, models = sys.argv[1], sys.argv[2].split(","), sys.argv[4:]
 mem = json.load(open(os.path.join(out, "memory.json")))
 print("read bandwidth: " + ", ".join(f"{r['threads']} thr {r['best_gbs']:.2f} GB/s" for r in mem["read"]))
-print(f"{'model':28} {'thr':>3} {'test':>6} {'llama.cpp t/s':>16} {'frugal t/s':>16} {'ratio':>6} {'frugal BW%':>10}")
+print(f"{'model':28} {'thr':>3} {'test':>14} {'llama.cpp t/s':>16} {'frugal t/s':>16} {'ratio':>6} {'frugal BW%':>10}")
 for m in models:
     name = os.path.basename(m)[:-5] if m.endswith(".gguf") else os.path.basename(m)
     for t in threads:
         llama = json.load(open(os.path.join(out, f"{name}.t{t}.llama.json")))
         frugal = json.load(open(os.path.join(out, f"{name}.t{t}.frugal.json")))
         for test in frugal["tests"]:
-            kind, n = test["test"][:2], int(test["test"][2:])
+            # "tg128", or "tg128 @ d4096" with a depth.
+            kind, n = test["test"][:2], int(test["test"][2:].split(" @ ")[0])
             ref = next(r for r in llama
-                       if (r["n_prompt"], r["n_gen"]) == ((n, 0) if kind == "pp" else (0, n)))
+                       if (r["n_prompt"], r["n_gen"]) == ((n, 0) if kind == "pp" else (0, n))
+                       and r.get("n_depth", 0) == int(sys.argv[3]))
             frac = frugal["bandwidth_fraction"] if kind == "tg" else None
-            print(f"{name:28} {t:>3} {test['test']:>6} "
+            print(f"{name:28} {t:>3} {test['test']:>14} "
                   f"{ref['avg_ts']:>9.2f} ± {ref['stddev_ts']:<5.2f}"
                   f"{test['mean']:>9.2f} ± {test['sd']:<5.2f}"
                   f"{test['mean'] / ref['avg_ts']:>6.2f} "

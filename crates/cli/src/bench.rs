@@ -5,6 +5,8 @@
 //!   `P / seconds`.
 //! - Text generation (`tgN`): `N` decode steps of one random token each, from an empty cache;
 //!   `N / seconds`. Like llama-bench, no sampling: each step computes the last position's logits.
+//! - With `-d D`, each repetition first prefills `D` random tokens untimed, and the test runs
+//!   from there (`pp512 @ d4096`, as llama-bench names it).
 //!
 //! Each test runs once untimed (warm-up: pages of the mapped file come into memory), then
 //! `-r` times; the mean and sample standard deviation of the per-repetition tokens/s are shown.
@@ -42,6 +44,10 @@ pub struct BenchArgs {
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     reps: usize,
+    /// Tokens already in the cache when each test starts (prefilled untimed), as
+    /// llama-bench's `-d`: decode and prefill speed deep into a conversation.
+    #[arg(short = 'd', long = "depth", default_value_t = 0)]
+    depth: usize,
     /// Threads (default: available parallelism). With --memory: the largest count measured.
     #[arg(short = 't', long)]
     threads: Option<usize>,
@@ -231,12 +237,31 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
     let stats = || crate::residency::stats(&experts);
     let vocab = model.vocab_size();
     let max_pos = config.max_position_embeddings;
-    if args.n_prompt.max(args.n_gen) > max_pos {
+    if args.depth + args.n_prompt.max(args.n_gen) > max_pos {
         bail!(
-            "-p/-n of {} is past the model's {max_pos} positions",
+            "-d {} plus -p/-n of {} is past the model's {max_pos} positions",
+            args.depth,
             args.n_prompt.max(args.n_gen)
         );
     }
+    let depth = args.depth;
+    let suffix = if depth > 0 {
+        format!(" @ d{depth}")
+    } else {
+        String::new()
+    };
+    // A cache holding `depth` random tokens (prefilled in one batch, untimed, and left out
+    // of a profile running for repetition `rep`).
+    let prefilled = |tokens: &mut Tokens, rep: usize| -> anyhow::Result<KvCache> {
+        let mut cache = KvCache::new(&model);
+        if depth > 0 {
+            let ids: Vec<u32> = (0..depth).map(|_| tokens.next(vocab)).collect();
+            profile::enable(false);
+            model.forward_last(&ids, 0, &mut cache)?;
+            profile::enable(args.profile && rep > 0);
+        }
+        Ok(cache)
+    };
     let infos = files
         .tensors()
         .map(|t| t.tensor_infos())
@@ -261,16 +286,17 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
                 before = stats();
                 start_profile(args.profile);
             }
+            let mut cache = prefilled(&mut tokens, rep)?;
             let ids: Vec<u32> = (0..args.n_prompt).map(|_| tokens.next(vocab)).collect();
-            let mut cache = KvCache::new(&model);
             let t0 = Instant::now();
-            model.forward_last(&ids, 0, &mut cache)?;
+            model.forward_last(&ids, depth, &mut cache)?;
             // Repetition 0 is the warm-up.
             if rep > 0 {
                 secs.push(t0.elapsed().as_secs_f64());
             }
         }
-        let mut r = TestResult::new(format!("pp{}", args.n_prompt), args.n_prompt, &secs);
+        let name = format!("pp{}{suffix}", args.n_prompt);
+        let mut r = TestResult::new(name, args.n_prompt, &secs);
         r.experts = stats().zip(before).map(|(now, then)| now.since(&then));
         r.profile = stop_profile(args.profile, args.n_prompt, &secs);
         tests.push(r);
@@ -285,18 +311,19 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
                 before = stats();
                 start_profile(args.profile);
             }
-            let mut cache = KvCache::new(&model);
+            let mut cache = prefilled(&mut tokens, rep)?;
             // Warm-up: one step, as llama-bench does.
             let steps = if rep == 0 { 1 } else { args.n_gen };
             let t0 = Instant::now();
-            for pos in 0..steps {
+            for pos in depth..depth + steps {
                 model.forward_last(&[tokens.next(vocab)], pos, &mut cache)?;
             }
             if rep > 0 {
                 secs.push(t0.elapsed().as_secs_f64());
             }
         }
-        let mut r = TestResult::new(format!("tg{}", args.n_gen), args.n_gen, &secs);
+        let name = format!("tg{}{suffix}", args.n_gen);
+        let mut r = TestResult::new(name, args.n_gen, &secs);
         r.experts = stats().zip(before).map(|(now, then)| now.since(&then));
         r.profile = stop_profile(args.profile, args.n_gen, &secs);
         tg = Some(r.mean);
@@ -345,9 +372,9 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         human(report.weight_bytes)
     );
     println!("threads: {threads}");
-    println!("{:>8}  {:>18}", "test", "t/s");
+    println!("{:>14}  {:>18}", "test", "t/s");
     for t in &report.tests {
-        println!("{:>8}  {:>10.2} ± {:<6.2}", t.test, t.mean, t.sd);
+        println!("{:>14}  {:>10.2} ± {:<6.2}", t.test, t.mean, t.sd);
         if let Some(s) = &t.experts {
             for line in s.summary().lines() {
                 println!("          {line}");

@@ -128,7 +128,11 @@ fn profile_counts_each_step_of_a_decoded_token() {
             ("lm_head", 1.0),
         ] {
             let p = by_name(name);
-            assert_eq!(p["calls_per_token"].as_f64().unwrap(), steps * per, "{name}");
+            assert_eq!(
+                p["calls_per_token"].as_f64().unwrap(),
+                steps * per,
+                "{name}"
+            );
             assert!(p["us_per_token"].as_f64().unwrap() > 0.0, "{name}");
         }
         // The phases and `other` split the test's time.
@@ -155,6 +159,67 @@ fn profile_counts_each_step_of_a_decoded_token() {
     ]);
     let r: Value = serde_json::from_slice(&plain.stdout).expect("one JSON object");
     assert!(r["tests"][0].get("profile").is_none());
+}
+
+#[test]
+fn depth_prefills_before_each_test_and_stays_out_of_the_profile() {
+    let path =
+        frugal_testdata::fixtures_dir().join("gguf/deepseek-v2-lite/deepseek-v2-lite-F32.gguf");
+    let out = frugal(&[
+        "bench",
+        "--model",
+        path.to_str().unwrap(),
+        "-p",
+        "2",
+        "-n",
+        "2",
+        "-d",
+        "5",
+        "-r",
+        "1",
+        "--bandwidth",
+        "10",
+        "--profile",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let tests = r["tests"].as_array().unwrap();
+    let names: Vec<&str> = tests.iter().map(|t| t["test"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pp2 @ d5", "tg2 @ d5"]);
+    // The untimed prefill of 5 tokens is one more attention step per layer: had it been
+    // profiled, the tg test would count 27 × 3 steps over its 2 tokens, not 27 per token.
+    let core = tests[1]["profile"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == "attn.core")
+        .expect("attn.core")
+        .clone();
+    assert_eq!(core["calls_per_token"], 27.0);
+
+    // Past the model's positions: named, not a panic.
+    let out = frugal(&[
+        "bench",
+        "--model",
+        path.to_str().unwrap(),
+        "-d",
+        "100000000",
+        "-n",
+        "1",
+        "-p",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("-d 100000000") && err.contains("positions"),
+        "{err}"
+    );
 }
 
 #[test]
