@@ -12,6 +12,7 @@
 //! - [`norm`]: RMSNorm (root-mean-square normalisation).
 //! - [`softmax`]: softmax and sigmoid.
 //! - [`activation`]: SiLU and SwiGLU.
+//! - [`hugemem`]: huge-page backed buffers for the weight copies made at load.
 //! - [`pool`]: a persistent low-latency thread pool (`parallel_for` over borrowed data).
 //! - [`rope`]: rotary position embedding on interleaved or half-split pairs.
 #![deny(missing_docs)]
@@ -20,6 +21,7 @@ pub mod activation;
 pub mod convert;
 pub mod cpu;
 pub mod exp;
+pub mod hugemem;
 pub mod matmul;
 pub mod norm;
 pub mod pool;

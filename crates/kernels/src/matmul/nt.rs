@@ -167,9 +167,7 @@ mod x86 {
         for y in 0..NR {
             let at = bp.wrapping_add((j + ahead + y) * ld + p);
             // SAFETY: SSE is part of x86-64; a prefetch reads nothing architecturally.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(at.cast())
-            };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
         }
     }
 

@@ -273,6 +273,14 @@ pub enum QuantError {
         /// Weights in the row.
         n: usize,
     },
+    /// The system refused memory for a copy of the weights.
+    #[error("no memory for a {bytes}-byte copy of the weights: {why}")]
+    Memory {
+        /// Bytes asked for.
+        bytes: usize,
+        /// The system's reason.
+        why: String,
+    },
 }
 
 /// One block of a quantized format.

@@ -23,11 +23,11 @@ use std::cell::RefCell;
 use frugal_kernels::activation;
 
 use super::ffn::Mlp;
-use crate::profile::{self, Phase};
 use super::products::{
     self, quantize_in_parallel, quantize_rows, run_items, with_scratch, Acts, ActsCache, ItemPlan,
     QuantRequest, SharedOut,
 };
+use crate::profile::{self, Phase};
 
 /// One MLP of a fused step and the input rows it takes.
 #[derive(Clone, Copy, Debug)]

@@ -61,6 +61,7 @@ use super::{
     as_blocks, gemm, BlockQ4K, BlockQ6K, BlockQ8K, QuantError, QuantType, QuantizedActs, QK_K,
 };
 use crate::cpu::Isa;
+use crate::hugemem::HugeBuf;
 use crate::quant::kquants::scale_min_k4;
 use std::ops::Range;
 
@@ -110,8 +111,9 @@ pub struct Repacked {
     ty: QuantType,
     rows: usize,
     cols: usize,
-    /// `rows / ROWS` groups of `cols / 256` records each.
-    groups: Vec<u8>,
+    /// `rows / ROWS` groups of `cols / 256` records each, in huge-page backed memory
+    /// (`hugemem`: every decoded token streams them).
+    groups: HugeBuf,
     /// The last `rows % ROWS` rows, as stored in the file.
     tail: Vec<u8>,
 }
@@ -192,7 +194,10 @@ pub fn repack(
     let nb = cols / QK_K;
     let n_groups = n_rows / ROWS;
     let record = record_bytes(ty);
-    let mut groups = vec![0u8; n_groups * nb * record];
+    let mut groups = HugeBuf::zeroed(n_groups * nb * record).map_err(|e| QuantError::Memory {
+        bytes: n_groups * nb * record,
+        why: e.to_string(),
+    })?;
     let grouped = &rows[..n_groups * ROWS * rb];
     let fill = |g0: usize, dst: &mut [u8]| -> Result<(), QuantError> {
         for (g, dst) in dst.chunks_exact_mut(nb * record).enumerate() {
@@ -215,6 +220,7 @@ pub fn repack(
         let per = n_groups.div_ceil(threads);
         std::thread::scope(|s| {
             let jobs: Vec<_> = groups
+                .as_mut_slice()
                 .chunks_mut(per * nb * record)
                 .enumerate()
                 .map(|(i, chunk)| s.spawn(move || fill(i * per, chunk)))
@@ -223,7 +229,7 @@ pub fn repack(
                 .try_for_each(|j| j.join().expect("repack worker panicked"))
         })?;
     } else if nb > 0 {
-        fill(0, &mut groups)?;
+        fill(0, groups.as_mut_slice())?;
     }
     Ok(Repacked {
         ty,

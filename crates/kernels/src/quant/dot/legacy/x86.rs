@@ -417,7 +417,11 @@ macro_rules! rows_fn {
 }
 
 rows_fn!(rows_avx2, dot_avx2, "avx2,fma,f16c");
-rows_fn!(rows_avx512, dot_avx512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl");
+rows_fn!(
+    rows_avx512,
+    dot_avx512,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl"
+);
 rows_fn!(
     rows_avx512_vnni,
     dot_avx512_vnni,
