@@ -98,32 +98,52 @@ mod x86 {
     use super::{MatMut, MatRef};
     use std::arch::x86_64::*;
 
+    /// Rows of `A` whose tiles meet each tile of `B` in turn: as many as fit in 32 KiB
+    /// (whole tiles of 4), so a band of `A` stays in L1 while all of `B` passes once per band.
+    /// Decode's 8 (query, head) pairs against a deep cache are one band: each cached latent
+    /// row is read once, not once per tile of 4 pairs (a 1024-position cache, 2.3 MB, does not
+    /// fit in L2 for a second pass).
+    fn band_rows(k: usize) -> usize {
+        ((32 << 10) / (4 * k.max(1)) / 4 * 4).max(4)
+    }
+
     /// Calls `$tile::<rows, cols, prefetch>` over 4×4 tiles of `C` (edges: 1 row or 1 column
-    /// at a time where fewer than 4 remain). The first row of tiles prefetches `B` ahead.
+    /// at a time where fewer than 4 remain), band by band of `A` ([`band_rows`]), each band
+    /// meeting `B` tile by tile. A band's first row of tiles prefetches `B` ahead.
     macro_rules! tiles {
         ($a:ident, $b:ident, $c:ident, $acc:ident, $tile:ident) => {{
             let (m, n) = ($c.rows, $c.cols);
-            let mut i = 0;
-            while i < m {
-                let mr = if m - i >= 4 { 4 } else { 1 };
+            let band = band_rows($a.cols);
+            let mut i0 = 0;
+            while i0 < m {
+                let i1 = (i0 + band).min(m);
                 let mut j = 0;
                 while j < n {
                     let nr = if n - j >= 4 { 4 } else { 1 };
-                    // SAFETY: rows i..i + mr of A, j..j + nr of B and that tile of C lie
-                    // inside the checked views.
-                    unsafe {
-                        match (mr, nr, i == 0) {
-                            (4, 4, true) => $tile::<4, 4, true>(&$a, i, &$b, j, &mut $c, $acc),
-                            (4, 4, false) => $tile::<4, 4, false>(&$a, i, &$b, j, &mut $c, $acc),
-                            (4, _, _) => $tile::<4, 1, false>(&$a, i, &$b, j, &mut $c, $acc),
-                            (_, 4, true) => $tile::<1, 4, true>(&$a, i, &$b, j, &mut $c, $acc),
-                            (_, 4, false) => $tile::<1, 4, false>(&$a, i, &$b, j, &mut $c, $acc),
-                            _ => $tile::<1, 1, false>(&$a, i, &$b, j, &mut $c, $acc),
+                    let mut i = i0;
+                    while i < i1 {
+                        let mr = if i1 - i >= 4 { 4 } else { 1 };
+                        // SAFETY: rows i..i + mr of A, j..j + nr of B and that tile of C lie
+                        // inside the checked views.
+                        unsafe {
+                            match (mr, nr, i == i0) {
+                                (4, 4, true) => $tile::<4, 4, true>(&$a, i, &$b, j, &mut $c, $acc),
+                                (4, 4, false) => {
+                                    $tile::<4, 4, false>(&$a, i, &$b, j, &mut $c, $acc)
+                                }
+                                (4, _, _) => $tile::<4, 1, false>(&$a, i, &$b, j, &mut $c, $acc),
+                                (_, 4, true) => $tile::<1, 4, true>(&$a, i, &$b, j, &mut $c, $acc),
+                                (_, 4, false) => {
+                                    $tile::<1, 4, false>(&$a, i, &$b, j, &mut $c, $acc)
+                                }
+                                _ => $tile::<1, 1, false>(&$a, i, &$b, j, &mut $c, $acc),
+                            }
                         }
+                        i += mr;
                     }
                     j += nr;
                 }
-                i += mr;
+                i0 = i1;
             }
         }};
     }
