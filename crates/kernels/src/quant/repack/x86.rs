@@ -153,16 +153,24 @@ pub(super) unsafe fn vnni(recs: &[u8], a: &[BlockQ8K], out: &mut [f32; ROWS]) {
             let rec = recs.as_ptr().add(j * RECORD);
             let mut isum = _mm256_setzero_si256();
             for c in 0..4 {
-                let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                // Two chains per nibble half (even and odd q): `vpdpbusd` has a latency of
+                // several cycles, and one chain of eight per half left the product waiting on
+                // it (in cache: 48 GB/s). i32 sums are exact in any order.
+                let mut lo = [_mm256_setzero_si256(); 2];
+                let mut hi = [_mm256_setzero_si256(); 2];
                 for q in 0..8 {
                     let x = load32(rec.add(CODES + 256 * c + 32 * q));
                     let al = bcast4(a.qs.as_ptr().add(64 * c + 4 * q));
                     let ah = bcast4(a.qs.as_ptr().add(64 * c + 32 + 4 * q));
                     let xl = _mm256_and_si256(x, m4);
                     let xh = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
-                    lo = _mm256_dpbusd_epi32(lo, xl, al);
-                    hi = _mm256_dpbusd_epi32(hi, xh, ah);
+                    lo[q % 2] = _mm256_dpbusd_epi32(lo[q % 2], xl, al);
+                    hi[q % 2] = _mm256_dpbusd_epi32(hi[q % 2], xh, ah);
                 }
+                let (lo, hi) = (
+                    _mm256_add_epi32(lo[0], lo[1]),
+                    _mm256_add_epi32(hi[0], hi[1]),
+                );
                 isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(lo, scales(rec, 2 * c)));
                 isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(hi, scales(rec, 2 * c + 1)));
             }
