@@ -11,6 +11,9 @@ pub fn softmax_inplace(x: &mut [f32]) {
         // SAFETY: AVX2 and FMA are available (checked).
         return unsafe { softmax_avx2(x) };
     }
+    #[cfg(target_arch = "aarch64")]
+    return softmax_neon(x);
+    #[allow(unreachable_code)]
     softmax_scalar(x);
 }
 
@@ -68,6 +71,45 @@ unsafe fn softmax_avx2(x: &mut [f32]) {
         unsafe {
             let e = crate::exp::exp8(_mm256_sub_ps(_mm256_loadu_ps(buf.as_ptr()), m));
             _mm256_storeu_ps(buf.as_mut_ptr(), e);
+        }
+        tail.copy_from_slice(&buf[..tail.len()]);
+        total += tail.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    let inv = (1.0 / total) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Four values at a time with [`crate::exp::exp4`]; sums in f64 as the other paths.
+#[cfg(target_arch = "aarch64")]
+fn softmax_neon(x: &mut [f32]) {
+    use std::arch::aarch64::*;
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        x.iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
+    // SAFETY (each block): NEON is part of AArch64; every load and store is of 4 values
+    // inside `x` or a 4-value buffer.
+    let m = unsafe { vdupq_n_f32(max) };
+    let mut sum = unsafe { vdupq_n_f64(0.0) };
+    let mut body = x.chunks_exact_mut(4);
+    for c in &mut body {
+        unsafe {
+            let e = crate::exp::exp4(vsubq_f32(vld1q_f32(c.as_ptr()), m));
+            vst1q_f32(c.as_mut_ptr(), e);
+            sum = vaddq_f64(sum, vcvt_f64_f32(vget_low_f32(e)));
+            sum = vaddq_f64(sum, vcvt_high_f64_f32(e));
+        }
+    }
+    let tail = body.into_remainder();
+    let mut total = unsafe { vgetq_lane_f64::<0>(sum) + vgetq_lane_f64::<1>(sum) };
+    if !tail.is_empty() {
+        // Padding with −∞ gives 0, which adds nothing.
+        let mut buf = [f32::NEG_INFINITY; 4];
+        buf[..tail.len()].copy_from_slice(tail);
+        unsafe {
+            let e = crate::exp::exp4(vsubq_f32(vld1q_f32(buf.as_ptr()), m));
+            vst1q_f32(buf.as_mut_ptr(), e);
         }
         tail.copy_from_slice(&buf[..tail.len()]);
         total += tail.iter().map(|&v| v as f64).sum::<f64>();
