@@ -15,11 +15,13 @@
 //! The quantizers here are the scalar references, with llama.cpp's rounding
 //! (`quantize_row_q8_0_ref`, `quantize_row_q8_1_ref`, `quantize_row_q8_K_ref` in
 //! `ggml-quants.c`): the same activations give the same codes, so our logits differ from
-//! llama.cpp's only by float summation order. Q8_0 and Q8_K also have AVX2 paths (`x86.rs`),
-//! equal to the references byte for byte: the same IEEE products, sums and rounding per value,
+//! llama.cpp's only by float summation order. Q8_0 and Q8_K also have AVX2 (`x86.rs`) and
+//! NEON (`neon.rs`) paths, equal to the references byte for byte: the same IEEE products, sums and rounding per value,
 //! and the same choice of the value that sets the scale (prefill quantizes a few million values
 //! per layer, so the scalar loops showed in profiles).
 
+#[cfg(target_arch = "aarch64")]
+mod neon;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -252,7 +254,9 @@ impl QuantizedActs {
         }
         #[cfg(target_arch = "x86_64")]
         let simd = isa >= Isa::Avx2 && isa.is_available();
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        let simd = isa == Isa::Neon && isa.is_available();
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         let _ = isa;
         self.format = format;
         self.n = x.len();
@@ -268,6 +272,11 @@ impl QuantizedActs {
                     if simd {
                         // SAFETY: AVX2 is available (checked above); the block sizes match.
                         unsafe { x86::quantize_q8_0_block(xb, ob) };
+                        continue;
+                    }
+                    #[cfg(target_arch = "aarch64")]
+                    if simd {
+                        neon::quantize_q8_0_block(xb, ob);
                         continue;
                     }
                     quantize_q8_0_block(xb, ob);
@@ -286,6 +295,11 @@ impl QuantizedActs {
                     if simd {
                         // SAFETY: AVX2 is available (checked above); the block sizes match.
                         unsafe { x86::quantize_q8k_block(xb, ob) };
+                        continue;
+                    }
+                    #[cfg(target_arch = "aarch64")]
+                    if simd {
+                        neon::quantize_q8k_block(xb, ob);
                         continue;
                     }
                     quantize_q8k_block(xb, ob);
