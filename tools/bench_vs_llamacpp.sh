@@ -13,8 +13,9 @@
 # llama-bench's tests and frugal's are the same: ppP prefills P random tokens into an empty
 # cache as one batch; tgN decodes N single tokens from an empty cache; one warm-up run each.
 # With -d D both first fill the cache with D tokens (untimed) and test from there.
-# Before the models, `frugal bench --memory` measures read bandwidth at each thread count;
-# each frugal run reports its tg weight traffic as a fraction of it.
+# Before the models, `frugal bench --memory` measures read bandwidth at each thread count (the
+# header line); each frugal run reports its tg weight traffic as a fraction of the bandwidth
+# it measures right after each of its tg repetitions (the machine's drifts over minutes).
 set -euo pipefail
 
 P=512 N=128 R=3 THREADS=2 D=0
@@ -52,11 +53,10 @@ echo "memory bandwidth (1..$MAX_T threads) -> $OUT/memory.json" >&2
 for model in "$@"; do
     name=$(basename "$model" .gguf)
     for t in ${THREADS//,/ }; do
-        bw=$(python3 -c "import json,sys; print(next(r['best_gbs'] for r in json.load(open(sys.argv[1]))['read'] if r['threads']==int(sys.argv[2])))" "$OUT/memory.json" "$t")
         echo "$name, $t threads: llama-bench" >&2
         "$LLAMA_BENCH" -m "$model" -p "$P" -n "$N" -r "$R" -t "$t" -d "$D" -o json > "$OUT/$name.t$t.llama.json"
         echo "$name, $t threads: frugal bench" >&2
-        "$FRUGAL" bench --model "$model" -p "$P" -n "$N" -r "$R" -d "$D" --threads "$t" --bandwidth "$bw" --json \
+        "$FRUGAL" bench --model "$model" -p "$P" -n "$N" -r "$R" -d "$D" --threads "$t" --json \
             > "$OUT/$name.t$t.frugal.json"
     done
 done
@@ -66,7 +66,7 @@ import json, os, sys
 out, threads, models = sys.argv[1], sys.argv[2].split(","), sys.argv[4:]
 mem = json.load(open(os.path.join(out, "memory.json")))
 print("read bandwidth: " + ", ".join(f"{r['threads']} thr {r['best_gbs']:.2f} GB/s" for r in mem["read"]))
-print(f"{'model':28} {'thr':>3} {'test':>14} {'llama.cpp t/s':>16} {'frugal t/s':>16} {'ratio':>6} {'frugal BW%':>10}")
+print(f"{'model':28} {'thr':>3} {'test':>14} {'llama.cpp t/s':>16} {'frugal t/s':>16} {'ratio':>6} {'frugal BW%':>10} {'of GB/s':>8}")
 for m in models:
     name = os.path.basename(m)[:-5] if m.endswith(".gguf") else os.path.basename(m)
     for t in threads:
@@ -79,11 +79,14 @@ for m in models:
                        if (r["n_prompt"], r["n_gen"]) == ((n, 0) if kind == "pp" else (0, n))
                        and r.get("n_depth", 0) == int(sys.argv[3]))
             frac = frugal["bandwidth_fraction"] if kind == "tg" else None
+            # The bandwidth frugal measured after each tg repetition (mean).
+            bw = frugal["memory_read_gbs"] if kind == "tg" else None
             print(f"{name:28} {t:>3} {test['test']:>14} "
                   f"{ref['avg_ts']:>9.2f} ± {ref['stddev_ts']:<5.2f}"
                   f"{test['mean']:>9.2f} ± {test['sd']:<5.2f}"
                   f"{test['mean'] / ref['avg_ts']:>6.2f} "
-                  f"{'' if frac is None else f'{100 * frac:>9.0f}%'}")
+                  f"{'' if frac is None else f'{100 * frac:>9.0f}%'}"
+                  f"{'' if bw is None else f'{bw:>9.2f}'}")
     print(f"{'':28} active bytes/token {frugal['active']['per_token'] / 1e9:.3f} GB, "
           f"weights {frugal['weight_bytes'] / 1e9:.2f} GB")
 EOF

@@ -14,8 +14,9 @@
 //! Decoding one token reads the active weights once (attention, dense and shared FFNs, norms,
 //! routers, the LM head, one embedding row, and `k` of `E` routed experts per MoE layer; see
 //! [`frugal_model::active`]), so tg tokens/s × active bytes is the weight bandwidth achieved;
-//! it is set against the read bandwidth measured here at the same thread count (`--memory`
-//! alone prints that bandwidth for 1..N threads).
+//! each tg repetition is set against the read bandwidth measured right after it at the same
+//! thread count, and the fraction reported is the mean of those (`--memory` alone prints that
+//! bandwidth for 1..N threads; `--bandwidth` gives one instead).
 
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -205,8 +206,14 @@ struct ModelReport {
     tests: Vec<TestResult>,
     /// tg tokens/s × active bytes per token.
     tg_weight_gbs: Option<f64>,
+    /// The read bandwidth the fraction is taken against: --bandwidth, or the mean of
+    /// `memory_read_samples`.
     memory_read_gbs: Option<f64>,
-    /// `tg_weight_gbs / memory_read_gbs`.
+    /// Read bandwidth measured right after each timed tg repetition.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    memory_read_samples: Vec<f64>,
+    /// The mean over tg repetitions of (weight traffic / read bandwidth of that moment), or
+    /// `tg_weight_gbs / memory_read_gbs` with a given bandwidth.
     bandwidth_fraction: Option<f64>,
 }
 
@@ -303,6 +310,16 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         tests.push(r);
     }
     let mut tg = None;
+    let mut tg_samples: Option<Vec<f64>> = None;
+    // The machine's read bandwidth, measured right after each timed tg repetition: on a
+    // shared machine it drifts from minute to minute (this one's two-thread figure has read
+    // anywhere from 35 to 60 GB/s within an hour), and each repetition's fraction is taken
+    // against the bandwidth of its own moment. Not with a given --bandwidth, nor in a
+    // budgeted run (which does not allocate the test's array).
+    let probe = (args.n_gen > 0 && args.bandwidth.is_none() && experts.is_none())
+        .then(|| Probe::new(args.memory_mib << 20))
+        .transpose()?;
+    let mut read_samples = Vec::new();
     if args.n_gen > 0 {
         let mut secs = Vec::new();
         let mut before = None;
@@ -321,6 +338,12 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
             }
             if rep > 0 {
                 secs.push(t0.elapsed().as_secs_f64());
+                if let Some(p) = &probe {
+                    let on = args.profile;
+                    profile::enable(false);
+                    read_samples.push(p.measure(threads, 2).best_gbs);
+                    profile::enable(on);
+                }
             }
         }
         let name = format!("tg{}{suffix}", args.n_gen);
@@ -328,22 +351,25 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         r.experts = stats().zip(before).map(|(now, then)| now.since(&then));
         r.profile = stop_profile(args.profile, args.n_gen, &secs);
         tg = Some(r.mean);
+        tg_samples = Some(r.samples.clone());
         tests.push(r);
     }
     progress("");
 
-    let tg_weight_gbs = tg.map(|tps| tps * active.per_token() as f64 / 1e9);
-    let memory_read_gbs = match (args.bandwidth, tg) {
-        (Some(b), _) => Some(b),
-        // A budgeted run does not allocate the bandwidth test's array.
-        (None, Some(_)) if experts.is_some() => None,
-        (None, Some(_)) => {
-            progress("measuring memory bandwidth");
-            let b = read_bandwidth(threads, args.memory_mib << 20, 3)?.best_gbs;
-            progress("");
-            Some(b)
+    let per_token = active.per_token() as f64 / 1e9;
+    let tg_weight_gbs = tg.map(|tps| tps * per_token);
+    let (memory_read_gbs, bandwidth_fraction) = match (args.bandwidth, &tg_samples) {
+        (Some(b), _) => (Some(b), tg_weight_gbs.map(|w| w / b)),
+        (None, Some(tps)) if !read_samples.is_empty() => {
+            // Each repetition against the bandwidth measured right after it.
+            let fractions: Vec<f64> = tps
+                .iter()
+                .zip(&read_samples)
+                .map(|(t, b)| t * per_token / b)
+                .collect();
+            (Some(mean_sd(&read_samples).0), Some(mean_sd(&fractions).0))
         }
-        (None, None) => None,
+        _ => (None, None),
     };
     let report = ModelReport {
         model: spec,
@@ -360,7 +386,8 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         tests,
         tg_weight_gbs,
         memory_read_gbs,
-        bandwidth_fraction: tg_weight_gbs.zip(memory_read_gbs).map(|(a, b)| a / b),
+        memory_read_samples: read_samples.clone(),
+        bandwidth_fraction,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -406,11 +433,23 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         human(active.lm_head),
         human(active.embedding_row),
     );
-    if let (Some(w), Some(m)) = (report.tg_weight_gbs, report.memory_read_gbs) {
+    if let (Some(w), Some(m), Some(f)) = (
+        report.tg_weight_gbs,
+        report.memory_read_gbs,
+        report.bandwidth_fraction,
+    ) {
+        let s = &report.memory_read_samples;
+        let range = if s.is_empty() {
+            String::new()
+        } else {
+            let lo = s.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = s.iter().cloned().fold(0.0, f64::max);
+            format!("; measured after each repetition, {lo:.1}–{hi:.1} GB/s")
+        };
         println!(
             "tg weight traffic: {w:.2} GB/s = {:.0}% of the read bandwidth {m:.2} GB/s \
-             ({threads} thread{})",
-            100.0 * w / m,
+             ({threads} thread{}{range})",
+            100.0 * f,
             if threads == 1 { "" } else { "s" }
         );
     }
@@ -505,33 +544,60 @@ fn sum_lanes(data: &[u64]) -> u64 {
 /// huge pages where the system has them), so the fraction compares like with like: with
 /// 4 KiB pages this machine reads about a fifth slower on one thread.
 fn read_bandwidth(threads: usize, bytes: usize, passes: usize) -> anyhow::Result<Bandwidth> {
-    const PIECE: usize = (4 << 20) / 8;
-    let mut buf = HugeBuf::zeroed(bytes / 8 * 8).context("memory for the bandwidth test")?;
-    // SAFETY: every bit pattern is a valid u64; `align_to` gives the aligned middle part
-    // (all of it: a `HugeBuf` starts on a cache line and holds whole u64s).
-    let (_, data, _) = unsafe { buf.as_mut_slice().align_to_mut::<u64>() };
-    // Non-zero contents: the pages are really allocated, not the shared zero page.
-    data.iter_mut().enumerate().for_each(|(i, v)| *v = i as u64);
-    let data: &[u64] = data;
-    let pool = ThreadPool::global(threads);
-    let pieces: Vec<&[u64]> = data.chunks(PIECE).collect();
-    let mut gbs = Vec::with_capacity(passes);
-    for pass in 0..=passes {
-        let t0 = Instant::now();
-        let sums = pool.map(pieces.len(), |i| sum_lanes(pieces[i]));
-        let s = t0.elapsed().as_secs_f64();
-        // Keep the sums observable so the reads cannot be optimised away.
-        std::hint::black_box(sums);
-        if pass > 0 {
-            gbs.push(data.len() as f64 * 8.0 / s / 1e9);
+    Ok(Probe::new(bytes)?.measure(threads, passes))
+}
+
+/// The bandwidth test's array, allocated and filled once, measured as often as wanted.
+struct Probe {
+    buf: HugeBuf,
+}
+
+impl Probe {
+    fn new(bytes: usize) -> anyhow::Result<Probe> {
+        let mut buf = HugeBuf::zeroed(bytes / 8 * 8).context("memory for the bandwidth test")?;
+        // Non-zero contents: the pages are really allocated, not the shared zero page.
+        Self::words_mut(&mut buf)
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as u64);
+        Ok(Probe { buf })
+    }
+
+    fn words_mut(buf: &mut HugeBuf) -> &mut [u64] {
+        // SAFETY: every bit pattern is a valid u64; `align_to_mut` gives the aligned middle
+        // part (all of it: a `HugeBuf` starts on a cache line and holds whole u64s here).
+        unsafe { buf.as_mut_slice().align_to_mut::<u64>().1 }
+    }
+
+    fn words(&self) -> &[u64] {
+        // SAFETY: as in `words_mut`.
+        unsafe { self.buf.align_to::<u64>().1 }
+    }
+
+    /// `passes` timed reads after one untimed one.
+    fn measure(&self, threads: usize, passes: usize) -> Bandwidth {
+        const PIECE: usize = (4 << 20) / 8;
+        let data = self.words();
+        let pool = ThreadPool::global(threads);
+        let pieces: Vec<&[u64]> = data.chunks(PIECE).collect();
+        let mut gbs = Vec::with_capacity(passes);
+        for pass in 0..=passes {
+            let t0 = Instant::now();
+            let sums = pool.map(pieces.len(), |i| sum_lanes(pieces[i]));
+            let s = t0.elapsed().as_secs_f64();
+            // Keep the sums observable so the reads cannot be optimised away.
+            std::hint::black_box(sums);
+            if pass > 0 {
+                gbs.push(data.len() as f64 * 8.0 / s / 1e9);
+            }
+        }
+        let (mean, _) = mean_sd(&gbs);
+        Bandwidth {
+            threads,
+            best_gbs: gbs.iter().cloned().fold(0.0, f64::max),
+            mean_gbs: mean,
         }
     }
-    let (mean, _) = mean_sd(&gbs);
-    Ok(Bandwidth {
-        threads,
-        best_gbs: gbs.iter().cloned().fold(0.0, f64::max),
-        mean_gbs: mean,
-    })
 }
 
 #[cfg(test)]

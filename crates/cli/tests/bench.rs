@@ -223,6 +223,57 @@ fn depth_prefills_before_each_test_and_stays_out_of_the_profile() {
 }
 
 #[test]
+fn each_repetition_is_set_against_the_bandwidth_measured_after_it() {
+    let path =
+        frugal_testdata::fixtures_dir().join("gguf/deepseek-v2-lite/deepseek-v2-lite-F32.gguf");
+    let out = frugal(&[
+        "bench",
+        "--model",
+        path.to_str().unwrap(),
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "-r",
+        "3",
+        "--memory-mib",
+        "8",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let reads: Vec<f64> = r["memory_read_samples"]
+        .as_array()
+        .expect("a bandwidth per repetition")
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(reads.len(), 3);
+    assert!(reads.iter().all(|b| b.is_finite() && *b > 0.0));
+    let mean = reads.iter().sum::<f64>() / 3.0;
+    assert!((r["memory_read_gbs"].as_f64().unwrap() - mean).abs() <= 1e-9 * mean);
+    let per_token = r["active"]["per_token"].as_f64().unwrap() / 1e9;
+    let tps: Vec<f64> = r["tests"][0]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let want: f64 = tps
+        .iter()
+        .zip(&reads)
+        .map(|(t, b)| t * per_token / b)
+        .sum::<f64>()
+        / 3.0;
+    let got = r["bandwidth_fraction"].as_f64().unwrap();
+    assert!((got - want).abs() <= 1e-9 * want, "{got} vs {want}");
+}
+
+#[test]
 fn memory_test_reports_each_thread_count() {
     let out = frugal(&[
         "bench",
