@@ -47,8 +47,9 @@ pub(crate) struct GgufNames<'a> {
     pub(crate) inner: &'a dyn TensorSource,
     /// Passed on to every quantized weight ([`Weights::exact_activations`]).
     pub(crate) exact_activations: bool,
-    /// Repack Q4_K matrices at load ([`Weights::repack`]): all but the embedding (read by
-    /// row) and, unless `repack_experts`, the routed experts.
+    /// Keep owned copies of the matrices at load ([`Weights::repack`]: repacked Q4_K/Q6_K,
+    /// other types copied into huge pages): all but the embedding (read by row) and, unless
+    /// `repack_experts`, the routed experts.
     pub(crate) repack: bool,
     /// Repack routed experts too (not when an expert store will hand them out as file
     /// bytes: [`crate::LoadOptions::keep_experts_mapped`]).

@@ -247,12 +247,25 @@ impl<'a> Model<'a> {
             let divisors = load_f32_vec(&src, "rope_freqs.weight", &[config.rope.rotary_dim / 2])?;
             rope.divide_frequencies(&divisors)?;
         }
+        // Owned copies (repacked, or plain in huge pages) take anonymous memory, which cannot
+        // be paged out the way the file's pages can: make them only while the weights fit in
+        // the memory available now with a fifth to spare. Otherwise the routed experts (and,
+        // if the rest alone does not fit, every matrix) stay mapped and stream from the page
+        // cache, so a model larger than memory still runs, as it does from a plain map.
+        let infos = src.tensor_infos();
+        let total: u64 = infos.iter().map(|t| t.nbytes as u64).sum();
+        let experts: u64 = infos
+            .iter()
+            .filter(|t| t.name.contains("_exps."))
+            .map(|t| t.nbytes as u64)
+            .sum();
+        let (dense_fits, all_fit) = owned_copies_fit(total, experts, available_memory());
         let names = GgufNames {
             inner: src,
             exact_activations: options.exact_activations,
             // `FRUGAL_REPACK=0` keeps every matrix as mapped.
-            repack: std::env::var("FRUGAL_REPACK").map_or(true, |v| v != "0"),
-            repack_experts: !options.keep_experts_mapped,
+            repack: std::env::var("FRUGAL_REPACK").map_or(true, |v| v != "0") && dense_fits,
+            repack_experts: !options.keep_experts_mapped && all_fit,
         };
         Self::build(config, &names, rope, qk_interleaved)
     }
@@ -611,6 +624,23 @@ impl<'a> Model<'a> {
     }
 }
 
+/// Whether owned copies of the weights other than the routed experts (`total - experts`
+/// bytes), and of all of them, fit in `available` bytes with a fifth to spare (both, when
+/// the available memory is not known).
+fn owned_copies_fit(total: u64, experts: u64, available: Option<u64>) -> (bool, bool) {
+    let fits = |bytes: u64| available.is_none_or(|a| bytes <= a / 5 * 4);
+    (fits(total.saturating_sub(experts)), fits(total))
+}
+
+/// The memory the system could give this process now without swapping (`MemAvailable`);
+/// `None` where it is not known (not Linux).
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// RMSNorm of every `[hidden]` row.
 fn rms_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let _span = profile::span(Phase::Norm);
@@ -619,4 +649,29 @@ fn rms_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
         norm::rmsnorm(r, w, eps, o);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_copies_only_while_they_fit() {
+        const GB: u64 = 1 << 30;
+        // 16 GB of weights, 14 of them routed experts.
+        assert_eq!(
+            owned_copies_fit(16 * GB, 14 * GB, Some(24 * GB)),
+            (true, true)
+        );
+        assert_eq!(
+            owned_copies_fit(16 * GB, 14 * GB, Some(19 * GB)),
+            (true, false)
+        );
+        assert_eq!(
+            owned_copies_fit(16 * GB, 14 * GB, Some(2 * GB)),
+            (false, false)
+        );
+        assert_eq!(owned_copies_fit(16 * GB, 14 * GB, None), (true, true));
+        assert!(available_memory().is_none_or(|a| a > 0));
+    }
 }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use frugal_formats::{DType, TensorSource, TensorView};
 use frugal_kernels::cpu::Isa;
+use frugal_kernels::hugemem::HugeBuf;
 use frugal_kernels::quant::repack::{self, Repacked};
 use frugal_kernels::quant::{self, ActFormat, QuantType};
 use frugal_kernels::{convert, matmul};
@@ -51,6 +52,11 @@ enum Storage<'a> {
         /// The rows interleaved eight by eight (`quant::repack`), when the source asked for
         /// it: products with quantized activations then read only this copy, never `data`.
         repacked: Option<Arc<Repacked>>,
+        /// The rows as stored, copied into huge-page backed memory (`hugemem`), when the
+        /// source asked for an owned copy and the type has no repacked layout (Q8_0, Q5_K, …):
+        /// products and row decoding read it instead of `data`. Why: the file's map is made
+        /// of 4 KiB pages, and streaming it costs a TLB walk every 4 KiB.
+        copy: Option<Arc<HugeBuf>>,
     },
     Fp8 {
         data: &'a [u8],
@@ -103,8 +109,9 @@ pub trait Weights<'a> {
         false
     }
 
-    /// Whether the quantized matrix `name` should be kept as an owned row-interleaved copy
-    /// (`quant::repack`: faster one-token products, the mapped bytes no longer read).
+    /// Whether the quantized matrix `name` should be kept as an owned copy: row-interleaved
+    /// (`quant::repack`: faster one-token products) where its type has that layout, else as
+    /// stored in huge-page backed memory; the mapped bytes are then no longer read.
     fn repack(&self, _name: &str) -> bool {
         false
     }
@@ -261,7 +268,10 @@ impl<'a> Linear<'a> {
                     && src.repack(name))
                 .then(|| repack::repack(ty, t.data, rows, cols).ok().map(Arc::new))
                 .flatten();
-                if repacked.is_some() {
+                let copy = (repacked.is_none() && src.repack(name))
+                    .then(|| HugeBuf::copy_of(t.data).ok().map(Arc::new))
+                    .flatten();
+                if repacked.is_some() || copy.is_some() {
                     // Products read the copy now; the mapped pages need not stay resident.
                     src.release(t.data);
                 }
@@ -271,6 +281,7 @@ impl<'a> Linear<'a> {
                     row_bytes,
                     exact_activations,
                     repacked,
+                    copy,
                 }
             }
         };
@@ -338,6 +349,7 @@ impl<'a> Linear<'a> {
                 exact_activations: *exact_activations,
                 // The new bytes are in the file's layout; a repacked copy would be stale.
                 repacked: None,
+                copy: None,
             },
             Storage::Fp8 { scale, block, .. } => Storage::Fp8 {
                 data,
@@ -391,8 +403,10 @@ impl<'a> Linear<'a> {
                 ty,
                 data,
                 row_bytes,
+                copy,
                 ..
             } => {
+                let data: &[u8] = copy.as_deref().map_or(data, |c| c);
                 for (r, o) in rows.zip(out.chunks_exact_mut(c)) {
                     quant::dequantize_row(*ty, &data[r * row_bytes..(r + 1) * row_bytes], o)
                         // OK because `load` checked the type is supported and the row length.
@@ -509,9 +523,11 @@ impl<'a> Linear<'a> {
             data,
             row_bytes,
             repacked,
+            copy,
             ..
         } = &self.storage
         {
+            let data: &[u8] = copy.as_deref().map_or(data, |c| c);
             if let (Some(rp), false) = (repacked, x.quantized.is_empty()) {
                 repack::repacked_gemm(Isa::detect(), rp, rows, x.quantized, out, stride)
                     // OK because the copy was made at load from checked rows, and the caller
@@ -618,6 +634,7 @@ impl<'a> Linear<'a> {
                     exact_activations,
                     // Bytes read at run time are in the file's layout (no repacked copy).
                     repacked: None,
+                    copy: None,
                 }
             }
         };
