@@ -567,21 +567,34 @@ impl<'a> Linear<'a> {
                 return;
             }
         }
-        let mut buf = vec![0.0f32; ROWS_AT_ONCE.min(rows.len()) * c];
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let r1 = (r0 + ROWS_AT_ONCE).min(rows.end);
-            let w = &mut buf[..(r1 - r0) * c];
-            self.decode_rows(r0..r1, w);
-            for (i, wr) in w.chunks_exact(c).enumerate() {
-                let col = r0 - rows.start + i;
-                for (ti, xr) in x.f32.chunks_exact(c).enumerate() {
-                    out[ti * stride + col] = matmul::dot(wr, xr);
+        // Other float weights: a few rows at a time decoded to f32 in this thread's buffer.
+        let mut run = |buf: &mut Vec<f32>| {
+            buf.resize(ROWS_AT_ONCE.min(rows.len()) * c, 0.0);
+            let mut r0 = rows.start;
+            while r0 < rows.end {
+                let r1 = (r0 + ROWS_AT_ONCE).min(rows.end);
+                let w = &mut buf[..(r1 - r0) * c];
+                self.decode_rows(r0..r1, w);
+                for (i, wr) in w.chunks_exact(c).enumerate() {
+                    let col = r0 - rows.start + i;
+                    for (ti, xr) in x.f32.chunks_exact(c).enumerate() {
+                        out[ti * stride + col] = matmul::dot(wr, xr);
+                    }
                 }
+                r0 = r1;
             }
-            r0 = r1;
-        }
+        };
+        DECODED.with(|b| match b.try_borrow_mut() {
+            Ok(mut b) => run(&mut b),
+            Err(_) => run(&mut Vec::new()),
+        });
     }
+}
+
+thread_local! {
+    /// [`Linear::product_block`]'s decoded float rows, kept per thread (no allocation per
+    /// product once warmed up).
+    static DECODED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Views of a matrix over bytes of another type (the expert cache's low-bit fallback copies).

@@ -135,6 +135,27 @@ pub fn gemm(
     Ok(())
 }
 
+/// Calls `f` with every activation row's blocks (`view` of each), gathered on the stack for up
+/// to 16 rows, so a decode step's products allocate nothing; in a `Vec` beyond.
+#[allow(dead_code)] // Used by the x86 tiled paths only.
+pub(crate) fn with_act_blocks<'a, B, R>(
+    acts: &'a [QuantizedActs],
+    view: fn(&'a QuantizedActs) -> &'a [B],
+    f: impl FnOnce(&[&'a [B]]) -> R,
+) -> R {
+    const STACK: usize = 16;
+    if acts.len() <= STACK {
+        let mut rows: [&[B]; STACK] = [&[]; STACK];
+        for (r, a) in rows.iter_mut().zip(acts) {
+            *r = view(a);
+        }
+        f(&rows[..acts.len()])
+    } else {
+        let rows: Vec<&[B]> = acts.iter().map(view).collect();
+        f(&rows)
+    }
+}
+
 /// A product's activation rows: all in `format` (the weight type `ty`'s) and `k` long.
 pub(crate) fn check_acts(
     ty: QuantType,

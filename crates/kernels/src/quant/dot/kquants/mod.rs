@@ -83,30 +83,33 @@ pub(super) fn gemm(
         if !matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
             return false;
         }
-        let a: Vec<&[BlockQ8K]> = acts.iter().map(|a| a.q8k()).collect();
-        let nb = a[0].len();
-        macro_rules! run {
-            ($block:ty) => {{
-                let w: &[$block] = super::blocks(rows);
-                // SAFETY: `gemm` checked that `isa` is available (the features each module
-                // enables are what `Isa::is_available` tests), that `rows` is whole rows of
-                // `nb` blocks, every activation row `nb` blocks, and `out`'s length.
-                unsafe {
-                    match isa {
-                        Isa::Avx2 => gemm_x86::avx2::gemm(w, nb, &a, out, stride),
-                        Isa::Avx512 => gemm_x86::avx512::gemm(w, nb, &a, out, stride),
-                        _ => gemm_x86::vnni::gemm(w, nb, &a, out, stride),
+        if !matches!(ty, QuantType::Q4K | QuantType::Q5K | QuantType::Q6K) {
+            return false;
+        }
+        super::with_act_blocks(acts, QuantizedActs::q8k, |a| {
+            let nb = a[0].len();
+            macro_rules! run {
+                ($block:ty) => {{
+                    let w: &[$block] = super::blocks(rows);
+                    // SAFETY: `gemm` checked that `isa` is available (the features each module
+                    // enables are what `Isa::is_available` tests), that `rows` is whole rows
+                    // of `nb` blocks, every activation row `nb` blocks, and `out`'s length.
+                    unsafe {
+                        match isa {
+                            Isa::Avx2 => gemm_x86::avx2::gemm(w, nb, a, out, stride),
+                            Isa::Avx512 => gemm_x86::avx512::gemm(w, nb, a, out, stride),
+                            _ => gemm_x86::vnni::gemm(w, nb, a, out, stride),
+                        }
                     }
-                }
-                true
-            }};
-        }
-        match ty {
-            QuantType::Q4K => run!(BlockQ4K),
-            QuantType::Q5K => run!(BlockQ5K),
-            QuantType::Q6K => run!(BlockQ6K),
-            _ => false,
-        }
+                    true
+                }};
+            }
+            match ty {
+                QuantType::Q4K => run!(BlockQ4K),
+                QuantType::Q5K => run!(BlockQ5K),
+                _ => run!(BlockQ6K),
+            }
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     false

@@ -181,30 +181,32 @@ macro_rules! tiles {
                 stride: usize,
             ) {
                 debug_assert!(B::SCALE == Scale::F16 && !B::HAS_MIN);
-                let rows: Vec<&[B]> = w.chunks_exact(nb).collect();
+                // Row r of the weights (no list of rows: the product allocates nothing).
+                let row = |r: usize| &w[r * nb..(r + 1) * nb];
+                let n_rows = if nb == 0 { 0 } else { w.len() / nb };
                 let mut r0 = 0;
-                while r0 < rows.len() {
-                    let rr = if rows.len() - r0 >= $r { $r } else { 1 };
+                while r0 < n_rows {
+                    let rr = if n_rows - r0 >= $r { $r } else { 1 };
                     let mut t0 = 0;
                     while t0 < a.len() {
                         let tt = if a.len() - t0 >= $t { $t } else { 1 };
                         let o = &mut out[t0 * stride + r0..];
                         match (rr, tt) {
-                            (1, 1) => tile::<B, 1, 1>([rows[r0]], [a[t0]], o, stride),
+                            (1, 1) => tile::<B, 1, 1>([row(r0)], [a[t0]], o, stride),
                             (1, _) => tile::<B, 1, $t>(
-                                [rows[r0]],
+                                [row(r0)],
                                 std::array::from_fn(|i| a[t0 + i]),
                                 o,
                                 stride,
                             ),
                             (_, 1) => tile::<B, $r, 1>(
-                                std::array::from_fn(|i| rows[r0 + i]),
+                                std::array::from_fn(|i| row(r0 + i)),
                                 [a[t0]],
                                 o,
                                 stride,
                             ),
                             _ => tile::<B, $r, $t>(
-                                std::array::from_fn(|i| rows[r0 + i]),
+                                std::array::from_fn(|i| row(r0 + i)),
                                 std::array::from_fn(|i| a[t0 + i]),
                                 o,
                                 stride,

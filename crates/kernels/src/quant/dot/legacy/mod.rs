@@ -94,31 +94,37 @@ pub(super) fn gemm(
         if per_row {
             return acts.len() == 1 && one_token(isa, ty, rows, &acts[0], out);
         }
-        let a: Vec<&[BlockQ8_0]> = acts.iter().map(|a| a.q8_0()).collect();
-        let nb = a[0].len();
-        macro_rules! run {
-            ($block:ty) => {{
-                let w: &[$block] = super::blocks(rows);
-                // SAFETY: `gemm` checked that `isa` is available (the features each module
-                // enables are what `Isa::is_available` tests), that `rows` is whole rows of
-                // `nb` blocks, every activation row `nb` blocks, and `out`'s length.
-                unsafe {
-                    if isa == Isa::Avx2 {
-                        gemm_x86::avx2::gemm(w, nb, &a, out, stride)
-                    } else {
-                        gemm_x86::vnni::gemm(w, nb, &a, out, stride)
+        if !matches!(
+            ty,
+            QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q5_0 | QuantType::IQ4NL
+        ) {
+            return false;
+        }
+        super::with_act_blocks(acts, QuantizedActs::q8_0, |a| {
+            let nb = a[0].len();
+            macro_rules! run {
+                ($block:ty) => {{
+                    let w: &[$block] = super::blocks(rows);
+                    // SAFETY: `gemm` checked that `isa` is available (the features each module
+                    // enables are what `Isa::is_available` tests), that `rows` is whole rows
+                    // of `nb` blocks, every activation row `nb` blocks, and `out`'s length.
+                    unsafe {
+                        if isa == Isa::Avx2 {
+                            gemm_x86::avx2::gemm(w, nb, a, out, stride)
+                        } else {
+                            gemm_x86::vnni::gemm(w, nb, a, out, stride)
+                        }
                     }
-                }
-                true
-            }};
-        }
-        match ty {
-            QuantType::Q8_0 => run!(BlockQ8_0),
-            QuantType::Q4_0 => run!(BlockQ4_0),
-            QuantType::Q5_0 => run!(BlockQ5_0),
-            QuantType::IQ4NL => run!(BlockIQ4NL),
-            _ => false,
-        }
+                    true
+                }};
+            }
+            match ty {
+                QuantType::Q8_0 => run!(BlockQ8_0),
+                QuantType::Q4_0 => run!(BlockQ4_0),
+                QuantType::Q5_0 => run!(BlockQ5_0),
+                _ => run!(BlockIQ4NL),
+            }
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
