@@ -32,3 +32,16 @@ pub struct SeqSpan<'c, C> {
     /// The sequence's cache of this layer.
     pub cache: &'c mut C,
 }
+
+/// Runs `f` with this thread's scratch `T` held in `key`, reused from call to call so that a
+/// decode step allocates nothing once its buffers have grown; a fresh `T` when the thread's
+/// is already in use (a re-entered block).
+pub(crate) fn with_local<T: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut T::default()),
+    })
+}
