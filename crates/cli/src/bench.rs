@@ -278,6 +278,7 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
     let mut tg = None;
     if args.n_gen > 0 {
         let mut secs = Vec::new();
+        let mut logits = Vec::new();
         let mut before = None;
         for rep in 0..=args.reps {
             progress(&format!("tg{} {rep}/{}", args.n_gen, args.reps));
@@ -285,12 +286,13 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
                 before = stats();
                 start_profile(args.profile);
             }
-            let mut cache = KvCache::new(&model);
-            // Warm-up: one step, as llama-bench does.
+            // Warm-up: one step, as llama-bench does. The cache has room for every step and
+            // the logits buffer is reused, as in a decode loop: a step allocates nothing.
             let steps = if rep == 0 { 1 } else { args.n_gen };
+            let mut cache = KvCache::with_capacity(&model, steps);
             let t0 = Instant::now();
             for pos in 0..steps {
-                model.forward_last(&[tokens.next(vocab)], pos, &mut cache)?;
+                model.forward_last_into(&[tokens.next(vocab)], pos, &mut cache, &mut logits)?;
             }
             if rep > 0 {
                 secs.push(t0.elapsed().as_secs_f64());

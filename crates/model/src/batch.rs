@@ -48,7 +48,9 @@ impl Model<'_> {
                 end += tokens.len();
                 last.extend_from_slice(&ws.x[(end - 1) * h..end * h]);
             }
-            self.head_rows(&last, &mut ws.xn)
+            let logits = self.head_rows(&last, &mut ws.xn);
+            ws.release_after(end);
+            logits
         });
         let vocab = self.vocab_size();
         Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())

@@ -172,21 +172,27 @@ impl KvCache {
     }
 
     /// Makes room for `positions` positions in all (cached ones included), so that appending
-    /// up to that length never reallocates.
+    /// up to that length never reallocates. Best effort: room the allocator refuses (an
+    /// implausibly long reservation) is left to grow as positions are appended. Room not yet
+    /// written to is address space only.
     pub fn reserve(&mut self, positions: usize) {
         let more = positions.saturating_sub(self.len);
         let [_, a, b] = self.shape;
+        // A refused reservation leaves the buffer as it was, which stays correct.
+        let room = |v: &mut Vec<f32>, n: usize| {
+            let _ = n.checked_mul(more).map(|values| v.try_reserve(values));
+        };
         for layer in &mut self.layers {
             match layer {
                 // MLA: `a` = kv_lora_rank, `b` = qk_rope_head_dim per position.
                 LayerCache::Latent(c) => {
-                    c.latent.reserve(more * a);
-                    c.rope_key.reserve(more * b);
+                    room(&mut c.latent, a);
+                    room(&mut c.rope_key, b);
                 }
                 // GQA: `a · b` = num_kv_heads · head_dim per position, keys and values each.
                 LayerCache::Kv(c) => {
-                    c.k.reserve(more * a * b);
-                    c.v.reserve(more * a * b);
+                    room(&mut c.k, a * b);
+                    room(&mut c.v, a * b);
                 }
             }
         }
@@ -455,6 +461,7 @@ impl<'a> Model<'a> {
             let last = rows.saturating_sub(1) * h..ws.x.len();
             logits.resize((last.len() / h) * self.config.vocab_size, 0.0);
             self.head_into(&ws.x[last], &mut ws.xn, logits);
+            ws.release_after(rows);
         });
         Ok(())
     }
@@ -470,7 +477,9 @@ impl<'a> Model<'a> {
         self.check_input(tokens, start_pos, cache)?;
         Ok(with_local(&WORKSPACE, |ws| {
             self.run_stacked(ws, &mut [(tokens, cache)], trace);
-            self.head_rows(&ws.x, &mut ws.xn)
+            let logits = self.head_rows(&ws.x, &mut ws.xn);
+            ws.release_after(tokens.len());
+            logits
         }))
     }
 
@@ -687,6 +696,21 @@ pub(crate) struct Workspace {
     delta: Vec<f32>,
     /// Every row's rope cos/sin.
     rope: RopeRows,
+}
+
+impl Workspace {
+    /// Rows up to which a pass's buffers are kept for the next pass (decode steps, batches of
+    /// decoding sequences); a longer pass (a prefill) frees them and the blocks' scratch.
+    const KEEP_ROWS: usize = 64;
+
+    /// Frees the buffers (this thread's and the blocks' scratch) after a pass of `rows` rows
+    /// when it was longer than [`Workspace::KEEP_ROWS`].
+    pub(crate) fn release_after(&mut self, rows: usize) {
+        if rows > Self::KEEP_ROWS {
+            *self = Workspace::default();
+            crate::blocks::release_scratch();
+        }
+    }
 }
 
 thread_local! {

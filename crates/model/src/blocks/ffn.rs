@@ -204,6 +204,11 @@ thread_local! {
     static MOE: RefCell<MoeScratch> = RefCell::new(MoeScratch::default());
 }
 
+/// Frees this thread's [`MOE`] (see [`super::release_scratch`]).
+pub(super) fn release_scratch() {
+    super::release_local(&MOE);
+}
+
 impl<'a> Router<'a> {
     /// Load `prefix.gate.weight` (and `prefix.gate.e_score_correction_bias` when the config
     /// says so).

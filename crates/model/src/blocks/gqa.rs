@@ -57,6 +57,11 @@ thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Frees this thread's [`SCRATCH`] (see [`super::release_scratch`]).
+pub(super) fn release_scratch() {
+    super::release_local(&SCRATCH);
+}
+
 /// A projection with an optional bias.
 #[derive(Debug)]
 struct Proj<'a> {

@@ -139,6 +139,11 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// Frees this thread's [`SCRATCH`] (see [`super::release_scratch`]).
+pub(super) fn release_scratch() {
+    super::release_local(&SCRATCH);
+}
+
 /// One layer's compressed cache: the normed latents and the roped shared keys.
 #[derive(Clone, Debug, Default)]
 pub struct LatentCache {
