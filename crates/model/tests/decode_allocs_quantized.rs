@@ -45,9 +45,9 @@ fn check_gguf(dir: &str, file: &str) {
 }
 
 #[test]
-#[ignore = "quant::gemm's k-quant tiles (crates/kernels/src/quant/dot/kquants/mod.rs) collect \
-            the activation rows into a Vec per call, and Linear::product_block decodes F16/BF16 \
-            rows into a fresh buffer: both outside this change; run with --ignored once fixed"]
+#[ignore = "quant::gemm's tiled paths collect Vecs per call (crates/kernels/src/quant/dot/\
+            kquants/mod.rs, legacy/mod.rs, legacy/gemm_x86.rs) and Linear::product_block decodes \
+            F16/BF16 rows into a fresh buffer: outside this change; run with --ignored once fixed"]
 fn quantized_decode_steps_allocate_nothing() {
     counting::init();
     check_gguf("deepseek-v3", "deepseek-v3-Q4_K_M.gguf");
