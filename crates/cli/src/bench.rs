@@ -259,9 +259,9 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         String::new()
     };
     // A cache holding `depth` random tokens (prefilled in one batch, untimed, and left out
-    // of a profile running for repetition `rep`).
-    let prefilled = |tokens: &mut Tokens, rep: usize| -> anyhow::Result<KvCache> {
-        let mut cache = KvCache::new(&model);
+    // of a profile running for repetition `rep`), with room for `more`.
+    let prefilled = |tokens: &mut Tokens, rep: usize, more: usize| -> anyhow::Result<KvCache> {
+        let mut cache = KvCache::with_capacity(&model, depth + more);
         if depth > 0 {
             let ids: Vec<u32> = (0..depth).map(|_| tokens.next(vocab)).collect();
             profile::enable(false);
@@ -294,7 +294,7 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
                 before = stats();
                 start_profile(args.profile);
             }
-            let mut cache = prefilled(&mut tokens, rep)?;
+            let mut cache = prefilled(&mut tokens, rep, args.n_prompt)?;
             let ids: Vec<u32> = (0..args.n_prompt).map(|_| tokens.next(vocab)).collect();
             let t0 = Instant::now();
             model.forward_last(&ids, depth, &mut cache)?;
@@ -322,6 +322,7 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
     let mut read_samples = Vec::new();
     if args.n_gen > 0 {
         let mut secs = Vec::new();
+        let mut logits = Vec::new();
         let mut before = None;
         for rep in 0..=args.reps {
             progress(&format!("tg{} {rep}/{}", args.n_gen, args.reps));
@@ -329,12 +330,13 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
                 before = stats();
                 start_profile(args.profile);
             }
-            let mut cache = prefilled(&mut tokens, rep)?;
-            // Warm-up: one step, as llama-bench does.
+            // Warm-up: one step, as llama-bench does. The cache has room for every step and
+            // the logits buffer is reused, as in a decode loop: a step allocates nothing.
             let steps = if rep == 0 { 1 } else { args.n_gen };
+            let mut cache = prefilled(&mut tokens, rep, steps)?;
             let t0 = Instant::now();
             for pos in depth..depth + steps {
-                model.forward_last(&[tokens.next(vocab)], pos, &mut cache)?;
+                model.forward_last_into(&[tokens.next(vocab)], pos, &mut cache, &mut logits)?;
             }
             if rep > 0 {
                 secs.push(t0.elapsed().as_secs_f64());

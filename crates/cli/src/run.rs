@@ -135,7 +135,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         &mut model,
         prompt_ids.len() + flags.max_tokens,
     )?;
-    let mut cache = KvCache::new(&model);
+    // Room for the whole answer: decoding never grows the cache.
+    let mut cache = KvCache::with_capacity(&model, prompt_ids.len() + flags.max_tokens);
 
     let stop = flags.stop_criteria(&files, &config, &tokenizer);
     let sampler = Sampler::new(flags.sampling(&files)?)?;

@@ -7,7 +7,8 @@
 //! sequence equals [`Model::forward_last`] on it alone, up to float summation order (the
 //! products are the same row-by-row dots).
 
-use crate::transformer::{KvCache, Model};
+use crate::blocks::with_local;
+use crate::transformer::{KvCache, Model, WORKSPACE};
 use crate::ModelError;
 
 /// One sequence of a batch: tokens to append to its cache, at positions `cache.len()..`.
@@ -38,15 +39,19 @@ impl Model<'_> {
             .iter_mut()
             .map(|it| (it.tokens.as_slice(), &mut *it.cache))
             .collect();
-        let x = self.run_stacked(&mut seqs, None);
-        // The last row of each sequence, then the LM head over just those rows.
-        let mut last = Vec::with_capacity(items.len() * h);
-        let mut end = 0;
-        for item in items.iter() {
-            end += item.tokens.len();
-            last.extend_from_slice(&x[(end - 1) * h..end * h]);
-        }
-        let logits = self.head_rows(&last);
+        let logits = with_local(&WORKSPACE, |ws| {
+            self.run_stacked(ws, &mut seqs, None);
+            // The last row of each sequence, then the LM head over just those rows.
+            let mut last = Vec::with_capacity(seqs.len() * h);
+            let mut end = 0;
+            for (tokens, _) in &seqs {
+                end += tokens.len();
+                last.extend_from_slice(&ws.x[(end - 1) * h..end * h]);
+            }
+            let logits = self.head_rows(&last, &mut ws.xn);
+            ws.release_after(end);
+            logits
+        });
         let vocab = self.vocab_size();
         Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }

@@ -17,15 +17,18 @@ use frugal_formats::config::{Architecture, Attention, ModelConfig, WeightQuantiz
 use frugal_formats::{ModelFiles, TensorSource};
 use frugal_kernels::norm;
 
+use std::cell::RefCell;
 use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use crate::blocks::experts::{ExpertStore, RoutedExpert};
 use crate::blocks::ffn::{Mlp, Moe, Routing};
 use crate::blocks::gqa::{GqaAttention, KvHeads};
 use crate::blocks::linear::{load_f32_vec, Linear, Weights};
 use crate::blocks::mla::{LatentCache, MlaAttention};
-use crate::blocks::rope::RopeTable;
-use crate::blocks::SeqSpan;
+use crate::blocks::rope::{RopeRows, RopeTable};
+use crate::blocks::{with_local, SeqSpan};
 use crate::families;
 use crate::gguf_names::GgufNames;
 use crate::profile::{self, Phase};
@@ -157,6 +160,41 @@ impl KvCache {
                 .collect(),
             len: 0,
             shape: model.cache_shape(),
+        }
+    }
+
+    /// An empty cache for `model` with room for `positions` positions: decoding within them
+    /// never reallocates the cache.
+    pub fn with_capacity(model: &Model<'_>, positions: usize) -> Self {
+        let mut cache = KvCache::new(model);
+        cache.reserve(positions);
+        cache
+    }
+
+    /// Makes room for `positions` positions in all (cached ones included), so that appending
+    /// up to that length never reallocates. Best effort: room the allocator refuses (an
+    /// implausibly long reservation) is left to grow as positions are appended. Room not yet
+    /// written to is address space only.
+    pub fn reserve(&mut self, positions: usize) {
+        let more = positions.saturating_sub(self.len);
+        let [_, a, b] = self.shape;
+        // A refused reservation leaves the buffer as it was, which stays correct.
+        let room = |v: &mut Vec<f32>, n: usize| {
+            let _ = n.checked_mul(more).map(|values| v.try_reserve(values));
+        };
+        for layer in &mut self.layers {
+            match layer {
+                // MLA: `a` = kv_lora_rank, `b` = qk_rope_head_dim per position.
+                LayerCache::Latent(c) => {
+                    room(&mut c.latent, a);
+                    room(&mut c.rope_key, b);
+                }
+                // GQA: `a · b` = num_kv_heads · head_dim per position, keys and values each.
+                LayerCache::Kv(c) => {
+                    room(&mut c.k, a * b);
+                    room(&mut c.v, a * b);
+                }
+            }
         }
     }
 
@@ -413,7 +451,32 @@ impl<'a> Model<'a> {
         start_pos: usize,
         cache: &mut KvCache,
     ) -> Result<Vec<f32>, ModelError> {
-        self.run(tokens, start_pos, cache, None, true)
+        let mut logits = Vec::new();
+        self.forward_last_into(tokens, start_pos, cache, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`Model::forward_last`] into `logits` (resized to `[vocab]`). The decode loop's call:
+    /// once a first step has grown this thread's buffers (and `logits`), a step of one token
+    /// allocates nothing, provided the cache has room ([`KvCache::with_capacity`]).
+    pub fn forward_last_into(
+        &self,
+        tokens: &[u32],
+        start_pos: usize,
+        cache: &mut KvCache,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        self.check_input(tokens, start_pos, cache)?;
+        with_local(&WORKSPACE, |ws| {
+            self.run_stacked(ws, &mut [(tokens, cache)], None);
+            let h = self.config.hidden_size;
+            let rows = ws.x.len() / h;
+            let last = rows.saturating_sub(1) * h..ws.x.len();
+            logits.resize((last.len() / h) * self.config.vocab_size, 0.0);
+            self.head_into(&ws.x[last], &mut ws.xn, logits);
+            ws.release_after(rows);
+        });
+        Ok(())
     }
 
     /// [`Model::forward`], recording hidden states and routing into `trace`.
@@ -424,46 +487,37 @@ impl<'a> Model<'a> {
         cache: &mut KvCache,
         trace: Option<&mut Trace>,
     ) -> Result<Vec<f32>, ModelError> {
-        self.run(tokens, start_pos, cache, trace, false)
-    }
-
-    fn run(
-        &self,
-        tokens: &[u32],
-        start_pos: usize,
-        cache: &mut KvCache,
-        trace: Option<&mut Trace>,
-        last_only: bool,
-    ) -> Result<Vec<f32>, ModelError> {
         self.check_input(tokens, start_pos, cache)?;
-        let (h, t) = (self.config.hidden_size, tokens.len());
-        let x = self.run_stacked(&mut [(tokens, cache)], trace);
-        let rows = if last_only && t > 0 {
-            &x[(t - 1) * h..]
-        } else {
-            &x[..]
-        };
-        let xn = rms_rows(rows, &self.final_norm, self.eps);
-        let _span = profile::span(Phase::LmHead);
-        Ok(self.lm_head.forward(&xn, self.threads))
+        Ok(with_local(&WORKSPACE, |ws| {
+            self.run_stacked(ws, &mut [(tokens, cache)], trace);
+            let logits = self.head_rows(&ws.x, &mut ws.xn);
+            ws.release_after(tokens.len());
+            logits
+        }))
     }
 
     /// The decoder layers over the tokens of one or more sequences stacked as rows (each
     /// already checked by [`Model::check_input`] at its cache's length): norms, projections and
     /// feed-forward blocks see all rows at once, attention each sequence over its own cache.
-    /// Appends every sequence's positions to its cache; returns the last residual `[T, hidden]`.
+    /// Appends every sequence's positions to its cache; leaves the last residual `[T, hidden]`
+    /// in `ws.x`. Every intermediate value lives in `ws` or in the blocks' per-thread
+    /// scratch, so a pass allocates nothing once those have grown to its size.
     pub(crate) fn run_stacked(
         &self,
+        ws: &mut Workspace,
         seqs: &mut [(&[u32], &mut KvCache)],
         mut trace: Option<&mut Trace>,
-    ) -> Vec<f32> {
+    ) {
         let h = self.config.hidden_size;
         let threads = self.threads;
         let t: usize = seqs.iter().map(|(tokens, _)| tokens.len()).sum();
+        let Workspace { x, xn, delta, rope } = ws;
+        xn.resize(t * h, 0.0);
+        delta.resize(t * h, 0.0);
 
         // Embeddings [T, h].
         let embed_span = profile::span(Phase::Embed);
-        let mut x = vec![0.0f32; t * h];
+        x.resize(t * h, 0.0);
         let all_tokens = seqs.iter().flat_map(|(tokens, _)| tokens.iter());
         for (row, &tok) in x.chunks_exact_mut(h).zip(all_tokens) {
             self.embed.decode_rows(tok as usize..tok as usize + 1, row);
@@ -474,64 +528,50 @@ impl<'a> Model<'a> {
         }
 
         // cos/sin of every row's position, shared by all layers.
-        let rope_cs: Vec<_> = seqs
+        let positions = seqs
             .iter()
-            .flat_map(|(tokens, cache)| cache.len..cache.len + tokens.len())
-            .map(|p| self.rope.cos_sin(p))
-            .collect();
+            .flat_map(|(tokens, cache)| cache.len..cache.len + tokens.len());
+        rope.fill(&self.rope, positions);
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention sub-block.
-            let xn = rms_rows(&x, &layer.input_norm, self.eps);
+            rms_rows(x, &layer.input_norm, self.eps, xn);
             // The `unreachable!`s are OK because `check_input` compared every layer's kind.
-            let a = match &layer.attn {
+            match &layer.attn {
                 Attn::Mla(attn) => {
-                    let mut spans: Vec<_> = seqs
-                        .iter_mut()
-                        .map(|(tokens, cache)| SeqSpan {
-                            start_pos: cache.len,
-                            len: tokens.len(),
-                            cache: match &mut cache.layers[l] {
-                                LayerCache::Latent(c) => c,
-                                LayerCache::Kv(_) => unreachable!("cache kind checked"),
-                            },
-                        })
-                        .collect();
-                    attn.forward(&xn, &mut spans, &self.rope, &rope_cs, threads)
+                    let mut spans = layer_spans(seqs, l, |c| match c {
+                        LayerCache::Latent(c) => c,
+                        LayerCache::Kv(_) => unreachable!("cache kind checked"),
+                    });
+                    attn.forward(xn, &mut spans, &self.rope, rope, threads, delta)
                 }
                 Attn::Gqa(attn) => {
-                    let mut spans: Vec<_> = seqs
-                        .iter_mut()
-                        .map(|(tokens, cache)| SeqSpan {
-                            start_pos: cache.len,
-                            len: tokens.len(),
-                            cache: match &mut cache.layers[l] {
-                                LayerCache::Kv(c) => c,
-                                LayerCache::Latent(_) => unreachable!("cache kind checked"),
-                            },
-                        })
-                        .collect();
-                    attn.forward(&xn, &mut spans, &rope_cs, threads)
+                    let mut spans = layer_spans(seqs, l, |c| match c {
+                        LayerCache::Kv(c) => c,
+                        LayerCache::Latent(_) => unreachable!("cache kind checked"),
+                    });
+                    attn.forward(xn, &mut spans, rope, threads, delta)
                 }
             };
-            x.iter_mut().zip(&a).for_each(|(v, d)| *v += d);
+            x.iter_mut().zip(&*delta).for_each(|(v, d)| *v += d);
             if let Some(store) = self.expert_store.as_deref().filter(|s| s.wants_prefetch()) {
-                self.prefetch_after(l, &x, store);
+                self.prefetch_after(l, x, store);
             }
 
             // Feed-forward sub-block.
-            let xn = rms_rows(&x, &layer.post_attn_norm, self.eps);
-            let f = match &layer.ffn {
-                Ffn::Dense(mlp) => mlp.forward(&xn, threads),
+            rms_rows(x, &layer.post_attn_norm, self.eps, xn);
+            match &layer.ffn {
+                Ffn::Dense(mlp) => mlp.forward(xn, threads, delta),
                 Ffn::Moe(moe) => {
-                    let (out, routes) = moe.forward(&xn, threads, self.expert_store.as_deref());
-                    if let Some(tr) = trace.as_deref_mut() {
+                    let mut routes = trace.is_some().then(Vec::new);
+                    let store = self.expert_store.as_deref();
+                    moe.forward(xn, threads, store, delta, routes.as_mut());
+                    if let (Some(tr), Some(routes)) = (trace.as_deref_mut(), routes) {
                         tr.routed.push((l, routes));
                     }
-                    out
                 }
             };
             let combine = profile::span(Phase::FfnCombine);
-            x.iter_mut().zip(&f).for_each(|(v, d)| *v += d);
+            x.iter_mut().zip(&*delta).for_each(|(v, d)| *v += d);
             drop(combine);
             if let Some(tr) = trace.as_deref_mut() {
                 tr.hidden_states.push(x.clone());
@@ -540,7 +580,6 @@ impl<'a> Model<'a> {
         for (tokens, cache) in seqs.iter_mut() {
             cache.len += tokens.len();
         }
-        x
     }
 
     /// Hints `store` with the experts the next MoE layer after `l` would choose for `x` (the
@@ -556,7 +595,8 @@ impl<'a> Model<'a> {
                 Ffn::Dense(_) => None,
             });
         if let Some((m, layer, moe)) = next {
-            let xn = rms_rows(x, &layer.post_attn_norm, self.eps);
+            let mut xn = vec![0.0; x.len()];
+            rms_rows(x, &layer.post_attn_norm, self.eps, &mut xn);
             let mut ids: Vec<usize> = moe
                 .route(&xn, self.threads)
                 .iter()
@@ -569,11 +609,20 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// The logits `[vocab]` of each row of `x` (`[rows, hidden]`, last residuals).
-    pub(crate) fn head_rows(&self, x: &[f32]) -> Vec<f32> {
-        let xn = rms_rows(x, &self.final_norm, self.eps);
+    /// The logits `[vocab]` of each row of `x` (`[rows, hidden]`, last residuals); `xn` is
+    /// scratch.
+    pub(crate) fn head_rows(&self, x: &[f32], xn: &mut Vec<f32>) -> Vec<f32> {
+        let mut logits = vec![0.0; x.len() / self.config.hidden_size * self.config.vocab_size];
+        self.head_into(x, xn, &mut logits);
+        logits
+    }
+
+    /// [`Model::head_rows`] into `logits` (`[rows, vocab]`).
+    fn head_into(&self, x: &[f32], xn: &mut Vec<f32>, logits: &mut [f32]) {
+        xn.resize(x.len(), 0.0);
+        rms_rows(x, &self.final_norm, self.eps, xn);
         let _span = profile::span(Phase::LmHead);
-        self.lm_head.forward(&xn, self.threads)
+        self.lm_head.forward_into(xn, logits, self.threads);
     }
 
     pub(crate) fn check_input(
@@ -641,14 +690,61 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// RMSNorm of every `[hidden]` row.
-fn rms_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+/// RMSNorm of every `[hidden]` row of `x` into `out` (as long).
+fn rms_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let _span = profile::span(Phase::Norm);
-    let mut out = vec![0.0f32; x.len()];
     for (o, r) in out.chunks_exact_mut(w.len()).zip(x.chunks_exact(w.len())) {
         norm::rmsnorm(r, w, eps, o);
     }
-    out
+}
+
+/// Each sequence's span of layer `l`'s cache (`pick` gets its kind's cache), on the stack for
+/// a few sequences (a decode step).
+fn layer_spans<'s, C>(
+    seqs: &'s mut [(&[u32], &mut KvCache)],
+    l: usize,
+    pick: impl Fn(&mut LayerCache) -> &mut C,
+) -> SmallVec<[SeqSpan<'s, C>; 4]> {
+    seqs.iter_mut()
+        .map(|(tokens, cache)| SeqSpan {
+            start_pos: cache.len,
+            len: tokens.len(),
+            cache: pick(&mut cache.layers[l]),
+        })
+        .collect()
+}
+
+/// A forward pass's buffers, kept per thread between passes (see [`with_local`]): with the
+/// blocks' own per-thread scratch, what lets a decode step run without allocating.
+#[derive(Debug, Default)]
+pub(crate) struct Workspace {
+    /// The residual stream `[T, hidden]`.
+    pub(crate) x: Vec<f32>,
+    /// A normed copy of it `[T, hidden]` (a sub-block's input).
+    pub(crate) xn: Vec<f32>,
+    /// A sub-block's output `[T, hidden]`.
+    delta: Vec<f32>,
+    /// Every row's rope cos/sin.
+    rope: RopeRows,
+}
+
+impl Workspace {
+    /// Rows up to which a pass's buffers are kept for the next pass (decode steps, batches of
+    /// decoding sequences); a longer pass (a prefill) frees them and the blocks' scratch.
+    const KEEP_ROWS: usize = 64;
+
+    /// Frees the buffers (this thread's and the blocks' scratch) after a pass of `rows` rows
+    /// when it was longer than [`Workspace::KEEP_ROWS`].
+    pub(crate) fn release_after(&mut self, rows: usize) {
+        if rows > Self::KEEP_ROWS {
+            *self = Workspace::default();
+            crate::blocks::release_scratch();
+        }
+    }
+}
+
+thread_local! {
+    pub(crate) static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
 }
 
 #[cfg(test)]

@@ -524,7 +524,7 @@ impl<'m> Scheduler<'m> {
             // OK because `front()` just returned it.
             let req = self.waiting.pop_front().expect("front exists");
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            let (cache, reused) = match self.prefix.copy_longest(&req.prompt) {
+            let (mut cache, reused) = match self.prefix.copy_longest(&req.prompt) {
                 Some((mut cache, common)) => {
                     // At least one prompt token must run to give the first logits.
                     let keep = common.min(req.prompt.len() - 1);
@@ -533,6 +533,9 @@ impl<'m> Scheduler<'m> {
                 }
                 None => (KvCache::new(self.model), 0),
             };
+            // Room for the most the sequence may hold (its pages are reserved for it): its
+            // decode steps never grow the cache. Capacity not yet written is not resident.
+            cache.reserve(max_total);
             self.stats
                 .cached_tokens
                 .fetch_add(reused as u64, Ordering::Relaxed);

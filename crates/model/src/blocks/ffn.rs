@@ -18,12 +18,16 @@
 //! MoE output = `Σ_e w_e · expert_e(x)` (experts in ascending id, as transformers adds them),
 //! then `+ shared_experts(x)`. Only the chosen experts' weights are read.
 
+use std::cell::RefCell;
+
 use frugal_formats::config::{MoeConfig, ScoringFunc, TopkMethod};
 use frugal_kernels::softmax;
+use smallvec::SmallVec;
 
 use super::experts::{ExpertStore, RoutedExpert};
 use super::fused_ffn::{run_mlps, FfnJob};
 use super::linear::{load_f32_vec, Linear, Weights};
+use super::with_local;
 use crate::profile::{self, Phase};
 use crate::ModelError;
 
@@ -131,15 +135,15 @@ impl<'a> Mlp<'a> {
         self.gate.stored_bytes() + self.up.stored_bytes() + self.down.stored_bytes()
     }
 
-    /// `[t, hidden]` → `[t, hidden]`.
+    /// `[t, hidden]` → `out` `[t, hidden]`.
     /// The gate and up products share one quantization of `x` and one parallel step
     /// (`super::fused_ffn`).
-    pub fn forward(&self, x: &[f32], threads: usize) -> Vec<f32> {
+    pub fn forward(&self, x: &[f32], threads: usize, out: &mut [f32]) {
         let job = FfnJob {
             mlp: self,
             rows: None,
         };
-        run_mlps(&[job], x, threads, |ys| ys[0].to_vec())
+        run_mlps(&[job], x, threads, |ys| out.copy_from_slice(ys[0]))
     }
 }
 
@@ -163,12 +167,46 @@ struct Rule {
     scaling: f32,
 }
 
-/// Indices of the `k` largest values, best first (ties: lower index first).
-fn top_k(values: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+/// Into `idx`: the indices of the `k` largest values, best first (ties: lower index first).
+/// The order is total, so the unstable (allocation-free) sort gives the one answer.
+fn top_k(values: &[f32], k: usize, idx: &mut Vec<usize>) {
+    idx.clear();
+    idx.extend(0..values.len());
+    idx.sort_unstable_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
     idx.truncate(k);
-    idx
+}
+
+/// A router's buffers for one token (reused from token to token and call to call).
+#[derive(Debug, Default)]
+struct RouteScratch {
+    scores: Vec<f32>,
+    choice: Vec<f32>,
+    group_scores: Vec<f32>,
+    idx: Vec<usize>,
+    keep: Vec<usize>,
+}
+
+/// The MoE block's buffers, kept per thread (see [`super::with_local`]).
+#[derive(Debug, Default)]
+struct MoeScratch {
+    /// `[t, experts]` router logits.
+    logits: Vec<f32>,
+    route: RouteScratch,
+    /// `[t, top_k]`: each token's `(expert, weight)` pairs by expert id.
+    routes: Vec<(usize, f32)>,
+    /// The experts any token chose, ascending.
+    chosen: Vec<usize>,
+    /// Per chosen expert, its tokens with their weights.
+    users: Users,
+}
+
+thread_local! {
+    static MOE: RefCell<MoeScratch> = RefCell::new(MoeScratch::default());
+}
+
+/// Frees this thread's [`MOE`] (see [`super::release_scratch`]).
+pub(super) fn release_scratch() {
+    super::release_local(&MOE);
 }
 
 impl<'a> Router<'a> {
@@ -230,53 +268,93 @@ impl<'a> Router<'a> {
     /// For each of the `t` tokens of `x` (`[t, hidden]`), the chosen `(expert, weight)` pairs,
     /// sorted by expert id.
     pub fn route(&self, x: &[f32], threads: usize) -> Vec<Routing> {
-        let e = self.weight.rows();
-        let logits = self.weight.forward(x, threads);
-        logits
-            .chunks_exact(e)
-            .map(|l| self.rule.route_one(l))
+        let (mut logits, mut s, mut routes) = (Vec::new(), RouteScratch::default(), Vec::new());
+        self.route_into(x, threads, &mut logits, &mut s, &mut routes);
+        routes
+            .chunks_exact(self.rule.top_k)
+            .map(<[_]>::to_vec)
             .collect()
+    }
+
+    /// [`Router::route`] into `routes` (`[t, top_k]` pairs, each token's by expert id),
+    /// with `logits` and `s` as buffers.
+    fn route_into(
+        &self,
+        x: &[f32],
+        threads: usize,
+        logits: &mut Vec<f32>,
+        s: &mut RouteScratch,
+        routes: &mut Vec<(usize, f32)>,
+    ) {
+        let e = self.weight.rows();
+        logits.resize(x.len() / self.weight.cols() * e, 0.0);
+        self.weight.forward_into(x, logits, threads);
+        routes.clear();
+        for l in logits.chunks_exact(e) {
+            self.rule.route_one_into(l, s, routes);
+        }
     }
 }
 
 impl Rule {
+    /// One token's `(expert, weight)` pairs, by expert id.
+    #[cfg(test)]
     fn route_one(&self, logits: &[f32]) -> Routing {
-        let mut scores = logits.to_vec();
+        let mut chosen = Vec::new();
+        self.route_one_into(logits, &mut RouteScratch::default(), &mut chosen);
+        chosen
+    }
+
+    /// Appends one token's `top_k` `(expert, weight)` pairs, by expert id, to `out`.
+    fn route_one_into(&self, logits: &[f32], s: &mut RouteScratch, out: &mut Vec<(usize, f32)>) {
+        let RouteScratch {
+            scores,
+            choice,
+            group_scores,
+            idx,
+            keep,
+        } = s;
+        scores.clear();
+        scores.extend_from_slice(logits);
         match self.scoring {
-            ScoringFunc::Softmax => softmax::softmax_inplace(&mut scores),
+            ScoringFunc::Softmax => softmax::softmax_inplace(scores),
             ScoringFunc::Sigmoid => scores.iter_mut().for_each(|v| *v = softmax::sigmoid(*v)),
         }
-        let mut choice = scores.clone();
+        choice.clear();
+        choice.extend_from_slice(scores);
         if let Some(b) = &self.bias {
             choice.iter_mut().zip(b).for_each(|(c, b)| *c += b);
         }
         if self.method != TopkMethod::Greedy {
             let per = choice.len() / self.n_group;
-            let group_scores: Vec<f32> = choice
-                .chunks_exact(per)
-                .map(|g| match self.method {
-                    TopkMethod::NoAuxTc => top_k(g, 2).iter().map(|&i| g[i]).sum(),
+            group_scores.clear();
+            for g in choice.chunks_exact(per) {
+                group_scores.push(match self.method {
+                    TopkMethod::NoAuxTc => {
+                        top_k(g, 2, idx);
+                        idx.iter().map(|&i| g[i]).sum()
+                    }
                     _ => g.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-                })
-                .collect();
-            let keep = top_k(&group_scores, self.topk_group);
+                });
+            }
+            top_k(group_scores, self.topk_group, keep);
             for (gi, g) in choice.chunks_exact_mut(per).enumerate() {
                 if !keep.contains(&gi) {
                     g.iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
                 }
             }
         }
-        let mut chosen: Vec<(usize, f32)> = top_k(&choice, self.top_k)
-            .into_iter()
-            .map(|i| (i, scores[i]))
-            .collect();
+        top_k(choice, self.top_k, idx);
+        let start = out.len();
+        out.extend(idx.iter().map(|&i| (i, scores[i])));
+        let chosen = &mut out[start..];
         if self.norm_topk_prob {
             let sum: f32 = chosen.iter().map(|c| c.1).sum::<f32>() + 1e-20;
             chosen.iter_mut().for_each(|c| c.1 /= sum);
         }
         chosen.iter_mut().for_each(|c| c.1 *= self.scaling);
-        chosen.sort_by_key(|c| c.0);
-        chosen
+        // Expert ids are distinct: the unstable sort has one answer.
+        chosen.sort_unstable_by_key(|c| c.0);
     }
 }
 
@@ -370,115 +448,166 @@ impl<'a> Moe<'a> {
         self.router.route(x, threads)
     }
 
-    /// `[t, hidden]` → `[t, hidden]`, also returning each token's routing. With a `store`,
-    /// routed experts' bytes come from it (see [`super::experts`]); otherwise from the map.
+    /// `x` (`[t, hidden]`) → `out` (`[t, hidden]`), appending each token's routing to
+    /// `routes` when given (a trace). With a `store`, routed experts' bytes come from it (see
+    /// [`super::experts`]); otherwise from the map. The routing and the grouping of tokens by
+    /// expert live in this thread's scratch.
     pub fn forward(
         &self,
         x: &[f32],
         threads: usize,
         store: Option<&dyn ExpertStore>,
-    ) -> (Vec<f32>, Vec<Routing>) {
-        let routes = {
-            let _span = profile::span(Phase::Router);
-            self.router.route(x, threads)
-        };
-        let mut out = vec![0.0f32; x.len()];
-        // The experts any token chose, ascending (the order transformers adds them in).
-        let mut chosen: Vec<usize> = routes.iter().flatten().map(|c| c.0).collect();
-        chosen.sort_unstable();
-        chosen.dedup();
-        match store {
-            None => {
-                let experts: Vec<(usize, &Mlp<'a>)> =
-                    chosen.iter().map(|&e| (e, &self.experts[e])).collect();
-                run_experts(
-                    &experts,
-                    self.shared.as_ref(),
-                    &routes,
-                    x,
-                    &mut out,
-                    threads,
-                );
+        out: &mut [f32],
+        routes: Option<&mut Vec<Routing>>,
+    ) {
+        with_local(&MOE, |s| {
+            let MoeScratch {
+                logits,
+                route,
+                routes: chosen_pairs,
+                chosen,
+                users,
+            } = s;
+            {
+                let _span = profile::span(Phase::Router);
+                self.router
+                    .route_into(x, threads, logits, route, chosen_pairs);
             }
-            Some(store) => store.with_experts(self.layer, &chosen, &mut |bytes| {
-                let rebased: Vec<Mlp<'_>> = chosen
-                    .iter()
-                    .zip(bytes)
-                    .map(|(&e, b)| {
-                        self.experts[e]
-                            .rebased_as(b)
-                            // A store handing back bytes of another length is a bug in it.
-                            .expect("expert store returned bytes of the stored length")
-                    })
-                    .collect();
-                let experts: Vec<(usize, &Mlp<'_>)> =
-                    chosen.iter().copied().zip(&rebased).collect();
-                run_experts(
-                    &experts,
-                    self.shared.as_ref(),
-                    &routes,
-                    x,
-                    &mut out,
-                    threads,
-                );
-            }),
-        }
-        (out, routes)
+            let k = self.router.rule.top_k;
+            if let Some(r) = routes {
+                r.extend(chosen_pairs.chunks_exact(k).map(<[_]>::to_vec));
+            }
+            let routes = Routes {
+                pairs: chosen_pairs,
+                top_k: k,
+            };
+            out.fill(0.0);
+            // The experts any token chose, ascending (the order transformers adds them in).
+            chosen.clear();
+            chosen.extend(routes.pairs.iter().map(|c| c.0));
+            chosen.sort_unstable();
+            chosen.dedup();
+            match store {
+                None => {
+                    let experts: Experts<'_, '_> =
+                        chosen.iter().map(|&e| (e, &self.experts[e])).collect();
+                    run_experts(
+                        &experts,
+                        self.shared.as_ref(),
+                        routes,
+                        x,
+                        out,
+                        threads,
+                        users,
+                    );
+                }
+                Some(store) => store.with_experts(self.layer, chosen, &mut |bytes| {
+                    let rebased: Vec<Mlp<'_>> = chosen
+                        .iter()
+                        .zip(bytes)
+                        .map(|(&e, b)| {
+                            self.experts[e]
+                                .rebased_as(b)
+                                // A store handing back bytes of another length is a bug in it.
+                                .expect("expert store returned bytes of the stored length")
+                        })
+                        .collect();
+                    let experts: Experts<'_, '_> = chosen.iter().copied().zip(&rebased).collect();
+                    run_experts(
+                        &experts,
+                        self.shared.as_ref(),
+                        routes,
+                        x,
+                        out,
+                        threads,
+                        users,
+                    );
+                }),
+            }
+        })
     }
 }
 
+/// Chosen experts with their MLPs, ascending id (on the stack for a decode step's few).
+type Experts<'e, 'w> = SmallVec<[(usize, &'e Mlp<'w>); 16]>;
+
+/// Every token's routing, `[t, top_k]` `(expert, weight)` pairs, each token's by expert id.
+#[derive(Clone, Copy, Debug)]
+struct Routes<'r> {
+    pairs: &'r [(usize, f32)],
+    top_k: usize,
+}
+
+/// Per chosen expert, the tokens it runs on (see [`MoeScratch::users`]).
+#[derive(Debug, Default)]
+struct Users {
+    /// `(token, weight)` of every chosen expert's tokens, one expert after another.
+    pairs: Vec<(usize, f32)>,
+    /// The same tokens alone (a fused job's rows).
+    rows: Vec<usize>,
+    /// `end[k]`: where expert `k`'s entries end.
+    end: Vec<usize>,
+}
+
 /// Add `Σ_e w_e · expert_e(x_t)` into `out` for every token `t`, over the chosen `experts`
-/// (`(id, weights)`, ascending id; `routes[t]` the token's `(expert, weight)` pairs), then
-/// `shared(x_t)`: transformers' order of additions.
+/// (`(id, weights)`, ascending id), then `shared(x_t)`: transformers' order of additions.
 ///
 /// All experts (and the shared ones) run as one fused step (`super::fused_ffn`): `x`
 /// quantized once, the gate/up products of every expert in one parallel step, the down
-/// products in another. Tokens are grouped by expert, so each chosen expert's weights are
-/// read once per call (a `gemm` over its tokens).
+/// products in another. Tokens are grouped by expert (into `u`), so each chosen expert's
+/// weights are read once per call (a `gemm` over its tokens).
 fn run_experts(
     experts: &[(usize, &Mlp<'_>)],
     shared: Option<&Mlp<'_>>,
-    routes: &[Routing],
+    routes: Routes<'_>,
     x: &[f32],
     out: &mut [f32],
     threads: usize,
+    u: &mut Users,
 ) {
-    let t = routes.len();
+    let t = routes.pairs.len() / routes.top_k;
     let h = out.len() / t.max(1);
-    // Per chosen expert, its tokens and their weights (`users[k]` for `experts[k]`).
-    let users: Vec<Vec<(usize, f32)>> = experts
-        .iter()
-        .map(|&(e, _)| {
-            routes
-                .iter()
-                .enumerate()
-                .filter_map(|(t, r)| r.iter().find(|c| c.0 == e).map(|c| (t, c.1)))
-                .collect()
-        })
-        .collect();
-    let rows: Vec<Vec<usize>> = users
-        .iter()
-        .map(|u| u.iter().map(|&(t, _)| t).collect())
-        .collect();
-    let mut jobs: Vec<FfnJob<'_, '_>> = experts
-        .iter()
-        .zip(&rows)
-        .filter(|(_, r)| !r.is_empty())
-        .map(|(&(_, mlp), r)| FfnJob {
-            mlp,
-            // An expert every token chose reads the shared quantized input.
-            rows: (r.len() != t).then_some(&r[..]),
-        })
-        .collect();
+    u.pairs.clear();
+    u.rows.clear();
+    u.end.clear();
+    for &(e, _) in experts {
+        for (token, r) in routes.pairs.chunks_exact(routes.top_k).enumerate() {
+            if let Some(c) = r.iter().find(|c| c.0 == e) {
+                u.pairs.push((token, c.1));
+                u.rows.push(token);
+            }
+        }
+        u.end.push(u.pairs.len());
+    }
+    let u = &*u;
+    let mut jobs: SmallVec<[FfnJob<'_, '_>; 16]> = SmallVec::new();
+    let mut start = 0;
+    for (&(_, mlp), &end) in experts.iter().zip(&u.end) {
+        let r = &u.rows[start..end];
+        start = end;
+        if !r.is_empty() {
+            jobs.push(FfnJob {
+                mlp,
+                // An expert every token chose reads the shared quantized input.
+                rows: (r.len() != t).then_some(r),
+            });
+        }
+    }
     if let Some(mlp) = shared {
         jobs.push(FfnJob { mlp, rows: None });
     }
     run_mlps(&jobs, x, threads, |ys| {
         let mut ys = ys.iter();
-        for u in users.iter().filter(|u| !u.is_empty()) {
-            // OK because there is one output per job, and one job per non-empty `u`.
+        let mut start = 0;
+        for &end in &u.end {
+            let users = &u.pairs[start..end];
+            start = end;
+            if users.is_empty() {
+                continue;
+            }
+            // OK because there is one output per job, and one job per non-empty `users`.
             let y = ys.next().expect("one output per expert");
-            for (&(t, w), y) in u.iter().zip(y.chunks_exact(h)) {
+            for (&(t, w), y) in users.iter().zip(y.chunks_exact(h)) {
                 for (o, v) in out[t * h..(t + 1) * h].iter_mut().zip(y) {
                     *o += v * w;
                 }

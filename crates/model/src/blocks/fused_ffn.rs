@@ -21,6 +21,7 @@
 use std::cell::RefCell;
 
 use frugal_kernels::activation;
+use smallvec::SmallVec;
 
 use super::ffn::Mlp;
 use super::products::{
@@ -60,6 +61,10 @@ struct Scratch {
     x: ActsCache,
     jobs: Vec<JobScratch>,
 }
+
+/// One value per job of a step: on the stack for a decode step's few MLPs (a MoE layer's
+/// chosen and shared experts), so that the step allocates nothing.
+type PerJob<T> = SmallVec<[T; 16]>;
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
@@ -140,7 +145,7 @@ fn run_in<R>(
     {
         let _span = profile::span(Phase::FfnGateUp);
         let x_acts = &*x_acts;
-        let (inputs, outs): (Vec<(Acts<'_>, Acts<'_>)>, Vec<SharedOut>) = jobs
+        let (inputs, outs): (PerJob<(Acts<'_>, Acts<'_>)>, PerJob<SharedOut>) = jobs
             .iter()
             .zip(js.iter_mut())
             .map(|(job, j)| {
@@ -222,7 +227,7 @@ fn run_in<R>(
     // 4. Every down projection: one parallel step.
     {
         let _span = profile::span(Phase::FfnDown);
-        let (inputs, outs): (Vec<Acts<'_>>, Vec<SharedOut>) = jobs
+        let (inputs, outs): (PerJob<Acts<'_>>, PerJob<SharedOut>) = jobs
             .iter()
             .zip(js.iter_mut())
             .map(|(job, j)| {
@@ -247,7 +252,7 @@ fn run_in<R>(
     }
 
     let _span = profile::span(Phase::FfnCombine);
-    let ys: Vec<&[f32]> = js.iter().map(|j| &j.y[..]).collect();
+    let ys: PerJob<&[f32]> = js.iter().map(|j| &j.y[..]).collect();
     finish(&ys)
 }
 

@@ -17,6 +17,7 @@
 //! keys at `pos - window < s ≤ pos`. Reference: transformers 5.24 `modeling_llama.py`,
 //! `modeling_qwen2.py`, `modeling_qwen3_moe.py`, `modeling_mixtral.py`.
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 use frugal_formats::config::GqaConfig;
@@ -25,7 +26,8 @@ use frugal_kernels::{matmul, norm, rope, softmax};
 use super::heads::for_head_ranges;
 use super::linear::{load_f32_vec, Linear, Weights};
 use super::products::forward_many;
-use super::SeqSpan;
+use super::rope::RopeRows;
+use super::{with_local, SeqSpan};
 use crate::profile::{self, Phase};
 use crate::ModelError;
 
@@ -36,6 +38,28 @@ pub struct KvHeads {
     pub k: Vec<f32>,
     /// `[positions, n_kv, head_dim]`.
     pub v: Vec<f32>,
+}
+
+/// A forward call's buffers, kept per thread (see [`with_local`]).
+#[derive(Debug, Default)]
+struct Scratch {
+    /// `[T, n, d]`, `[T, n_kv, d]`, `[T, n_kv, d]`: the projections.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// `[T, n, d]`: every head's attention output.
+    heads: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// One query's scores over its context (on whichever thread attends the head).
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Frees this thread's [`SCRATCH`] (see [`super::release_scratch`]).
+pub(super) fn release_scratch() {
+    super::release_local(&SCRATCH);
 }
 
 /// A projection with an optional bias.
@@ -62,12 +86,6 @@ impl<'a> Proj<'a> {
                 None
             },
         })
-    }
-
-    fn forward(&self, x: &[f32], threads: usize) -> Vec<f32> {
-        let mut y = self.w.forward(x, threads);
-        self.add_bias(&mut y);
-        y
     }
 
     fn add_bias(&self, y: &mut [f32]) {
@@ -196,37 +214,53 @@ impl<'a> GqaAttention<'a> {
     /// Attend for the rows of `x` (the normed input `[T, hidden]`), which hold one or more
     /// sequences one after another: `spans` gives each sequence's row count, first position
     /// and cache (holding exactly `start_pos` positions; the rows' keys and values are
-    /// appended). `rope_cs` holds each row's cos/sin (half-split pairs). Projections run once
-    /// over all rows; attention runs per sequence over its own cache. Returns `[T, hidden]`.
+    /// appended). `rope` holds each row's cos/sin (half-split pairs). Projections run once
+    /// over all rows; attention runs per sequence over its own cache. Writes `out`
+    /// (`[T, hidden]`); the intermediate values live in this thread's scratch.
     pub fn forward(
         &self,
         x: &[f32],
         spans: &mut [SeqSpan<'_, KvHeads>],
-        rope_cs: &[(Vec<f32>, Vec<f32>)],
+        rope: &RopeRows,
         threads: usize,
-    ) -> Vec<f32> {
+        out: &mut [f32],
+    ) {
+        with_local(&SCRATCH, |s| {
+            self.forward_in(s, x, spans, rope, threads, out)
+        })
+    }
+
+    fn forward_in(
+        &self,
+        s: &mut Scratch,
+        x: &[f32],
+        spans: &mut [SeqSpan<'_, KvHeads>],
+        rope: &RopeRows,
+        threads: usize,
+        out: &mut [f32],
+    ) {
         let (n, n_kv, d, rot) = (self.n_heads, self.n_kv, self.head_dim, self.rotary_dim);
+        let Scratch { q, k, v, heads } = s;
         // q, k and v in one parallel step over one quantization of x.
         let t = x.len() / self.q.w.cols();
         let proj_span = profile::span(Phase::AttnProj);
-        let (mut q, mut k, mut v) = (
-            vec![0.0f32; t * n * d],
-            vec![0.0f32; t * n_kv * d],
-            vec![0.0f32; t * n_kv * d],
-        );
+        q.resize(t * n * d, 0.0);
+        k.resize(t * n_kv * d, 0.0);
+        v.resize(t * n_kv * d, 0.0);
         forward_many(
             &[&self.q.w, &self.k.w, &self.v.w],
             x,
             &mut [&mut q[..], &mut k[..], &mut v[..]],
             threads,
         );
-        self.q.add_bias(&mut q);
-        self.k.add_bias(&mut k);
-        self.v.add_bias(&mut v);
+        self.q.add_bias(q);
+        self.k.add_bias(k);
+        self.v.add_bias(v);
         drop(proj_span);
         let cache_span = profile::span(Phase::AttnCache);
-        for (i, (cos, sin)) in rope_cs.iter().enumerate() {
-            for (heads, count, which) in [(&mut q, n, 0), (&mut k, n_kv, 1)] {
+        for i in 0..t {
+            let (cos, sin) = rope.row(i);
+            for (heads, count, which) in [(&mut *q, n, 0), (&mut *k, n_kv, 1)] {
                 for head in heads[i * count * d..(i + 1) * count * d].chunks_exact_mut(d) {
                     if let Some(w) = &self.qk_norm {
                         let w = if which == 0 { &w.0 } else { &w.1 };
@@ -242,7 +276,7 @@ impl<'a> GqaAttention<'a> {
         drop(cache_span);
         let core_span = profile::span(Phase::AttnCore);
         let kv_row = n_kv * d;
-        let mut heads_out = Vec::with_capacity(q.len());
+        heads.resize(t * n * d, 0.0);
         let mut row = 0;
         for span in spans.iter_mut() {
             let (t, start_pos) = (span.len, span.start_pos);
@@ -252,18 +286,20 @@ impl<'a> GqaAttention<'a> {
             let qs = &q[row * n * d..(row + t) * n * d];
             let work = n * t * (start_pos + t) * d;
             let cache: &KvHeads = span.cache;
-            heads_out.extend(for_head_ranges(n, t, d, work, threads, |heads| {
-                self.attend_heads(qs, t, start_pos, heads, cache)
-            }));
+            let out = &mut heads[row * n * d..(row + t) * n * d];
+            for_head_ranges(n, t, d, work, threads, out, |hs, block| {
+                self.attend_heads(qs, t, start_pos, hs, cache, block)
+            });
             row += t;
         }
         drop(core_span);
         let _span = profile::span(Phase::AttnOut);
-        self.o.forward(&heads_out, threads)
+        self.o.w.forward_into(heads, out, threads);
+        self.o.add_bias(out);
     }
 
-    /// Outputs `[t, heads.len(), d]` of a range of query heads for `t` queries `q` (`[t, n, d]`,
-    /// normed and roped) at positions `start_pos..`, over `cache`.
+    /// Writes into `out` the outputs `[t, heads.len(), d]` of a range of query heads for `t`
+    /// queries `q` (`[t, n, d]`, normed and roped) at positions `start_pos..`, over `cache`.
     fn attend_heads(
         &self,
         q: &[f32],
@@ -271,31 +307,38 @@ impl<'a> GqaAttention<'a> {
         start_pos: usize,
         heads: Range<usize>,
         cache: &KvHeads,
-    ) -> Vec<f32> {
+        out: &mut [f32],
+    ) {
         let (n, n_kv, d) = (self.n_heads, self.n_kv, self.head_dim);
         let group = n / n_kv;
         let nh = heads.len();
-        let mut out = vec![0.0f32; t * nh * d];
-        let mut scores = Vec::with_capacity(start_pos + t);
-        for (j, h) in heads.enumerate() {
-            let kv = h / group;
-            for i in 0..t {
-                let pos = start_pos + i;
-                let first = match self.window {
-                    Some(w) => (pos + 1).saturating_sub(w),
-                    None => 0,
-                };
-                let qh = &q[(i * n + h) * d..(i * n + h + 1) * d];
-                let at = |s: usize| (s * n_kv + kv) * d..(s * n_kv + kv + 1) * d;
-                scores.clear();
-                scores.extend((first..=pos).map(|s| matmul::dot(qh, &cache.k[at(s)]) * self.scale));
-                softmax::softmax_inplace(&mut scores);
-                let dst = &mut out[(i * nh + j) * d..(i * nh + j + 1) * d];
-                for (s, &p) in (first..=pos).zip(&scores) {
-                    matmul::axpy(p, &cache.v[at(s)], dst);
+        assert_eq!(out.len(), t * nh * d, "attend_heads: output length");
+        // The outputs are sums of `axpy`s from zero.
+        out.fill(0.0);
+        with_local(&SCORES, |scores| {
+            // Room for the cache's capacity: a reserved cache grows this once.
+            scores.reserve(cache.k.capacity() / (n_kv * d).max(1));
+            for (j, h) in heads.enumerate() {
+                let kv = h / group;
+                for i in 0..t {
+                    let pos = start_pos + i;
+                    let first = match self.window {
+                        Some(w) => (pos + 1).saturating_sub(w),
+                        None => 0,
+                    };
+                    let qh = &q[(i * n + h) * d..(i * n + h + 1) * d];
+                    let at = |s: usize| (s * n_kv + kv) * d..(s * n_kv + kv + 1) * d;
+                    scores.clear();
+                    scores.extend(
+                        (first..=pos).map(|s| matmul::dot(qh, &cache.k[at(s)]) * self.scale),
+                    );
+                    softmax::softmax_inplace(scores);
+                    let dst = &mut out[(i * nh + j) * d..(i * nh + j + 1) * d];
+                    for (s, &p) in (first..=pos).zip(scores.iter()) {
+                        matmul::axpy(p, &cache.v[at(s)], dst);
+                    }
                 }
             }
-        }
-        out
+        })
     }
 }

@@ -446,8 +446,13 @@ impl<'a> Linear<'a> {
             self.cols
         );
         let mut y = vec![0.0f32; x.len() / self.cols * self.rows];
-        products::forward_many(&[self], x, &mut [&mut y[..]], threads);
+        self.forward_into(x, &mut y, threads);
         y
+    }
+
+    /// [`Linear::forward`] into `y` (`[t, rows]`).
+    pub fn forward_into(&self, x: &[f32], y: &mut [f32], threads: usize) {
+        products::forward_many(&[self], x, &mut [y], threads);
     }
 
     /// `Y = X W[rows]^T` for a block of rows only, on the calling thread: `x` is `[t, cols]`,

@@ -44,6 +44,7 @@
 mod absorbed;
 mod expanded;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
@@ -53,8 +54,8 @@ use frugal_kernels::{norm, rope};
 use super::heads::for_head_ranges;
 use super::linear::{load_f32_vec, Linear, Weights};
 use super::products::forward_many;
-use super::rope::RopeTable;
-use super::SeqSpan;
+use super::rope::{RopeRows, RopeTable};
+use super::{with_local, SeqSpan};
 use crate::profile::{self, Phase};
 use crate::ModelError;
 
@@ -119,6 +120,28 @@ enum QProj<'a> {
     },
     /// One `q_proj` (V2-Lite).
     Direct(Linear<'a>),
+}
+
+/// A forward call's buffers, kept per thread (see [`with_local`]).
+#[derive(Debug, Default)]
+struct Scratch {
+    /// `[T, r_kv + dr]`: each row's latent and shared rope key.
+    kv: Vec<f32>,
+    /// `[T, q_lora_rank]`: the low-rank query (V2, V3).
+    qa: Vec<f32>,
+    /// `[T, n, dn + dr]`: the queries.
+    q: Vec<f32>,
+    /// `[T, n, dv]`: every head's attention output.
+    heads: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Frees this thread's [`SCRATCH`] (see [`super::release_scratch`]).
+pub(super) fn release_scratch() {
+    super::release_local(&SCRATCH);
 }
 
 /// One layer's compressed cache: the normed latents and the roped shared keys.
@@ -222,28 +245,46 @@ impl<'a> MlaAttention<'a> {
     /// Attend for the rows of `x` (the normed input `[T, hidden]`), which hold one or more
     /// sequences one after another: `spans` gives each sequence's row count, first position
     /// and cache (holding exactly `start_pos` positions; the rows' latents are appended).
-    /// `rope_cs` holds each row's cos/sin ([`RopeTable::cos_sin`]). Projections run once over
-    /// all rows; attention runs per sequence over its own cache. Returns `[T, hidden]`.
+    /// `rope` holds each row's cos/sin. Projections run once over all rows; attention runs
+    /// per sequence over its own cache. Writes `out` (`[T, hidden]`); the intermediate
+    /// values live in this thread's scratch.
     pub fn forward(
         &self,
         x: &[f32],
         spans: &mut [SeqSpan<'_, LatentCache>],
         rope_table: &RopeTable,
-        rope_cs: &[(Vec<f32>, Vec<f32>)],
+        rope: &RopeRows,
         threads: usize,
-    ) -> Vec<f32> {
+        out: &mut [f32],
+    ) {
+        with_local(&SCRATCH, |s| {
+            self.forward_in(s, x, spans, rope_table.interleaved(), rope, threads, out)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_in(
+        &self,
+        s: &mut Scratch,
+        x: &[f32],
+        spans: &mut [SeqSpan<'_, LatentCache>],
+        interleaved: bool,
+        rope: &RopeRows,
+        threads: usize,
+        out: &mut [f32],
+    ) {
         let (n, dn, dr, dv, r_kv) = (self.n_heads, self.dn, self.dr, self.dv, self.r_kv);
         let qk = dn + dr;
-        let interleaved = rope_table.interleaved();
+        let Scratch { kv, qa, q, heads } = s;
 
         // Queries [T, n, dn + dr] and the latent with the shared rope key [T, r_kv + dr]: the
         // two products of x run as one parallel step over one quantization of x.
         let t = x.len() / self.kv_a.cols();
         let proj_span = profile::span(Phase::AttnProj);
-        let mut kv = vec![0.0f32; t * (r_kv + dr)];
-        let mut q = match &self.q {
+        kv.resize(t * (r_kv + dr), 0.0);
+        match &self.q {
             QProj::LowRank { a, norm: w, b } => {
-                let mut qa = vec![0.0f32; t * a.rows()];
+                qa.resize(t * a.rows(), 0.0);
                 forward_many(
                     &[a, &self.kv_a],
                     x,
@@ -253,29 +294,28 @@ impl<'a> MlaAttention<'a> {
                 for row in qa.chunks_exact_mut(a.rows()) {
                     norm::rmsnorm_inplace(row, w, LATENT_NORM_EPS);
                 }
-                b.forward(&qa, threads)
+                q.resize(t * b.rows(), 0.0);
+                b.forward_into(qa, q, threads);
             }
             QProj::Direct(p) => {
-                let mut q = vec![0.0f32; t * p.rows()];
+                q.resize(t * p.rows(), 0.0);
                 forward_many(&[p, &self.kv_a], x, &mut [&mut q[..], &mut kv[..]], threads);
-                q
             }
-        };
+        }
 
         drop(proj_span);
 
-        // Latents and rope keys → each sequence's cache.
+        // Latents (normed) and rope keys (roped) → each sequence's cache.
         let cache_span = profile::span(Phase::AttnCache);
-        let mut rows = kv.chunks_exact(r_kv + dr).enumerate();
+        let mut rows = kv.chunks_exact_mut(r_kv + dr).enumerate();
         for span in spans.iter_mut() {
             for (i, row) in rows.by_ref().take(span.len) {
-                let (cos, sin) = &rope_cs[i];
-                let mut c = row[..r_kv].to_vec();
-                norm::rmsnorm_inplace(&mut c, &self.kv_norm, LATENT_NORM_EPS);
-                let mut k = row[r_kv..].to_vec();
-                rope::rope_inplace(&mut k, cos, sin, interleaved);
-                span.cache.latent.extend_from_slice(&c);
-                span.cache.rope_key.extend_from_slice(&k);
+                let (cos, sin) = rope.row(i);
+                let (c, k) = row.split_at_mut(r_kv);
+                norm::rmsnorm_inplace(c, &self.kv_norm, LATENT_NORM_EPS);
+                rope::rope_inplace(k, cos, sin, interleaved);
+                span.cache.latent.extend_from_slice(c);
+                span.cache.rope_key.extend_from_slice(k);
                 for h in 0..n {
                     let qr = &mut q[(i * n + h) * qk + dn..(i * n + h + 1) * qk];
                     rope::rope_inplace(qr, cos, sin, interleaved);
@@ -288,29 +328,32 @@ impl<'a> MlaAttention<'a> {
         // Per sequence: attention of every head over its cache, by the cheaper path. Heads
         // are independent: split them over threads when there is enough work.
         let core_span = profile::span(Phase::AttnCore);
-        let mut heads_out = Vec::with_capacity(q.len() / qk * dv);
+        heads.resize(t * n * dv, 0.0);
         let mut row = 0;
         for span in spans.iter() {
             let (t, start_pos) = (span.len, span.start_pos);
             let qs = &q[row * n * qk..(row + t) * n * qk];
             let (path, per_head) = self.choose_path(t, start_pos);
             let cache: &LatentCache = span.cache;
-            heads_out.extend(for_head_ranges(
+            for_head_ranges(
                 n,
                 t,
                 dv,
                 n * per_head,
                 threads,
-                |heads| match path {
-                    MlaPath::Absorbed => self.attend_absorbed(qs, t, start_pos, heads, cache),
-                    MlaPath::Expanded => self.attend_expanded(qs, t, start_pos, heads, cache),
+                &mut heads[row * n * dv..(row + t) * n * dv],
+                |hs, block| match path {
+                    MlaPath::Absorbed => self.attend_absorbed(qs, t, start_pos, hs, cache, block),
+                    MlaPath::Expanded => {
+                        block.copy_from_slice(&self.attend_expanded(qs, t, start_pos, hs, cache))
+                    }
                 },
-            ));
+            );
             row += t;
         }
         drop(core_span);
         let _span = profile::span(Phase::AttnOut);
-        self.o.forward(&heads_out, threads)
+        self.o.forward_into(heads, out, threads);
     }
 
     /// The path for `t` queries at positions `start_pos..` and its multiply-adds per head.

@@ -32,3 +32,36 @@ pub struct SeqSpan<'c, C> {
     /// The sequence's cache of this layer.
     pub cache: &'c mut C,
 }
+
+/// Frees this thread's scratch of the blocks that keep it on the calling thread (MLA, GQA,
+/// MoE), so that a long prefill's buffers are not held through the decoding that follows;
+/// the next call grows them again.
+pub(crate) fn release_scratch() {
+    mla::release_scratch();
+    gqa::release_scratch();
+    ffn::release_scratch();
+}
+
+/// Replaces this thread's scratch in `key` by an empty one (unless it is in use).
+pub(crate) fn release_local<T: Default + 'static>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
+) {
+    key.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            *s = T::default();
+        }
+    })
+}
+
+/// Runs `f` with this thread's scratch `T` held in `key`, reused from call to call so that a
+/// decode step allocates nothing once its buffers have grown; a fresh `T` when the thread's
+/// is already in use (a re-entered block).
+pub(crate) fn with_local<T: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut T::default()),
+    })
+}

@@ -16,6 +16,7 @@ use std::ops::Range;
 
 use frugal_kernels::pool::ThreadPool;
 use frugal_kernels::quant::{ActFormat, QuantizedActs};
+use smallvec::SmallVec;
 
 use super::linear::{Linear, PARALLEL_MIN_WORK};
 
@@ -346,7 +347,8 @@ impl JobSplit {
 /// alone at the end of every step (up to tens of microseconds per decode step).
 #[derive(Debug)]
 pub(crate) struct ItemPlan {
-    jobs: Vec<JobSplit>,
+    /// On the stack for a decode step's few jobs.
+    jobs: SmallVec<[JobSplit; 16]>,
     /// Large items of all jobs (claimed first).
     n_big: usize,
     total: usize,
@@ -358,7 +360,7 @@ impl ItemPlan {
         let all: usize = rows.clone().into_iter().sum();
         let big = rows_per_item(all, threads);
         let small = (big / 4).div_ceil(ROW_ALIGN).max(1) * ROW_ALIGN;
-        let jobs: Vec<JobSplit> = rows
+        let jobs: SmallVec<[JobSplit; 16]> = rows
             .into_iter()
             .map(|r| {
                 let head = if threads <= 1 {
@@ -468,7 +470,7 @@ pub(crate) fn forward_many(
         let bytes: usize = lins.iter().map(|l| l.stored_bytes()).sum();
         let work = step_work(macs, bytes);
         let plan = ItemPlan::new(lins.iter().map(|l| l.rows()), threads);
-        let shared: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut::new(o)).collect();
+        let shared: SmallVec<[SharedOut; 4]> = outs.iter_mut().map(|o| SharedOut::new(o)).collect();
         run_items(threads, work, &plan, |j, rows| {
             let lin = lins[j];
             let acts = cache.acts(lin, x);

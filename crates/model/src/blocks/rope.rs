@@ -150,17 +150,63 @@ impl RopeTable {
 
     /// cos and sin (times the attention factor) of every frequency at `pos`.
     pub fn cos_sin(&self, pos: usize) -> (Vec<f32>, Vec<f32>) {
+        let n = self.inv_freq.len();
+        let (mut cos, mut sin) = (vec![0.0; n], vec![0.0; n]);
+        self.cos_sin_into(pos, &mut cos, &mut sin);
+        (cos, sin)
+    }
+
+    /// [`RopeTable::cos_sin`] into `cos` and `sin` (one value per frequency each).
+    pub fn cos_sin_into(&self, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
         let p = pos as f32;
-        self.inv_freq
-            .iter()
-            .map(|&f| {
-                let a = (p * f) as f64;
-                (
-                    a.cos() as f32 * self.attention_factor,
-                    a.sin() as f32 * self.attention_factor,
-                )
-            })
-            .unzip()
+        for ((&f, c), s) in self.inv_freq.iter().zip(cos).zip(sin) {
+            let a = (p * f) as f64;
+            *c = a.cos() as f32 * self.attention_factor;
+            *s = a.sin() as f32 * self.attention_factor;
+        }
+    }
+}
+
+/// The cos/sin of several rows' positions (`[rows, frequencies]` each), filled once per
+/// forward pass and shared by every layer; the buffers are kept for the next pass.
+#[derive(Clone, Debug, Default)]
+pub struct RopeRows {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// Frequencies per row.
+    width: usize,
+}
+
+impl RopeRows {
+    /// Hold the cos/sin of `positions` (one row each, in order) from `table`.
+    pub fn fill(&mut self, table: &RopeTable, positions: impl Iterator<Item = usize> + Clone) {
+        self.width = table.inv_freq.len();
+        let rows = positions.clone().count();
+        self.cos.resize(rows * self.width, 0.0);
+        self.sin.resize(rows * self.width, 0.0);
+        let rows = self.cos.chunks_exact_mut(self.width.max(1));
+        for ((p, c), s) in positions
+            .zip(rows)
+            .zip(self.sin.chunks_exact_mut(self.width.max(1)))
+        {
+            table.cos_sin_into(p, c, s);
+        }
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.cos.len() / self.width.max(1)
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.cos.is_empty()
+    }
+
+    /// Row `i`'s cos and sin.
+    pub fn row(&self, i: usize) -> (&[f32], &[f32]) {
+        let at = i * self.width..(i + 1) * self.width;
+        (&self.cos[at.clone()], &self.sin[at])
     }
 }
 
