@@ -12,13 +12,24 @@ fn frugal(args: &[&str]) -> std::process::Output {
         .expect("running frugal")
 }
 
+/// `frugal ARGS`, which must succeed and print one JSON object.
+fn json(args: &[&str]) -> Value {
+    let out = frugal(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
 #[test]
 fn reports_both_tests_and_active_bytes() {
     // llama.cpp's own conversion of the DeepSeek-V2-Lite fixture: vocab 512, hidden 32,
     // 27 layers (1 dense), 8 routed experts of FFN 16 with 3 used, all F32.
     let path =
         frugal_testdata::fixtures_dir().join("gguf/deepseek-v2-lite/deepseek-v2-lite-F32.gguf");
-    let out = frugal(&[
+    let r = json(&[
         "bench",
         "--model",
         path.to_str().unwrap(),
@@ -34,12 +45,6 @@ fn reports_both_tests_and_active_bytes() {
         "10",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let tests = r["tests"].as_array().unwrap();
     let names: Vec<&str> = tests.iter().map(|t| t["test"].as_str().unwrap()).collect();
     assert_eq!(names, ["pp3", "tg2"]);
@@ -83,7 +88,7 @@ fn profile_counts_each_step_of_a_decoded_token() {
     // and per MoE layer one router; one embedding and one LM head per token.
     let path =
         frugal_testdata::fixtures_dir().join("gguf/deepseek-v2-lite/deepseek-v2-lite-F32.gguf");
-    let out = frugal(&[
+    let r = json(&[
         "bench",
         "--model",
         path.to_str().unwrap(),
@@ -100,12 +105,6 @@ fn profile_counts_each_step_of_a_decoded_token() {
         "--profile",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let tests = r["tests"].as_array().unwrap();
     for t in tests {
         let phases = t["profile"].as_array().expect("a profile per test");
@@ -143,7 +142,7 @@ fn profile_counts_each_step_of_a_decoded_token() {
         );
     }
     // Without --profile there is none.
-    let plain = frugal(&[
+    let r = json(&[
         "bench",
         "--model",
         path.to_str().unwrap(),
@@ -157,7 +156,6 @@ fn profile_counts_each_step_of_a_decoded_token() {
         "10",
         "--json",
     ]);
-    let r: Value = serde_json::from_slice(&plain.stdout).expect("one JSON object");
     assert!(r["tests"][0].get("profile").is_none());
 }
 
@@ -165,7 +163,7 @@ fn profile_counts_each_step_of_a_decoded_token() {
 fn depth_prefills_before_each_test_and_stays_out_of_the_profile() {
     let path =
         frugal_testdata::fixtures_dir().join("gguf/deepseek-v2-lite/deepseek-v2-lite-F32.gguf");
-    let out = frugal(&[
+    let r = json(&[
         "bench",
         "--model",
         path.to_str().unwrap(),
@@ -182,12 +180,6 @@ fn depth_prefills_before_each_test_and_stays_out_of_the_profile() {
         "--profile",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let tests = r["tests"].as_array().unwrap();
     let names: Vec<&str> = tests.iter().map(|t| t["test"].as_str().unwrap()).collect();
     assert_eq!(names, ["pp2 @ d5", "tg2 @ d5"]);
@@ -226,7 +218,7 @@ fn depth_prefills_before_each_test_and_stays_out_of_the_profile() {
 fn each_repetition_is_set_against_the_bandwidth_measured_after_it() {
     let path =
         frugal_testdata::fixtures_dir().join("gguf/deepseek-v2-lite/deepseek-v2-lite-F32.gguf");
-    let out = frugal(&[
+    let r = json(&[
         "bench",
         "--model",
         path.to_str().unwrap(),
@@ -240,12 +232,6 @@ fn each_repetition_is_set_against_the_bandwidth_measured_after_it() {
         "8",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let reads: Vec<f64> = r["memory_read_samples"]
         .as_array()
         .expect("a bandwidth per repetition")
@@ -275,7 +261,7 @@ fn each_repetition_is_set_against_the_bandwidth_measured_after_it() {
 
 #[test]
 fn memory_test_reports_each_thread_count() {
-    let out = frugal(&[
+    let r = json(&[
         "bench",
         "--memory",
         "--threads",
@@ -286,12 +272,6 @@ fn memory_test_reports_each_thread_count() {
         "2",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(r["bytes"], 8 << 20);
     let read = r["read"].as_array().unwrap();
     let threads: Vec<u64> = read

@@ -22,6 +22,26 @@ pub const EXP_HI: f32 = 88.722_83;
 /// 0 there.
 pub const EXP_LO: f32 = -87.336_55;
 
+/// `log2 e`: `n = round(x·LOG2E)`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// `ln 2 = C1 + C2`: `C1` has few mantissa bits, so `n·C1` is exact for `|n| ≤ 128`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const C1: f32 = 0.693_359_4;
+/// The rest of `ln 2`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const C2: f32 = -2.121_944_4e-4;
+/// `P(r)`, highest degree first: `e^r ≈ 1 + r + r²·P(r)` on `|r| ≤ ½ ln 2` (Cephes' `expf`).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const P: [f32; 6] = [
+    1.987_569_2e-4,
+    1.398_2e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+
 /// `e^x` lane by lane.
 ///
 /// # Safety
@@ -30,18 +50,6 @@ pub const EXP_LO: f32 = -87.336_55;
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub unsafe fn exp8(x: __m256) -> __m256 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 = C1 + C2: C1 has few mantissa bits, so n·C1 is exact for |n| ≤ 128.
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
-    const P: [f32; 6] = [
-        1.987_569_2e-4,
-        1.398_2e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ];
     let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
         x,
         _mm256_set1_ps(LOG2E),
@@ -80,17 +88,6 @@ pub unsafe fn exp8(x: __m256) -> __m256 {
 #[inline]
 pub fn exp4(x: std::arch::aarch64::float32x4_t) -> std::arch::aarch64::float32x4_t {
     use std::arch::aarch64::*;
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
-    const P: [f32; 6] = [
-        1.987_569_2e-4,
-        1.398_2e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ];
     // SAFETY: NEON is part of AArch64; these intrinsics read and write registers only.
     unsafe {
         // Round to nearest, ties to even, as `_mm256_round_ps` does.
@@ -160,14 +157,6 @@ mod tests {
     /// The method of the module docs on one value in scalar steps (fused where the vector
     /// paths fuse), for checking that every vector path is exactly that method.
     fn exp_model(x: f32) -> f32 {
-        const P: [f32; 6] = [
-            1.987_569_2e-4,
-            1.398_2e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ];
         if x.is_nan() {
             return x;
         }
@@ -177,9 +166,9 @@ mod tests {
         if x < EXP_LO {
             return 0.0;
         }
-        let n = (x * std::f32::consts::LOG2_E).round_ties_even();
-        let r = (-n).mul_add(0.693_359_4, x);
-        let r = (-n).mul_add(-2.121_944_4e-4, r);
+        let n = (x * LOG2E).round_ties_even();
+        let r = (-n).mul_add(C1, x);
+        let r = (-n).mul_add(C2, r);
         let p = P[1..].iter().fold(P[0], |p, &c| p.mul_add(r, c));
         let y = p.mul_add(r * r, r) + 1.0;
         let ni = n as i32;
