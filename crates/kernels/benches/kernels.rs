@@ -13,7 +13,8 @@
 //!   per pass, i.e. from DRAM.
 //! - `repack`: Q4_K and Q6_K products, plain `gemm` (`old`) against the row-interleaved
 //!   `quant::repack` layout (`new`), on 2048×2048, the expert shapes 1024×512, 512×1024,
-//!   1408×2048, and the cold 16384×7168: one token as GB/s of the original bytes (decode); in
+//!   1408×2048, and the cold 16384×7168, and Q8_0 on four heads of MLA's `k_b` (2048×128):
+//!   one token as GB/s of the original bytes (decode); in
 //!   cache also 4, 16 and 64 tokens (the multi-token tiles; prefill), and 512 on 2048×2048,
 //!   as GFLOP/s.
 //! - `mla`: the f32 products of MLA attention (`matmul::gemm_nn`, `matmul::gemm_nt`) per ISA,
@@ -204,6 +205,11 @@ fn qgemm(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
     // 16384 × 7168: 66 MB of Q4_K, 96 MB of Q6_K, past this machine's 32 MB L3.
     cases.push((16384, 7168, QuantType::Q4K, 1, "cold"));
     cases.push((16384, 7168, QuantType::Q6K, 1, "cold"));
+    // MLA decode's per-head products (`mla`): four heads' `k_b` (`W_UK_hᵀ`, 512 rows of 128,
+    // Q8_0 in llama.cpp's Q4_K_M files) and of `v_b` (`W_UV_h`, 128 rows of 512).
+    cases.push((2048, 128, QuantType::Q8_0, 1, "mla k_b"));
+    cases.push((512, 512, QuantType::Q6K, 1, "mla v_b"));
+    cases.push((512, 512, QuantType::Q4K, 1, "mla v_b"));
     for (rows, cols, ty, tokens, what) in cases {
         let isas: Vec<Isa> = Isa::available()
             .into_iter()
@@ -275,9 +281,11 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
         (1408, 2048),
         (16384, 7168),
     ];
+    // Q8_0: four heads of MLA's `k_b` (rows of 128: the short rows it is repacked for).
     for (ty, (rows, cols)) in [QuantType::Q4K, QuantType::Q6K]
         .into_iter()
         .flat_map(|ty| shapes.map(|s| (ty, s)))
+        .chain([(QuantType::Q8_0, (2048, 128))])
     {
         let isas: Vec<Isa> = Isa::available()
             .into_iter()
@@ -294,6 +302,7 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
             (16384, _) => &[1],
             // A whole 512-token prompt through a dense matrix (several activation blocks).
             (2048, 2048) => &[1, 4, 16, 64, 512],
+            (_, 128) => &[1, 4],
             _ => &[1, 4, 16, 64],
         };
         for (&tokens, isa) in token_counts

@@ -1,5 +1,6 @@
-//! `quant::repack` (Q4_K and Q6_K rows interleaved eight by eight) against `quant::dot::vec_dot` of the
-//! original rows, bit for bit, on every available ISA and the scalar reference.
+//! `quant::repack` (Q4_K, Q6_K and short Q8_0 rows interleaved eight by eight) against
+//! `quant::dot::vec_dot` of the original rows, bit for bit, on every available ISA and the
+//! scalar reference.
 //!
 //! `vec_dot` is itself tested against llama.cpp's `vec_dot` and the scalar references
 //! (`dot_simd_kquants.rs`); the model's parity tests rest on its values, so the repacked
@@ -19,10 +20,10 @@ use frugal_testdata::Rng;
 /// scale byte random, the f16 super-scales finite, of both signs.
 fn random_rows(rng: &mut Rng, ty: QuantType, n: usize, k: usize) -> Vec<u8> {
     let mut buf = rng.bytes(1 + n * ty.row_bytes(k).expect("whole blocks"));
-    let f16_at: &[usize] = if ty == QuantType::Q6K {
-        &[208]
-    } else {
-        &[0, 2]
+    let f16_at: &[usize] = match ty {
+        QuantType::Q6K => &[208],
+        QuantType::Q8_0 => &[0],
+        _ => &[0, 2],
     };
     for b in buf[1..].chunks_exact_mut(ty.type_size()) {
         for &o in f16_at {
@@ -32,22 +33,25 @@ fn random_rows(rng: &mut Rng, ty: QuantType, n: usize, k: usize) -> Vec<u8> {
     buf
 }
 
-fn random_acts(rng: &mut Rng, k: usize) -> QuantizedActs {
+/// Activations for a `ty` matrix (Q8_0 for Q8_0, else Q8_K).
+fn random_acts(rng: &mut Rng, ty: QuantType, k: usize) -> QuantizedActs {
     let mut x: Vec<f32> = (0..k).map(|_| rng.unit()).collect();
     for (b, xb) in x.chunks_mut(32).enumerate() {
         let s = [1.0, 0.01, 40.0, 3.0][(b + rng.next() as usize) % 4];
         xb.iter_mut().for_each(|v| *v *= s);
     }
-    QuantizedActs::from_f32(ActFormat::Q8K, &x).expect("whole blocks")
+    let format = ty.act_format().expect("kernel type");
+    QuantizedActs::from_f32(format, &x).expect("whole blocks")
 }
 
+/// `n` rows of `nb` blocks (super-blocks for the K-quants) against `t` tokens.
 fn check(rng: &mut Rng, ty: QuantType, n: usize, nb: usize, t: usize) {
-    let k = 256 * nb;
+    let k = ty.block_size() * nb;
     let buf = random_rows(rng, ty, n, k);
     let rows = &buf[1..];
     let w = repack(ty, rows, n, k).expect("repack");
     assert_eq!((w.rows(), w.cols()), (n, k));
-    let acts: Vec<QuantizedActs> = (0..t).map(|_| random_acts(rng, k)).collect();
+    let acts: Vec<QuantizedActs> = (0..t).map(|_| random_acts(rng, ty, k)).collect();
     let stride = n + 3;
     let sentinel = f32::from_bits(0x7fc0_1234);
     let rb = ty.row_bytes(k).expect("whole blocks");
@@ -113,6 +117,25 @@ fn repacked_equals_vec_dot_bit_for_bit() {
         // Large enough (4.7 MB and more) to be repacked on several threads.
         check(&mut rng, ty, 512 * ROWS + 3, 8, 1);
     }
+}
+
+/// Q8_0 rows of 1 to 8 blocks (MLA's `k_b`: 4): the terms of whole chunks of four blocks and
+/// those after them, summed as the x86 `vec_dot` paths sum them.
+#[test]
+fn short_q8_0_rows_equal_vec_dot_bit_for_bit() {
+    let mut rng = Rng(0x7138_5f30);
+    for nb in 1..=8 {
+        for n in [8, 9, 17, 2 * ROWS + 7] {
+            check(&mut rng, QuantType::Q8_0, n, nb, 1 + (n + nb) % 3);
+        }
+    }
+    check(&mut rng, QuantType::Q8_0, 4096, 4, 1);
+    // Long rows keep the plain layout (its tiled many-token product).
+    let rows = random_rows(&mut rng, QuantType::Q8_0, 8, 288);
+    assert!(matches!(
+        repack(QuantType::Q8_0, &rows[1..], 8, 288),
+        Err(QuantError::Unsupported { .. })
+    ));
 }
 
 #[test]

@@ -54,11 +54,15 @@
 //! 256-bit vectors: Zen 4 splits 512-bit ones anyway). AArch64 runs the scalar path (no NEON
 //! kernel yet), so models keep the plain layout there ([`worth_repacking`]).
 
+mod q8_0;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use q8_0::MAX_BLOCKS as Q8_0_MAX_BLOCKS;
+
 use super::{
-    as_blocks, gemm, BlockQ4K, BlockQ6K, BlockQ8K, QuantError, QuantType, QuantizedActs, QK_K,
+    as_blocks, gemm, BlockQ4K, BlockQ6K, BlockQ8K, BlockQ8_0, QuantError, QuantType, QuantizedActs,
+    QK_K,
 };
 use crate::cpu::Isa;
 use crate::hugemem::HugeBuf;
@@ -97,21 +101,30 @@ pub(crate) mod q6 {
 
 /// Bytes of a record of `ty` (a repackable type).
 fn record_bytes(ty: QuantType) -> usize {
-    if ty == QuantType::Q6K {
-        q6::RECORD
-    } else {
-        RECORD
+    match ty {
+        QuantType::Q6K => q6::RECORD,
+        QuantType::Q8_0 => q8_0::RECORD,
+        _ => RECORD,
     }
 }
 
-/// A Q4_K or Q6_K matrix in the row-interleaved layout (module docs), plus the rows after the last
+/// Weights per block (and record) of `ty` (a repackable type).
+fn block_len(ty: QuantType) -> usize {
+    if ty == QuantType::Q8_0 {
+        32
+    } else {
+        QK_K
+    }
+}
+
+/// A Q4_K, Q6_K or (short-row) Q8_0 matrix in the row-interleaved layout (module docs), plus the rows after the last
 /// whole group of [`ROWS`] in the plain layout.
 #[derive(Clone, Debug)]
 pub struct Repacked {
     ty: QuantType,
     rows: usize,
     cols: usize,
-    /// `rows / ROWS` groups of `cols / 256` records each, in huge-page backed memory
+    /// `rows / ROWS` groups of one record per block of a row, in huge-page backed memory
     /// (`hugemem`: every decoded token streams them).
     groups: HugeBuf,
     /// The last `rows % ROWS` rows, as stored in the file.
@@ -135,9 +148,9 @@ impl Repacked {
     pub fn bytes(&self) -> usize {
         self.groups.len() + self.tail.len()
     }
-    /// Super-blocks per row.
+    /// Blocks (Q4_K, Q6_K: super-blocks) per row.
     fn nb(&self) -> usize {
-        self.cols / QK_K
+        self.cols / block_len(self.ty)
     }
     /// Whole groups.
     fn n_groups(&self) -> usize {
@@ -152,15 +165,17 @@ pub fn has_simd_path(isa: Isa) -> bool {
     cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni)
 }
 
-/// Whether a `ty` matrix is worth repacking for products on `isa` (the `repack` benchmark
-/// rows against [`gemm`]). Q4_K: every x86 SIMD path. Q6_K: VNNI only (4–512 tokens
-/// 1.4–1.9×, one token in cache 1.8–2.7×, from DRAM 1.26–1.52× on a quiet machine and
-/// 0.86–1.12× while other jobs loaded the memory); on AVX2 and AVX-512 without VNNI its
-/// one-token product from DRAM measured 0.75–1.09× the plain one.
-pub fn worth_repacking(isa: Isa, ty: QuantType) -> bool {
+/// Whether a `ty` matrix with rows of `cols` weights is worth repacking for products on
+/// `isa` (the `repack` and `mla k_b` benchmark rows against [`gemm`]). Q4_K: every x86 SIMD
+/// path. Q6_K: VNNI only (4–512 tokens 1.4–1.9×, one token in cache 1.8–2.7×, from DRAM
+/// 1.26–1.52× on a quiet machine and 0.86–1.12× while other jobs loaded the memory); on AVX2
+/// and AVX-512 without VNNI its one-token product from DRAM measured 0.75–1.09× the plain
+/// one. Q8_0: rows of at most [`Q8_0_MAX_BLOCKS`] blocks on AVX2 and VNNI (`q8_0` docs).
+pub fn worth_repacking(isa: Isa, ty: QuantType, cols: usize) -> bool {
     match ty {
         QuantType::Q4K => has_simd_path(isa),
         QuantType::Q6K => has_simd_path(isa) && isa == Isa::Avx512Vnni,
+        QuantType::Q8_0 => q8_0::worth(isa, cols),
         _ => false,
     }
 }
@@ -168,14 +183,16 @@ pub fn worth_repacking(isa: Isa, ty: QuantType) -> bool {
 /// Repacks `n_rows` rows of `cols` weights of type `ty` (`rows`: their bytes, back to back,
 /// any address) into the interleaved layout.
 ///
-/// Errors: a type other than Q4_K and Q6_K, `cols` not whole super-blocks, `rows` of the wrong length.
+/// Errors: a type other than Q4_K, Q6_K and Q8_0 (Q8_0: rows of more than
+/// [`Q8_0_MAX_BLOCKS`] blocks), `cols` not whole blocks, `rows` of the wrong length.
 pub fn repack(
     ty: QuantType,
     rows: &[u8],
     n_rows: usize,
     cols: usize,
 ) -> Result<Repacked, QuantError> {
-    if !matches!(ty, QuantType::Q4K | QuantType::Q6K) {
+    let short_q8_0 = ty == QuantType::Q8_0 && cols <= 32 * q8_0::MAX_BLOCKS;
+    if !matches!(ty, QuantType::Q4K | QuantType::Q6K) && !short_q8_0 {
         return Err(QuantError::Unsupported { ty: ty.name() });
     }
     let rb = ty.row_bytes(cols)?;
@@ -191,7 +208,7 @@ pub fn repack(
             got: rows.len(),
         });
     }
-    let nb = cols / QK_K;
+    let nb = cols / block_len(ty);
     let n_groups = n_rows / ROWS;
     let record = record_bytes(ty);
     let mut groups = HugeBuf::zeroed(n_groups * nb * record).map_err(|e| QuantError::Memory {
@@ -204,10 +221,12 @@ pub fn repack(
             for (j, rec) in dst.chunks_exact_mut(record).enumerate() {
                 for r in 0..ROWS {
                     let row = &grouped[(ROWS * (g0 + g) + r) * rb..][..rb];
-                    if ty == QuantType::Q6K {
-                        record_row_q6k(rec, r, &as_blocks::<BlockQ6K>(row)?[j]);
-                    } else {
-                        record_row(rec, r, &as_blocks::<BlockQ4K>(row)?[j]);
+                    match ty {
+                        QuantType::Q6K => record_row_q6k(rec, r, &as_blocks::<BlockQ6K>(row)?[j]),
+                        QuantType::Q8_0 => {
+                            q8_0::record_row(rec, r, &as_blocks::<BlockQ8_0>(row)?[j])
+                        }
+                        _ => record_row(rec, r, &as_blocks::<BlockQ4K>(row)?[j]),
                     }
                 }
             }
@@ -278,7 +297,8 @@ fn record_row_q6k(rec: &mut [u8], r: usize, b: &BlockQ6K) {
 }
 
 /// `out[t·out_stride + (r − rows.start)] = Σ W[r]·A[t]` for the rows `r` in `rows` of `w`
-/// and every activation row `t` of `acts` (each `w.cols()` long, Q8_K), on `isa` (an
+/// and every activation row `t` of `acts` (each `w.cols()` long, Q8_K; Q8_0 for a Q8_0
+/// matrix, whose tokens run one at a time over each group's records), on `isa` (an
 /// unavailable one runs scalar). Each value equals `vec_dot(isa, w.ty(), row r, acts[t])` bit
 /// for bit, whatever the range (a group cut by its ends is computed whole into a buffer).
 /// Tokens run in tiles of `TILE` sharing each load of codes (module docs), so one call
@@ -297,7 +317,12 @@ pub fn repacked_gemm(
     if acts.is_empty() || rows.is_empty() {
         return Ok(());
     }
-    super::dot::check_acts(w.ty, super::ActFormat::Q8K, acts, w.cols)?;
+    let format = if w.ty == QuantType::Q8_0 {
+        super::ActFormat::Q8_0
+    } else {
+        super::ActFormat::Q8K
+    };
+    super::dot::check_acts(w.ty, format, acts, w.cols)?;
     if rows.end > w.rows {
         return Err(QuantError::Shape {
             what: format!("rows {rows:?} of a {}-row matrix", w.rows),
@@ -310,28 +335,42 @@ pub fn repacked_gemm(
     let split = w.n_groups() * ROWS;
     let grouped = rows.start.min(split)..rows.end.min(split);
     let mut buf = [[0.0f32; ROWS]; TILE];
-    let mut pairs = Vec::new();
-    // Token blocks keep their activations in L2 while every group passes over them; inside a
-    // block each group's records (L1) meet the tokens `TILE` at a time (the last tile of a
-    // block takes the rest).
-    for (b, block) in acts.chunks(TOKEN_BLOCK).enumerate() {
-        // Q4_K tiles: each token's per-block offset sums, made once for all groups.
-        pairs.clear();
-        if w.ty == QuantType::Q4K && block.len() > 1 {
-            pairs.extend(block.iter().flat_map(|a| a.q8k().iter().map(pair_sums)));
+    if w.ty == QuantType::Q8_0 {
+        for (t, a) in acts.iter().enumerate() {
+            let p = q8_0::Prepared::new(a);
+            for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
+                let recs = &w.groups[g * nb * record..(g + 1) * nb * record];
+                let (first, last) = (ROWS * g, ROWS * g + ROWS);
+                let (lo, hi) = (first.max(rows.start), last.min(rows.end));
+                q8_0::group(isa, recs, &p, &mut buf[0]);
+                out[t * out_stride + lo - rows.start..][..hi - lo]
+                    .copy_from_slice(&buf[0][lo - first..hi - first]);
+            }
         }
-        for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
-            let recs = &w.groups[g * nb * record..(g + 1) * nb * record];
-            let (first, last) = (ROWS * g, ROWS * g + ROWS);
-            let (lo, hi) = (first.max(rows.start), last.min(rows.end));
-            for (i, tokens) in block.chunks(TILE).enumerate() {
-                let o = &mut buf[..tokens.len()];
-                let p = pairs.get(i * TILE * nb..(i * TILE + tokens.len()) * nb);
-                group_tile(isa, w.ty, recs, tokens, p.unwrap_or(&[]), o);
-                for (k, o) in o.iter().enumerate() {
-                    let t = b * TOKEN_BLOCK + i * TILE + k;
-                    out[t * out_stride + lo - rows.start..][..hi - lo]
-                        .copy_from_slice(&o[lo - first..hi - first]);
+    } else {
+        let mut pairs = Vec::new();
+        // Token blocks keep their activations in L2 while every group passes over them; inside a
+        // block each group's records (L1) meet the tokens `TILE` at a time (the last tile of a
+        // block takes the rest).
+        for (b, block) in acts.chunks(TOKEN_BLOCK).enumerate() {
+            // Q4_K tiles: each token's per-block offset sums, made once for all groups.
+            pairs.clear();
+            if w.ty == QuantType::Q4K && block.len() > 1 {
+                pairs.extend(block.iter().flat_map(|a| a.q8k().iter().map(pair_sums)));
+            }
+            for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
+                let recs = &w.groups[g * nb * record..(g + 1) * nb * record];
+                let (first, last) = (ROWS * g, ROWS * g + ROWS);
+                let (lo, hi) = (first.max(rows.start), last.min(rows.end));
+                for (i, tokens) in block.chunks(TILE).enumerate() {
+                    let o = &mut buf[..tokens.len()];
+                    let p = pairs.get(i * TILE * nb..(i * TILE + tokens.len()) * nb);
+                    group_tile(isa, w.ty, recs, tokens, p.unwrap_or(&[]), o);
+                    for (k, o) in o.iter().enumerate() {
+                        let t = b * TOKEN_BLOCK + i * TILE + k;
+                        out[t * out_stride + lo - rows.start..][..hi - lo]
+                            .copy_from_slice(&o[lo - first..hi - first]);
+                    }
                 }
             }
         }
