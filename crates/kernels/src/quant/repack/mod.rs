@@ -1,5 +1,5 @@
 //! Row-interleaved ("repacked") Q4_K and Q6_K weights for the one-token product (decode) and
-//! the many-token one (prefill).
+//! the many-token one (prefill), and Q8_0 weights with short rows (`q8_0.rs`: MLA's `k_b`).
 //!
 //! The plain layout stores each weight row's super-blocks back to back, so a matrix-vector
 //! product reads one row at a time and finishes every 256-weight block with a scalar float
