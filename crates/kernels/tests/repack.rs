@@ -12,7 +12,7 @@
 //! steps would show in the low bits.
 
 use frugal_kernels::cpu::Isa;
-use frugal_kernels::quant::repack::{repack, repacked_gemm, ROWS};
+use frugal_kernels::quant::repack::{repack, repack_pair, repacked_gemm, repacked_gemm_pair, ROWS};
 use frugal_kernels::quant::{dot::vec_dot, ActFormat, QuantError, QuantType, QuantizedActs};
 use frugal_testdata::Rng;
 
@@ -136,6 +136,61 @@ fn short_q8_0_rows_equal_vec_dot_bit_for_bit() {
         repack(QuantType::Q8_0, &rows[1..], 8, 288),
         Err(QuantError::Unsupported { .. })
     ));
+}
+
+/// A gate/up pair (`repack_pair`: the two matrices' groups alternating in one buffer): each
+/// half alone, and both through `repacked_gemm_pair` over row ranges that cut groups and the
+/// tails, equal `vec_dot` of the original rows bit for bit.
+#[test]
+fn paired_matrices_equal_vec_dot_bit_for_bit() {
+    let mut rng = Rng(0x7061_6972);
+    for ty in [QuantType::Q4K, QuantType::Q6K] {
+        for (n, nb) in [(8, 1), (17, 2), (3 * ROWS + 5, 4), (64, 4)] {
+            let k = 256 * nb;
+            let (ba, bb) = (
+                random_rows(&mut rng, ty, n, k),
+                random_rows(&mut rng, ty, n, k),
+            );
+            let (a, b) = (&ba[1..], &bb[1..]);
+            let (pa, pb) = repack_pair(ty, a, b, n, k).expect("pair");
+            assert!(pa.is_paired_with(&pb) && pb.is_paired_with(&pa));
+            let single = repack(ty, a, n, k).expect("repack");
+            assert!(!single.is_paired_with(&pa));
+            let act = random_acts(&mut rng, ty, k);
+            let rb = ty.row_bytes(k).expect("whole blocks");
+            for isa in Isa::available() {
+                let want = |rows: &[u8], r: usize| {
+                    vec_dot(isa, ty, &rows[r * rb..(r + 1) * rb], &act).expect("valid row")
+                };
+                for (start, end) in [(0, n), (n / 3, n - n / 4), (n / 2, n), (1, 2)] {
+                    let len = end - start;
+                    let (mut oa, mut ob) = (vec![0.0f32; len], vec![0.0f32; len]);
+                    repacked_gemm_pair(isa, (&pa, &pb), start..end, &act, &mut oa, &mut ob)
+                        .expect("valid product");
+                    let mut alone = vec![0.0f32; len];
+                    repacked_gemm(
+                        isa,
+                        &pb,
+                        start..end,
+                        std::slice::from_ref(&act),
+                        &mut alone,
+                        len,
+                    )
+                    .expect("valid product");
+                    for j in 0..len {
+                        let r = start + j;
+                        let what =
+                            format!("{isa} {} {n}x{k} rows {start}..{end} row {r}", ty.name());
+                        assert_eq!(oa[j].to_bits(), want(a, r).to_bits(), "gate: {what}");
+                        assert_eq!(ob[j].to_bits(), want(b, r).to_bits(), "up: {what}");
+                        assert_eq!(alone[j].to_bits(), ob[j].to_bits(), "up alone: {what}");
+                    }
+                }
+            }
+        }
+    }
+    let rows = random_rows(&mut rng, QuantType::Q8_0, 8, 128);
+    assert!(repack_pair(QuantType::Q8_0, &rows[1..], &rows[1..], 8, 128).is_err());
 }
 
 #[test]

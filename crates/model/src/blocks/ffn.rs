@@ -89,20 +89,16 @@ impl<'a> Mlp<'a> {
         inter: usize,
         fp8_block: usize,
     ) -> Result<Self, ModelError> {
-        let lin = |name: &str, rows, cols| {
-            Linear::load(
-                src,
-                &format!("{prefix}.{name}.weight"),
-                rows,
-                cols,
-                fp8_block,
-            )
-        };
-        Ok(Mlp {
-            gate: lin(names.gate, inter, hidden)?,
-            up: lin(names.up, inter, hidden)?,
-            down: lin(names.down, hidden, inter)?,
-        })
+        let name = |n: &str| format!("{prefix}.{n}.weight");
+        let (gate, up) = Linear::load_pair(
+            src,
+            (&name(names.gate), &name(names.up)),
+            inter,
+            hidden,
+            fp8_block,
+        )?;
+        let down = Linear::load(src, &name(names.down), hidden, inter, fp8_block)?;
+        Ok(Mlp { gate, up, down })
     }
 
     /// The gate, up and down projections.

@@ -9,7 +9,9 @@
 //! 2. One parallel step over work items `(job, block of intermediate rows)`: each item computes
 //!    its block of `gate` and `up` for the job's rows and writes `silu(gate) · up` into the
 //!    job's hidden buffer `[rows, inter]`. Items of all jobs are claimed from one counter, so
-//!    the threads stay busy across experts of different sizes.
+//!    the threads stay busy across experts of different sizes. With one token, an MLP whose
+//!    gate and up were repacked as a pair (`Linear::load_pair`) reads each group of gate
+//!    rows just before the same group of up rows: one stream from memory, not two.
 //! 3. Each job's hidden rows are quantized for its down projection (one parallel step).
 //! 4. One parallel step over `(job, block of output rows)` for every down projection.
 //!
@@ -24,6 +26,7 @@ use frugal_kernels::activation;
 use smallvec::SmallVec;
 
 use super::ffn::Mlp;
+use super::linear::Linear;
 use super::products::{
     self, quantize_in_parallel, quantize_rows, run_items, with_scratch, Acts, ActsCache, ItemPlan,
     QuantRequest, SharedOut,
@@ -173,8 +176,13 @@ fn run_in<R>(
             let w = rows.len();
             with_scratch(2 * n * w, |buf| {
                 let (g, u) = buf.split_at_mut(n * w);
-                gate.product_block(gx, rows.clone(), g, w);
-                up.product_block(ux, rows.clone(), u, w);
+                if n == 1 && gate.act_format() == up.act_format() {
+                    // One token: gate and up rows read as one stream when paired.
+                    Linear::product_block_pair(gate, up, gx, rows.clone(), g, u);
+                } else {
+                    gate.product_block(gx, rows.clone(), g, w);
+                    up.product_block(ux, rows.clone(), u, w);
+                }
                 activation::swiglu_inplace(g, u);
                 // SAFETY: items of job `jb` cover disjoint column blocks of its `h`, which is
                 // not resized or read until the step ends.

@@ -201,23 +201,81 @@ impl<'a> Linear<'a> {
         cols: usize,
         fp8_block: usize,
     ) -> Result<Self, ModelError> {
+        let mut lin = Self::load_mapped(src, name, rows, cols, fp8_block)?;
+        lin.make_copies(src);
+        Ok(lin)
+    }
+
+    /// An MLP's gate and up projections (`[rows, cols]` each), their repacked copies made as
+    /// one buffer whose groups alternate (`repack::repack_pair`) when both are repacked, so
+    /// that [`Linear::product_block_pair`] reads them as one stream; else as [`Linear::load`].
+    pub(crate) fn load_pair(
+        src: &dyn Weights<'a>,
+        (gate, up): (&str, &str),
+        rows: usize,
+        cols: usize,
+        fp8_block: usize,
+    ) -> Result<(Self, Self), ModelError> {
+        let mut g = Self::load_mapped(src, gate, rows, cols, fp8_block)?;
+        let mut u = Self::load_mapped(src, up, rows, cols, fp8_block)?;
+        let both = |s: &Storage<'a>| match *s {
+            Storage::Quant {
+                ty,
+                data,
+                exact_activations: false,
+                ..
+            } => Some((ty, data)),
+            _ => None,
+        };
+        let paired = match (both(&g.storage), both(&u.storage)) {
+            (Some((tg, dg)), Some((tu, du)))
+                if tg == tu
+                    && tg != QuantType::Q8_0
+                    && repack::worth_repacking(Isa::detect(), tg, cols)
+                    && rows >= repack::ROWS
+                    && src.repack(gate)
+                    && src.repack(up) =>
+            {
+                repack::repack_pair(tg, dg, du, rows, cols).ok()
+            }
+            _ => None,
+        };
+        match paired {
+            Some((pg, pu)) => {
+                for (lin, p) in [(&mut g, pg), (&mut u, pu)] {
+                    if let Storage::Quant { data, repacked, .. } = &mut lin.storage {
+                        *repacked = Some(Arc::new(p));
+                        src.release(data);
+                    }
+                }
+            }
+            None => {
+                g.make_copies(src);
+                u.make_copies(src);
+            }
+        }
+        Ok((g, u))
+    }
+
+    /// Load `name` as [`Linear::load`] does, but reading the mapped bytes only: no repacked
+    /// or huge-page copy yet ([`Linear::make_copies`]).
+    fn load_mapped(
+        src: &dyn Weights<'a>,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        fp8_block: usize,
+    ) -> Result<Self, ModelError> {
         let t = get(src, name)?;
         check_shape(&t, &[rows, cols])?;
         let n = rows * cols;
         let storage = match t.dtype {
             DType::F32 => {
                 check_bytes(&t, n * 4)?;
-                // F32 matrices are MoE routers in GGUF files (6.8 MB of scaled DeepSeek's
-                // 375 MB per token): a huge-page copy as for quantized weights (router time
-                // per token 0.48 → 0.32 ms at one thread).
-                let copy = src
-                    .repack(name)
-                    .then(|| HugeBuf::copy_of(t.data).ok().map(Arc::new))
-                    .flatten();
-                if copy.is_some() {
-                    src.release(t.data);
+                Storage::F32 {
+                    data: t.data,
+                    copy: None,
                 }
-                Storage::F32 { data: t.data, copy }
             }
             DType::BF16 => {
                 check_bytes(&t, n * 2)?;
@@ -271,32 +329,13 @@ impl<'a> Linear<'a> {
                 let row_bytes = ty.row_bytes(cols).map_err(|_| unsupported())?;
                 let total = row_bytes.checked_mul(rows).ok_or_else(unsupported)?;
                 check_bytes(&t, total)?;
-                let exact_activations = src.exact_activations();
-                // Only where the interleaved product applies and is faster (Q4_K on an x86
-                // SIMD path, Q6_K with VNNI; quantized activations, at least one group of
-                // rows); it equals the plain one bit for bit. A Q6_K `lm_head` (one row per
-                // sequence) too: 86 MB of scaled DeepSeek's 375 MB per token, and tg128 was
-                // faster with it repacked in 5 of 6 alternating runs (median +2%).
-                let repacked = (repack::worth_repacking(Isa::detect(), ty, cols)
-                    && !exact_activations
-                    && rows >= repack::ROWS
-                    && src.repack(name))
-                .then(|| repack::repack(ty, t.data, rows, cols).ok().map(Arc::new))
-                .flatten();
-                let copy = (repacked.is_none() && src.repack(name))
-                    .then(|| HugeBuf::copy_of(t.data).ok().map(Arc::new))
-                    .flatten();
-                if repacked.is_some() || copy.is_some() {
-                    // Products read the copy now; the mapped pages need not stay resident.
-                    src.release(t.data);
-                }
                 Storage::Quant {
                     ty,
                     data: t.data,
                     row_bytes,
-                    exact_activations,
-                    repacked,
-                    copy,
+                    exact_activations: src.exact_activations(),
+                    repacked: None,
+                    copy: None,
                 }
             }
         };
@@ -311,6 +350,51 @@ impl<'a> Linear<'a> {
     /// Output size (rows of `W`).
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Makes the owned copies the source asks for (`Weights::repack`): a quantized matrix
+    /// row-interleaved where that product applies and is faster (Q4_K on an x86 SIMD path,
+    /// Q6_K with VNNI, short Q8_0 rows; quantized activations, at least one group of rows;
+    /// it equals the plain one bit for bit; a Q6_K `lm_head` too: 86 MB of scaled DeepSeek's
+    /// 375 MB per token, and tg128 was faster with it repacked in 5 of 6 alternating runs,
+    /// median +2%), else a plain copy in huge pages; an F32 matrix (MoE routers in GGUF
+    /// files, 6.8 MB of scaled DeepSeek's 375 MB per token) in huge pages too (router time
+    /// per token 0.48 → 0.32 ms at one thread). The mapped bytes are then released.
+    fn make_copies(&mut self, src: &dyn Weights<'a>) {
+        if !src.repack(&self.name) {
+            return;
+        }
+        let (rows, cols) = (self.rows, self.cols);
+        let released = match &mut self.storage {
+            Storage::F32 { data, copy } => {
+                *copy = HugeBuf::copy_of(data).ok().map(Arc::new);
+                copy.is_some().then_some(*data)
+            }
+            Storage::Quant {
+                ty,
+                data,
+                exact_activations,
+                repacked,
+                copy,
+                ..
+            } => {
+                if repack::worth_repacking(Isa::detect(), *ty, cols)
+                    && !*exact_activations
+                    && rows >= repack::ROWS
+                {
+                    *repacked = repack::repack(*ty, data, rows, cols).ok().map(Arc::new);
+                }
+                if repacked.is_none() {
+                    *copy = HugeBuf::copy_of(data).ok().map(Arc::new);
+                }
+                (repacked.is_some() || copy.is_some()).then_some(*data)
+            }
+            _ => None,
+        };
+        if let Some(data) = released {
+            // Products read the copy now; the mapped pages need not stay resident.
+            src.release(data);
+        }
     }
 
     /// Input size (columns of `W`).
@@ -612,6 +696,44 @@ impl<'a> Linear<'a> {
             Ok(mut b) => run(&mut b),
             Err(_) => run(&mut Vec::new()),
         });
+    }
+}
+
+/// An MLP's gate and up projections as one stream (`repack::pair`).
+impl Linear<'_> {
+    /// [`Linear::product_block`] of `gate` and of `up` over the same `rows` of one token's
+    /// `x` (both quantized alike) into `out_gate` and `out_up` (`rows.len()` values each):
+    /// for a pair made by [`Linear::load_pair`], each group of gate rows is read just
+    /// before the same group of up rows, one sequential stream from memory.
+    pub(crate) fn product_block_pair(
+        gate: &Self,
+        up: &Self,
+        x: Acts<'_>,
+        rows: Range<usize>,
+        out_gate: &mut [f32],
+        out_up: &mut [f32],
+    ) {
+        if let (
+            Storage::Quant {
+                repacked: Some(g), ..
+            },
+            Storage::Quant {
+                repacked: Some(u), ..
+            },
+            [act],
+        ) = (&gate.storage, &up.storage, x.quantized)
+        {
+            if g.is_paired_with(u) {
+                repack::repacked_gemm_pair(Isa::detect(), (g, u), rows, act, out_gate, out_up)
+                    // OK because the pair was made at load from checked rows, and the caller
+                    // quantized to Q8_K (`act_format`).
+                    .expect("paired rows and activations checked");
+                return;
+            }
+        }
+        let n = rows.len();
+        gate.product_block(x, rows.clone(), out_gate, n);
+        up.product_block(x, rows, out_up, n);
     }
 }
 

@@ -81,30 +81,38 @@ pub fn init() {
     );
 }
 
-/// Warm-up tokens decoded before counting (the first steps grow the scratch buffers).
+/// Warm-up tokens of the counted pass decoded before counting (the first steps grow the
+/// scratch buffers).
 pub const WARM_UP: usize = 3;
 
-/// Decodes `tokens` one at a time on a cache reserved for all of them, at `threads` threads:
-/// the first [`WARM_UP`] uncounted, then every later step counted. Returns the logits of
-/// every step `[tokens.len(), vocab]` and each counted step's allocations.
+/// Decodes `tokens` one at a time on a cache reserved for all of them, at `threads` threads,
+/// twice: one whole pass uncounted, then a second pass on a fresh cache whose steps after
+/// the first [`WARM_UP`] are counted. Why two passes: the pool's workers claim work items
+/// dynamically, so on a loaded machine a worker may not take part in the first few steps and
+/// would grow its per-thread scratch, once, inside a counted step (seen once in a parallel
+/// workspace run). A whole pass gives every thread its turn first. Returns the second
+/// pass's logits of every step `[tokens.len(), vocab]` and each counted step's allocations.
 pub fn decode(model: &mut Model<'_>, tokens: &[u32], threads: usize) -> (Vec<f32>, Vec<usize>) {
     model.set_threads(threads);
-    let mut cache = KvCache::with_capacity(model, tokens.len());
     let mut logits = Vec::new();
     let (mut all, mut counts) = (Vec::new(), Vec::new());
-    for (i, &token) in tokens.iter().enumerate() {
-        let counted = i >= WARM_UP;
-        if counted {
-            ALLOCS.store(0, SeqCst);
-            COUNTING.store(true, SeqCst);
+    for pass in 0..2 {
+        let mut cache = KvCache::with_capacity(model, tokens.len());
+        all.clear();
+        for (i, &token) in tokens.iter().enumerate() {
+            let counted = pass == 1 && i >= WARM_UP;
+            if counted {
+                ALLOCS.store(0, SeqCst);
+                COUNTING.store(true, SeqCst);
+            }
+            let r = model.forward_last_into(&[token], i, &mut cache, &mut logits);
+            COUNTING.store(false, SeqCst);
+            r.unwrap();
+            if counted {
+                counts.push(ALLOCS.load(SeqCst));
+            }
+            all.extend_from_slice(&logits);
         }
-        let r = model.forward_last_into(&[token], i, &mut cache, &mut logits);
-        COUNTING.store(false, SeqCst);
-        r.unwrap();
-        if counted {
-            counts.push(ALLOCS.load(SeqCst));
-        }
-        all.extend_from_slice(&logits);
     }
     (all, counts)
 }

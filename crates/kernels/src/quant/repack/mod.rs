@@ -68,6 +68,7 @@ use crate::cpu::Isa;
 use crate::hugemem::HugeBuf;
 use crate::quant::kquants::scale_min_k4;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Matrices of at least this many repacked bytes are repacked on several threads.
 const PARALLEL_BYTES: usize = 4 << 20;
@@ -125,8 +126,12 @@ pub struct Repacked {
     rows: usize,
     cols: usize,
     /// `rows / ROWS` groups of one record per block of a row, in huge-page backed memory
-    /// (`hugemem`: every decoded token streams them).
-    groups: HugeBuf,
+    /// (`hugemem`: every decoded token streams them): group `g` at `base + g·stride`. A
+    /// matrix of its own has them back to back; a [`repack_pair`] half shares one buffer
+    /// with its partner, the two matrices' groups alternating.
+    groups: Arc<HugeBuf>,
+    base: usize,
+    stride: usize,
     /// The last `rows % ROWS` rows, as stored in the file.
     tail: Vec<u8>,
 }
@@ -146,7 +151,19 @@ impl Repacked {
     }
     /// Bytes held (interleaved groups plus plain tail).
     pub fn bytes(&self) -> usize {
-        self.groups.len() + self.tail.len()
+        self.n_groups() * self.group_bytes() + self.tail.len()
+    }
+    /// Bytes of one group's records.
+    fn group_bytes(&self) -> usize {
+        self.nb() * record_bytes(self.ty)
+    }
+    /// Group `g`'s records.
+    fn group(&self, g: usize) -> &[u8] {
+        &self.groups[self.base + g * self.stride..][..self.group_bytes()]
+    }
+    /// Whether `self` and `other` are the two halves of one [`repack_pair`].
+    pub fn is_paired_with(&self, other: &Repacked) -> bool {
+        Arc::ptr_eq(&self.groups, &other.groups) && self.base != other.base
     }
     /// Blocks (Q4_K, Q6_K: super-blocks) per row.
     fn nb(&self) -> usize {
@@ -191,6 +208,41 @@ pub fn repack(
     n_rows: usize,
     cols: usize,
 ) -> Result<Repacked, QuantError> {
+    let [w] = repack_into(ty, [rows], n_rows, cols)?;
+    Ok(w)
+}
+
+/// Repacks two matrices of one type and shape (an MLP's gate and up projections, `a` and
+/// `b`: each `n_rows` rows of `cols` weights) into one buffer where their groups alternate:
+/// group `g` of `a`, then group `g` of `b`. A one-token product of the same rows of both
+/// ([`repacked_gemm_pair`]) then reads one sequential stream instead of two: on Zen 4 from
+/// DRAM, 384 rows of each of two 512×1024 Q4_K matrices ran at about 21 GB/s on one core,
+/// 768 rows of one at about 23.5 GB/s. Each half alone still multiplies as [`repack`]'s
+/// would, bit for bit (its groups a fixed stride apart).
+///
+/// Errors: as [`repack`]; Q8_0 is not paired.
+pub fn repack_pair(
+    ty: QuantType,
+    a: &[u8],
+    b: &[u8],
+    n_rows: usize,
+    cols: usize,
+) -> Result<(Repacked, Repacked), QuantError> {
+    if ty == QuantType::Q8_0 {
+        return Err(QuantError::Unsupported { ty: ty.name() });
+    }
+    let [a, b] = repack_into(ty, [a, b], n_rows, cols)?;
+    Ok((a, b))
+}
+
+/// `K` matrices of one type and shape repacked into one buffer, their groups alternating
+/// (`K` = 1: [`repack`]).
+fn repack_into<const K: usize>(
+    ty: QuantType,
+    srcs: [&[u8]; K],
+    n_rows: usize,
+    cols: usize,
+) -> Result<[Repacked; K], QuantError> {
     let short_q8_0 = ty == QuantType::Q8_0 && cols <= 32 * q8_0::MAX_BLOCKS;
     if !matches!(ty, QuantType::Q4K | QuantType::Q6K) && !short_q8_0 {
         return Err(QuantError::Unsupported { ty: ty.name() });
@@ -200,7 +252,7 @@ pub fn repack(
         ty: ty.name(),
         n: cols,
     })?;
-    if rows.len() != expected {
+    if let Some(rows) = srcs.iter().find(|r| r.len() != expected) {
         return Err(QuantError::ByteLength {
             ty: ty.name(),
             n: n_rows * cols,
@@ -211,22 +263,28 @@ pub fn repack(
     let nb = cols / block_len(ty);
     let n_groups = n_rows / ROWS;
     let record = record_bytes(ty);
-    let mut groups = HugeBuf::zeroed(n_groups * nb * record).map_err(|e| QuantError::Memory {
-        bytes: n_groups * nb * record,
+    let gb = nb * record;
+    let total = K * n_groups * gb;
+    let mut groups = HugeBuf::zeroed(total).map_err(|e| QuantError::Memory {
+        bytes: total,
         why: e.to_string(),
     })?;
-    let grouped = &rows[..n_groups * ROWS * rb];
+    // `dst`: the slots of groups `g0..` of every matrix (K groups per step).
     let fill = |g0: usize, dst: &mut [u8]| -> Result<(), QuantError> {
-        for (g, dst) in dst.chunks_exact_mut(nb * record).enumerate() {
-            for (j, rec) in dst.chunks_exact_mut(record).enumerate() {
-                for r in 0..ROWS {
-                    let row = &grouped[(ROWS * (g0 + g) + r) * rb..][..rb];
-                    match ty {
-                        QuantType::Q6K => record_row_q6k(rec, r, &as_blocks::<BlockQ6K>(row)?[j]),
-                        QuantType::Q8_0 => {
-                            q8_0::record_row(rec, r, &as_blocks::<BlockQ8_0>(row)?[j])
+        for (g, slots) in dst.chunks_exact_mut(K * gb).enumerate() {
+            for (rows, dst) in srcs.iter().zip(slots.chunks_exact_mut(gb)) {
+                for (j, rec) in dst.chunks_exact_mut(record).enumerate() {
+                    for r in 0..ROWS {
+                        let row = &rows[(ROWS * (g0 + g) + r) * rb..][..rb];
+                        match ty {
+                            QuantType::Q6K => {
+                                record_row_q6k(rec, r, &as_blocks::<BlockQ6K>(row)?[j])
+                            }
+                            QuantType::Q8_0 => {
+                                q8_0::record_row(rec, r, &as_blocks::<BlockQ8_0>(row)?[j])
+                            }
+                            _ => record_row(rec, r, &as_blocks::<BlockQ4K>(row)?[j]),
                         }
-                        _ => record_row(rec, r, &as_blocks::<BlockQ4K>(row)?[j]),
                     }
                 }
             }
@@ -240,7 +298,7 @@ pub fn repack(
         std::thread::scope(|s| {
             let jobs: Vec<_> = groups
                 .as_mut_slice()
-                .chunks_mut(per * nb * record)
+                .chunks_mut(per * K * gb)
                 .enumerate()
                 .map(|(i, chunk)| s.spawn(move || fill(i * per, chunk)))
                 .collect();
@@ -250,13 +308,77 @@ pub fn repack(
     } else if nb > 0 {
         fill(0, groups.as_mut_slice())?;
     }
-    Ok(Repacked {
+    let groups = Arc::new(groups);
+    Ok(std::array::from_fn(|i| Repacked {
         ty,
         rows: n_rows,
         cols,
-        groups,
-        tail: rows[n_groups * ROWS * rb..].to_vec(),
-    })
+        groups: groups.clone(),
+        base: i * gb,
+        stride: K * gb,
+        tail: srcs[i][n_groups * ROWS * rb..].to_vec(),
+    }))
+}
+
+/// One token's product by the same rows of the two halves of a [`repack_pair`]: `out_a[r −
+/// rows.start]` and `out_b[…]` as [`repacked_gemm`] would write them, each group of `a` read
+/// just before the same group of `b` (one stream). Matrices that are not a pair take two
+/// [`repacked_gemm`] calls.
+///
+/// Errors: as [`repacked_gemm`].
+pub fn repacked_gemm_pair(
+    isa: Isa,
+    (a, b): (&Repacked, &Repacked),
+    rows: Range<usize>,
+    act: &QuantizedActs,
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) -> Result<(), QuantError> {
+    let n = rows.len();
+    if !a.is_paired_with(b) || n == 0 {
+        repacked_gemm(isa, a, rows.clone(), std::slice::from_ref(act), out_a, n)?;
+        return repacked_gemm(isa, b, rows, std::slice::from_ref(act), out_b, n);
+    }
+    super::dot::check_acts(
+        a.ty,
+        super::ActFormat::Q8K,
+        std::slice::from_ref(act),
+        a.cols,
+    )?;
+    if rows.end > a.rows {
+        return Err(QuantError::Shape {
+            what: format!("rows {rows:?} of a {}-row matrix", a.rows),
+        });
+    }
+    super::dot::check_out(out_a, 1, n, n)?;
+    super::dot::check_out(out_b, 1, n, n)?;
+    let isa = if isa.is_available() { isa } else { Isa::Scalar };
+    let split = a.n_groups() * ROWS;
+    let grouped = rows.start.min(split)..rows.end.min(split);
+    let act_blocks = act.q8k();
+    let mut buf = [0.0f32; ROWS];
+    for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
+        let (first, last) = (ROWS * g, ROWS * g + ROWS);
+        let (lo, hi) = (first.max(rows.start), last.min(rows.end));
+        for (w, out) in [(a, &mut *out_a), (b, &mut *out_b)] {
+            group(isa, w.ty, w.group(g), act_blocks, &mut buf);
+            out[lo - rows.start..hi - rows.start].copy_from_slice(&buf[lo - first..hi - first]);
+        }
+    }
+    if rows.end > split {
+        let from = rows.start.max(split);
+        for (w, out) in [(a, out_a), (b, out_b)] {
+            repacked_gemm(
+                isa,
+                w,
+                from..rows.end,
+                std::slice::from_ref(act),
+                &mut out[from - rows.start..],
+                n,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes row `r` of block `b` into its slots of a record.
@@ -331,7 +453,6 @@ pub fn repacked_gemm(
     super::dot::check_out(out, acts.len(), rows.len(), out_stride)?;
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
     let nb = w.nb();
-    let record = record_bytes(w.ty);
     let split = w.n_groups() * ROWS;
     let grouped = rows.start.min(split)..rows.end.min(split);
     let mut buf = [[0.0f32; ROWS]; TILE];
@@ -339,7 +460,7 @@ pub fn repacked_gemm(
         for (t, a) in acts.iter().enumerate() {
             let p = q8_0::Prepared::new(a);
             for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
-                let recs = &w.groups[g * nb * record..(g + 1) * nb * record];
+                let recs = w.group(g);
                 let (first, last) = (ROWS * g, ROWS * g + ROWS);
                 let (lo, hi) = (first.max(rows.start), last.min(rows.end));
                 q8_0::group(isa, recs, &p, &mut buf[0]);
@@ -359,7 +480,7 @@ pub fn repacked_gemm(
                 pairs.extend(block.iter().flat_map(|a| a.q8k().iter().map(pair_sums)));
             }
             for g in grouped.start / ROWS..grouped.end.div_ceil(ROWS) {
-                let recs = &w.groups[g * nb * record..(g + 1) * nb * record];
+                let recs = w.group(g);
                 let (first, last) = (ROWS * g, ROWS * g + ROWS);
                 let (lo, hi) = (first.max(rows.start), last.min(rows.end));
                 for (i, tokens) in block.chunks(TILE).enumerate() {
