@@ -75,6 +75,8 @@ fn plain_row(recs: &[u8], r: usize, out: &mut [u8]) {
 
 /// One token's activations, ready for every group: per block its f32 scale and the VNNI
 /// correction `−128·Σq` (made once per token, not per group).
+// The scales and corrections serve the x86 kernels; other ISAs call `vec_dot`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) struct Prepared<'a> {
     acts: &'a QuantizedActs,
     a: &'a [BlockQ8_0],
