@@ -123,22 +123,9 @@ pub(super) fn group(isa: Isa, recs: &[u8], p: &Prepared<'_>, out: &mut [f32; ROW
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::x86::{bcast4, load32};
     use super::{Prepared, CODES, RECORD, ROWS};
     use std::arch::x86_64::*;
-
-    /// Bytes `p..p+32`, any alignment.
-    #[inline(always)]
-    unsafe fn load32(p: *const u8) -> __m256i {
-        // SAFETY: the caller guarantees 32 readable bytes.
-        unsafe { _mm256_loadu_si256(p.cast()) }
-    }
-
-    /// The four activation bytes at `p` in every i32 lane.
-    #[inline(always)]
-    unsafe fn bcast4(p: *const i8) -> __m256i {
-        // SAFETY: the caller guarantees 4 readable bytes.
-        _mm256_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
-    }
 
     /// The eight rows' outputs: block `j`'s term `(d_w·d_a)·Σ` (`sum(j)` its exact sums)
     /// added in the x86 `vec_dot` order (module docs).

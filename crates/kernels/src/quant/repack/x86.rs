@@ -19,14 +19,14 @@ use std::arch::x86_64::*;
 
 /// Bytes `p..p+32`, any alignment.
 #[inline(always)]
-unsafe fn load32(p: *const u8) -> __m256i {
+pub(super) unsafe fn load32(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 32 readable bytes.
     unsafe { _mm256_loadu_si256(p.cast()) }
 }
 
 /// The four activation bytes at `p` in every i32 lane.
 #[inline(always)]
-unsafe fn bcast4(p: *const i8) -> __m256i {
+pub(super) unsafe fn bcast4(p: *const i8) -> __m256i {
     // SAFETY: the caller guarantees 4 readable bytes.
     _mm256_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
 }
