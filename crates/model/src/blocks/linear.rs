@@ -206,57 +206,6 @@ impl<'a> Linear<'a> {
         Ok(lin)
     }
 
-    /// An MLP's gate and up projections (`[rows, cols]` each), their repacked copies made as
-    /// one buffer whose groups alternate (`repack::repack_pair`) when both are repacked, so
-    /// that [`Linear::product_block_pair`] reads them as one stream; else as [`Linear::load`].
-    pub(crate) fn load_pair(
-        src: &dyn Weights<'a>,
-        (gate, up): (&str, &str),
-        rows: usize,
-        cols: usize,
-        fp8_block: usize,
-    ) -> Result<(Self, Self), ModelError> {
-        let mut g = Self::load_mapped(src, gate, rows, cols, fp8_block)?;
-        let mut u = Self::load_mapped(src, up, rows, cols, fp8_block)?;
-        let both = |s: &Storage<'a>| match *s {
-            Storage::Quant {
-                ty,
-                data,
-                exact_activations: false,
-                ..
-            } => Some((ty, data)),
-            _ => None,
-        };
-        let paired = match (both(&g.storage), both(&u.storage)) {
-            (Some((tg, dg)), Some((tu, du)))
-                if tg == tu
-                    && tg != QuantType::Q8_0
-                    && repack::worth_repacking(Isa::detect(), tg, cols)
-                    && rows >= repack::ROWS
-                    && src.repack(gate)
-                    && src.repack(up) =>
-            {
-                repack::repack_pair(tg, dg, du, rows, cols).ok()
-            }
-            _ => None,
-        };
-        match paired {
-            Some((pg, pu)) => {
-                for (lin, p) in [(&mut g, pg), (&mut u, pu)] {
-                    if let Storage::Quant { data, repacked, .. } = &mut lin.storage {
-                        *repacked = Some(Arc::new(p));
-                        src.release(data);
-                    }
-                }
-            }
-            None => {
-                g.make_copies(src);
-                u.make_copies(src);
-            }
-        }
-        Ok((g, u))
-    }
-
     /// Load `name` as [`Linear::load`] does, but reading the mapped bytes only: no repacked
     /// or huge-page copy yet ([`Linear::make_copies`]).
     fn load_mapped(
@@ -699,44 +648,6 @@ impl<'a> Linear<'a> {
     }
 }
 
-/// An MLP's gate and up projections as one stream (`repack::pair`).
-impl Linear<'_> {
-    /// [`Linear::product_block`] of `gate` and of `up` over the same `rows` of one token's
-    /// `x` (both quantized alike) into `out_gate` and `out_up` (`rows.len()` values each):
-    /// for a pair made by [`Linear::load_pair`], each group of gate rows is read just
-    /// before the same group of up rows, one sequential stream from memory.
-    pub(crate) fn product_block_pair(
-        gate: &Self,
-        up: &Self,
-        x: Acts<'_>,
-        rows: Range<usize>,
-        out_gate: &mut [f32],
-        out_up: &mut [f32],
-    ) {
-        if let (
-            Storage::Quant {
-                repacked: Some(g), ..
-            },
-            Storage::Quant {
-                repacked: Some(u), ..
-            },
-            [act],
-        ) = (&gate.storage, &up.storage, x.quantized)
-        {
-            if g.is_paired_with(u) {
-                repack::repacked_gemm_pair(Isa::detect(), (g, u), rows, act, out_gate, out_up)
-                    // OK because the pair was made at load from checked rows, and the caller
-                    // quantized to Q8_K (`act_format`).
-                    .expect("paired rows and activations checked");
-                return;
-            }
-        }
-        let n = rows.len();
-        gate.product_block(x, rows.clone(), out_gate, n);
-        up.product_block(x, rows, out_up, n);
-    }
-}
-
 thread_local! {
     /// [`Linear::product_block`]'s decoded float rows, kept per thread (no allocation per
     /// product once warmed up).
@@ -809,5 +720,6 @@ impl<'a> Linear<'a> {
     }
 }
 
+mod pair;
 #[cfg(test)]
 mod tests;
