@@ -262,6 +262,9 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
     // of a profile running for repetition `rep`), with room for `more`.
     let prefilled = |tokens: &mut Tokens, rep: usize, more: usize| -> anyhow::Result<KvCache> {
         let mut cache = KvCache::with_capacity(&model, depth + more);
+        // As llama-bench's context, allocated and cleared before timing: no step of the
+        // test pays the first touch of the cache's pages.
+        cache.prefault();
         if depth > 0 {
             let ids: Vec<u32> = (0..depth).map(|_| tokens.next(vocab)).collect();
             profile::enable(false);

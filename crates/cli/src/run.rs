@@ -135,8 +135,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         &mut model,
         prompt_ids.len() + flags.max_tokens,
     )?;
-    // Room for the whole answer: decoding never grows the cache.
+    // Room for the whole answer, resident: decoding never grows the cache or faults in its
+    // pages (writing it costs far less than one decode step per position).
     let mut cache = KvCache::with_capacity(&model, prompt_ids.len() + flags.max_tokens);
+    cache.prefault();
 
     let stop = flags.stop_criteria(&files, &config, &tokenizer);
     let sampler = Sampler::new(flags.sampling(&files)?)?;

@@ -55,6 +55,14 @@ pub trait TensorSource {
     /// the whole pages inside them from the process (they are read back from the file if
     /// touched again). Best effort; bytes the source does not map are left alone.
     fn release(&self, _bytes: &[u8]) {}
+    /// Tells the source that `bytes` will be read a row at a time, at random, for as long as
+    /// the model runs (an embedding table): a mapped file maps every page of them into the
+    /// process now, so that no later read stops on a page fault. Without this each token's
+    /// first read of its row faults, which costs a few µs and, when the page cache is under
+    /// pressure, sometimes a millisecond. Nothing is copied: the pages stay the file's, and
+    /// the kernel may still reclaim them. Best effort; bytes the source does not map are
+    /// left alone.
+    fn populate(&self, _bytes: &[u8]) {}
 }
 
 /// The offset of `part` within `whole` when `part` is a sub-slice of it (same memory), else
@@ -63,4 +71,28 @@ pub(crate) fn offset_in(whole: &[u8], part: &[u8]) -> Option<u64> {
     let base = whole.as_ptr() as usize;
     let start = part.as_ptr() as usize;
     (start >= base && start + part.len() <= base + whole.len()).then(|| (start - base) as u64)
+}
+
+/// Prefaults `len` bytes of `map` from `offset` (whole pages around them): Linux's
+/// `MADV_POPULATE_READ` maps them all in one call, reading from the file what the page cache
+/// lacks; where that is missing (before Linux 5.14, other systems) `MADV_WILLNEED` at least
+/// starts reading them into the page cache. Best effort: errors are ignored.
+pub(crate) fn populate_range(map: &memmap2::Mmap, offset: usize, len: usize) {
+    #[cfg(unix)]
+    {
+        let len = len.min(map.len().saturating_sub(offset));
+        if len == 0 {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        if map
+            .advise_range(memmap2::Advice::PopulateRead, offset, len)
+            .is_ok()
+        {
+            return;
+        }
+        let _ = map.advise_range(memmap2::Advice::WillNeed, offset, len);
+    }
+    #[cfg(not(unix))]
+    let _ = (map, offset, len);
 }

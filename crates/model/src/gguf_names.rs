@@ -143,6 +143,10 @@ impl<'a> Weights<'a> for GgufNames<'a> {
         self.inner.release(bytes);
     }
 
+    fn populate(&self, bytes: &[u8]) {
+        self.inner.populate(bytes);
+    }
+
     fn tensor(&self, name: &str) -> Option<TensorView<'a>> {
         let loc = gguf_location(name)?;
         // Some converters merge each layer's expert gate and up projections into one

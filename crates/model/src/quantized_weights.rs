@@ -193,4 +193,9 @@ impl TensorSource for QuantizedWeights<'_> {
             None => self.inner.tensor(name),
         }
     }
+
+    fn populate(&self, bytes: &[u8]) {
+        // Bytes of an owned (quantized here) tensor are not the inner source's: it ignores them.
+        self.inner.populate(bytes);
+    }
 }

@@ -126,6 +126,10 @@ impl<'a> Weights<'a> for WithOptions<'a> {
     fn exact_activations(&self) -> bool {
         self.options.exact_activations
     }
+
+    fn populate(&self, bytes: &[u8]) {
+        self.inner.populate(bytes);
+    }
 }
 
 /// One layer's cache.
@@ -193,6 +197,32 @@ impl KvCache {
                 LayerCache::Kv(c) => {
                     room(&mut c.k, a * b);
                     room(&mut c.v, a * b);
+                }
+            }
+        }
+    }
+
+    /// Writes zeros over the room [`KvCache::reserve`] made, so that its pages are resident
+    /// now. Appending to the cache then takes no page fault: otherwise the first write to
+    /// each fresh 4 KiB page faults, a few µs each (here, in a VM: about 3), every other
+    /// position on every layer of an MLA model (2.3 KB of latent per position and layer).
+    /// For a caller that will fill the room (a benchmark, a one-shot generation of a known
+    /// length); it costs that memory up front.
+    pub fn prefault(&mut self) {
+        let zero = |v: &mut Vec<f32>| {
+            v.spare_capacity_mut()
+                .iter_mut()
+                .for_each(|x| _ = x.write(0.0));
+        };
+        for layer in &mut self.layers {
+            match layer {
+                LayerCache::Latent(c) => {
+                    zero(&mut c.latent);
+                    zero(&mut c.rope_key);
+                }
+                LayerCache::Kv(c) => {
+                    zero(&mut c.k);
+                    zero(&mut c.v);
                 }
             }
         }
@@ -362,6 +392,12 @@ impl<'a> Model<'a> {
         } else {
             Linear::load(src, "lm_head.weight", vocab, h, fp8_block)?
         };
+        // Each decoded token reads one embedding row, a new one most times: map the table's
+        // pages now (after a tied head's copy may have released them) so that a step never
+        // waits on a page fault for its row.
+        if embed.decodes_stored_data() {
+            src.populate(embed.stored_data());
+        }
         Ok(Model {
             final_norm: load_f32_vec(src, "model.norm.weight", &[h])?,
             eps: config.rms_norm_eps as f32,

@@ -206,6 +206,14 @@ impl GgufFile {
         let _ = bytes;
     }
 
+    /// [`TensorSource::populate`]: maps the pages of `bytes` into the process when they are a
+    /// view into this file's map.
+    pub fn populate(&self, bytes: &[u8]) {
+        if let (Bytes::Mapped(m), Some(offset)) = (&self.bytes, self.offset_of(bytes)) {
+            crate::tensor::populate_range(m, offset as usize, bytes.len());
+        }
+    }
+
     /// The data of tensor `t`, one of this file's entries.
     fn data_of(&self, t: &GgufTensorInfo) -> &[u8] {
         // OK to cast and index: parse_header checked data_offset + offset + nbytes <= file length.
@@ -246,5 +254,9 @@ impl TensorSource for GgufFile {
 
     fn release(&self, bytes: &[u8]) {
         GgufFile::release(self, bytes);
+    }
+
+    fn populate(&self, bytes: &[u8]) {
+        GgufFile::populate(self, bytes);
     }
 }

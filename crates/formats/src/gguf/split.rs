@@ -237,6 +237,10 @@ impl TensorSource for GgufModel {
         // Only the file that maps them acts (the others find no offset).
         self.files.iter().for_each(|f| f.release(bytes));
     }
+
+    fn populate(&self, bytes: &[u8]) {
+        self.files.iter().for_each(|f| f.populate(bytes));
+    }
 }
 
 #[cfg(test)]

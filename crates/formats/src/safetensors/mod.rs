@@ -317,6 +317,14 @@ impl SafetensorsFile {
         }
     }
 
+    /// [`TensorSource::populate`]: maps the pages of `bytes` into the process when they are a
+    /// view into this file's map.
+    pub fn populate(&self, bytes: &[u8]) {
+        if let (Backing::Mapped(m), Some(offset)) = (&self.backing, self.offset_of(bytes)) {
+            crate::tensor::populate_range(m, offset as usize, bytes.len());
+        }
+    }
+
     /// The header's `__metadata__` map (empty when absent), e.g. `{"format": "pt"}`.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata
@@ -370,6 +378,10 @@ impl TensorSource for SafetensorsFile {
     fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
         let &i = self.by_name.get(name)?;
         Some(self.view_of(&self.entries[i]))
+    }
+
+    fn populate(&self, bytes: &[u8]) {
+        SafetensorsFile::populate(self, bytes);
     }
 }
 

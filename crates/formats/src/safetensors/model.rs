@@ -212,6 +212,11 @@ impl TensorSource for SafetensorsModel {
         let file = &self.files[f];
         Some(file.view_of(&file.entries[i]))
     }
+
+    fn populate(&self, bytes: &[u8]) {
+        // Only the file that maps them acts (the others find no offset).
+        self.files.iter().for_each(|f| f.populate(bytes));
+    }
 }
 
 fn open_all(

@@ -124,11 +124,19 @@ pub trait Weights<'a> {
     /// Told that `bytes` (a view from [`Weights::tensor`]) were copied and will not be read
     /// again soon ([`TensorSource::release`]).
     fn release(&self, _bytes: &[u8]) {}
+
+    /// Told that `bytes` (a view from [`Weights::tensor`]) will be read a row at a time at
+    /// random while the model runs ([`TensorSource::populate`]).
+    fn populate(&self, _bytes: &[u8]) {}
 }
 
 impl<'a, T: TensorSource + ?Sized> Weights<'a> for &'a T {
     fn tensor(&self, name: &str) -> Option<TensorView<'a>> {
         (**self).tensor(name)
+    }
+
+    fn populate(&self, bytes: &[u8]) {
+        (**self).populate(bytes);
     }
 }
 
@@ -369,6 +377,15 @@ impl<'a> Linear<'a> {
             Storage::F32 { data, .. } | Storage::Quant { data, .. } | Storage::Fp8 { data, .. } => {
                 data
             }
+        }
+    }
+
+    /// Whether [`Linear::decode_rows`] reads [`Linear::stored_data`] (rather than an owned
+    /// copy made at load).
+    pub(crate) fn decodes_stored_data(&self) -> bool {
+        match &self.storage {
+            Storage::F32 { copy, .. } | Storage::Quant { copy, .. } => copy.is_none(),
+            Storage::Bf16(_) | Storage::F16(_) | Storage::Fp8 { .. } => true,
         }
     }
 

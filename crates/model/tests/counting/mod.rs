@@ -90,7 +90,9 @@ pub const WARM_UP: usize = 3;
 /// the first [`WARM_UP`] are counted. Why two passes: the pool's workers claim work items
 /// dynamically, so on a loaded machine a worker may not take part in the first few steps and
 /// would grow its per-thread scratch, once, inside a counted step (seen once in a parallel
-/// workspace run). A whole pass gives every thread its turn first. Returns the second
+/// workspace run). A whole pass gives every thread its turn first. The second pass's cache
+/// is prefaulted ([`KvCache::prefault`]), as `frugal bench` and `frugal run` do: its logits
+/// must still be transformers', and its steps must not allocate. Returns the second
 /// pass's logits of every step `[tokens.len(), vocab]` and each counted step's allocations.
 pub fn decode(model: &mut Model<'_>, tokens: &[u32], threads: usize) -> (Vec<f32>, Vec<usize>) {
     model.set_threads(threads);
@@ -98,6 +100,9 @@ pub fn decode(model: &mut Model<'_>, tokens: &[u32], threads: usize) -> (Vec<f32
     let (mut all, mut counts) = (Vec::new(), Vec::new());
     for pass in 0..2 {
         let mut cache = KvCache::with_capacity(model, tokens.len());
+        if pass == 1 {
+            cache.prefault();
+        }
         all.clear();
         for (i, &token) in tokens.iter().enumerate() {
             let counted = pass == 1 && i >= WARM_UP;
