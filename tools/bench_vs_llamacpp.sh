@@ -15,7 +15,8 @@
 # With -d D both first fill the cache with D tokens (untimed) and test from there.
 # Before the models, `frugal bench --memory` measures read bandwidth at each thread count (the
 # header line); each frugal run reports its tg weight traffic as a fraction of the bandwidth
-# it measures right after each of its tg repetitions (the machine's drifts over minutes).
+# it measures right before and after each of its tg repetitions (the machine's drifts over
+# minutes), over the steady repetitions (both measurements within 10%; column "steady").
 set -euo pipefail
 
 P=512 N=128 R=3 THREADS=2 D=0
@@ -66,7 +67,7 @@ import json, os, sys
 out, threads, models = sys.argv[1], sys.argv[2].split(","), sys.argv[4:]
 mem = json.load(open(os.path.join(out, "memory.json")))
 print("read bandwidth: " + ", ".join(f"{r['threads']} thr {r['best_gbs']:.2f} GB/s" for r in mem["read"]))
-print(f"{'model':28} {'thr':>3} {'test':>14} {'llama.cpp t/s':>16} {'frugal t/s':>16} {'ratio':>6} {'frugal BW%':>10} {'of GB/s':>8}")
+print(f"{'model':28} {'thr':>3} {'test':>14} {'llama.cpp t/s':>16} {'frugal t/s':>16} {'ratio':>6} {'frugal BW%':>10} {'of GB/s':>8} {'steady':>6}")
 for m in models:
     name = os.path.basename(m)[:-5] if m.endswith(".gguf") else os.path.basename(m)
     for t in threads:
@@ -79,14 +80,18 @@ for m in models:
                        if (r["n_prompt"], r["n_gen"]) == ((n, 0) if kind == "pp" else (0, n))
                        and r.get("n_depth", 0) == int(sys.argv[3]))
             frac = frugal["bandwidth_fraction"] if kind == "tg" else None
-            # The bandwidth frugal measured after each tg repetition (mean).
+            # The bandwidth frugal measured around each steady tg repetition (mean), and how
+            # many repetitions were steady (bandwidth before and after within 10%).
             bw = frugal["memory_read_gbs"] if kind == "tg" else None
+            steady = (f"{frugal['steady_repetitions']}/{len(test['samples'])}"
+                      if kind == "tg" and "steady_repetitions" in frugal else "")
             print(f"{name:28} {t:>3} {test['test']:>14} "
                   f"{ref['avg_ts']:>9.2f} ± {ref['stddev_ts']:<5.2f}"
                   f"{test['mean']:>9.2f} ± {test['sd']:<5.2f}"
                   f"{test['mean'] / ref['avg_ts']:>6.2f} "
                   f"{'' if frac is None else f'{100 * frac:>9.0f}%'}"
-                  f"{'' if bw is None else f'{bw:>9.2f}'}")
+                  f"{'' if bw is None else f'{bw:>9.2f}'}"
+                  f"{steady:>7}")
     print(f"{'':28} active bytes/token {frugal['active']['per_token'] / 1e9:.3f} GB, "
           f"weights {frugal['weight_bytes'] / 1e9:.2f} GB")
 EOF

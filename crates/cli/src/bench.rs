@@ -14,9 +14,10 @@
 //! Decoding one token reads the active weights once (attention, dense and shared FFNs, norms,
 //! routers, the LM head, one embedding row, and `k` of `E` routed experts per MoE layer; see
 //! [`frugal_model::active`]), so tg tokens/s × active bytes is the weight bandwidth achieved;
-//! each tg repetition is set against the read bandwidth measured right after it at the same
-//! thread count, and the fraction reported is the mean of those (`--memory` alone prints that
-//! bandwidth for 1..N threads; `--bandwidth` gives one instead).
+//! each tg repetition is set against the read bandwidth measured right before and right after
+//! it at the same thread count (their mean), and the fraction reported is the mean of those
+//! over the steady repetitions, the ones whose two measurements agree within 10%
+//! (`--memory` alone prints that bandwidth for 1..N threads; `--bandwidth` gives one instead).
 
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -206,15 +207,74 @@ struct ModelReport {
     tests: Vec<TestResult>,
     /// tg tokens/s × active bytes per token.
     tg_weight_gbs: Option<f64>,
-    /// The read bandwidth the fraction is taken against: --bandwidth, or the mean of
-    /// `memory_read_samples`.
+    /// The read bandwidth the fraction is taken against: --bandwidth, or the mean over the
+    /// steady tg repetitions of the bandwidth of their moment (see [`Bracketed`]).
     memory_read_gbs: Option<f64>,
     /// Read bandwidth measured right after each timed tg repetition.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     memory_read_samples: Vec<f64>,
-    /// The mean over tg repetitions of (weight traffic / read bandwidth of that moment), or
-    /// `tg_weight_gbs / memory_read_gbs` with a given bandwidth.
+    /// Read bandwidth measured right before each timed tg repetition.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    memory_read_before: Vec<f64>,
+    /// The mean over the steady tg repetitions of (weight traffic / read bandwidth of that
+    /// moment), or `tg_weight_gbs / memory_read_gbs` with a given bandwidth.
     bandwidth_fraction: Option<f64>,
+    /// Repetitions whose bandwidths before and after agree within [`STEADY`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steady_repetitions: Option<usize>,
+    /// `bandwidth_fraction` over every repetition, steady or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bandwidth_fraction_all: Option<f64>,
+}
+
+/// How far apart (relative to the larger) the read bandwidths measured before and after a tg
+/// repetition may be for it to count as steady. A shared machine changes state now and then
+/// (this one's two-thread figure flips between about 35 and 60 GB/s); a repetition that
+/// straddles a change has no single bandwidth to be compared with.
+const STEADY: f64 = 0.10;
+
+/// tg repetitions set against the read bandwidth of their moment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Bracketed {
+    /// Mean over the steady repetitions (all, when none is) of `(before + after) / 2`.
+    read_gbs: f64,
+    /// Mean over the same repetitions of `tokens/s × bytes per token / bandwidth`.
+    fraction: f64,
+    /// How many repetitions were steady.
+    steady: usize,
+    /// The fraction's mean over every repetition.
+    fraction_all: f64,
+}
+
+/// Sets each repetition's tokens/s `tps[i]` (× `per_token` GB) against the mean of the read
+/// bandwidths measured before (`before[i]`) and after (`after[i]`) it; `None` without
+/// repetitions.
+fn bracket(tps: &[f64], per_token: f64, before: &[f64], after: &[f64]) -> Option<Bracketed> {
+    // Per repetition: (bandwidth, fraction, steady).
+    let reps: Vec<(f64, f64, bool)> = tps
+        .iter()
+        .zip(before.iter().zip(after))
+        .map(|(t, (&b, &a))| {
+            let bw = (b + a) / 2.0;
+            (
+                bw,
+                t * per_token / bw,
+                b.min(a) >= (1.0 - STEADY) * b.max(a),
+            )
+        })
+        .collect();
+    if reps.is_empty() {
+        return None;
+    }
+    let steady = reps.iter().filter(|r| r.2).count();
+    let counted: Vec<_> = reps.iter().filter(|r| r.2 || steady == 0).collect();
+    let mean = |xs: Vec<f64>| mean_sd(&xs).0;
+    Some(Bracketed {
+        read_gbs: mean(counted.iter().map(|r| r.0).collect()),
+        fraction: mean(counted.iter().map(|r| r.1).collect()),
+        steady,
+        fraction_all: mean(reps.iter().map(|r| r.1).collect()),
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -314,15 +374,24 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
     }
     let mut tg = None;
     let mut tg_samples: Option<Vec<f64>> = None;
-    // The machine's read bandwidth, measured right after each timed tg repetition: on a
-    // shared machine it drifts from minute to minute (this one's two-thread figure has read
-    // anywhere from 35 to 60 GB/s within an hour), and each repetition's fraction is taken
-    // against the bandwidth of its own moment. Not with a given --bandwidth, nor in a
-    // budgeted run (which does not allocate the test's array).
+    // The machine's read bandwidth, measured right before and right after each timed tg
+    // repetition: on a shared machine it drifts from minute to minute (this one's two-thread
+    // figure has read anywhere from 35 to 60 GB/s within an hour), and each repetition's
+    // fraction is taken against the bandwidth of its own moment. Not with a given
+    // --bandwidth, nor in a budgeted run (which does not allocate the test's array).
     let probe = (args.n_gen > 0 && args.bandwidth.is_none() && experts.is_none())
         .then(|| Probe::new(args.memory_mib << 20))
         .transpose()?;
     let mut read_samples = Vec::new();
+    let mut read_before = Vec::new();
+    // The probe, untimed and out of the profile.
+    let measure = |p: &Probe| {
+        let on = args.profile;
+        profile::enable(false);
+        let gbs = p.measure(threads, 2).best_gbs;
+        profile::enable(on);
+        gbs
+    };
     if args.n_gen > 0 {
         let mut secs = Vec::new();
         let mut logits = Vec::new();
@@ -337,6 +406,9 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
             // the logits buffer is reused, as in a decode loop: a step allocates nothing.
             let steps = if rep == 0 { 1 } else { args.n_gen };
             let mut cache = prefilled(&mut tokens, rep, steps)?;
+            if let (true, Some(p)) = (rep > 0, &probe) {
+                read_before.push(measure(p));
+            }
             let t0 = Instant::now();
             for pos in depth..depth + steps {
                 model.forward_last_into(&[tokens.next(vocab)], pos, &mut cache, &mut logits)?;
@@ -344,10 +416,7 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
             if rep > 0 {
                 secs.push(t0.elapsed().as_secs_f64());
                 if let Some(p) = &probe {
-                    let on = args.profile;
-                    profile::enable(false);
-                    read_samples.push(p.measure(threads, 2).best_gbs);
-                    profile::enable(on);
+                    read_samples.push(measure(p));
                 }
             }
         }
@@ -363,17 +432,13 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
 
     let per_token = active.per_token() as f64 / 1e9;
     let tg_weight_gbs = tg.map(|tps| tps * per_token);
-    let (memory_read_gbs, bandwidth_fraction) = match (args.bandwidth, &tg_samples) {
+    let bracketed = match (args.bandwidth, &tg_samples) {
+        (None, Some(tps)) => bracket(tps, per_token, &read_before, &read_samples),
+        _ => None,
+    };
+    let (memory_read_gbs, bandwidth_fraction) = match (args.bandwidth, bracketed) {
         (Some(b), _) => (Some(b), tg_weight_gbs.map(|w| w / b)),
-        (None, Some(tps)) if !read_samples.is_empty() => {
-            // Each repetition against the bandwidth measured right after it.
-            let fractions: Vec<f64> = tps
-                .iter()
-                .zip(&read_samples)
-                .map(|(t, b)| t * per_token / b)
-                .collect();
-            (Some(mean_sd(&read_samples).0), Some(mean_sd(&fractions).0))
-        }
+        (None, Some(b)) => (Some(b.read_gbs), Some(b.fraction)),
         _ => (None, None),
     };
     let report = ModelReport {
@@ -392,7 +457,10 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         tg_weight_gbs,
         memory_read_gbs,
         memory_read_samples: read_samples.clone(),
+        memory_read_before: read_before.clone(),
         bandwidth_fraction,
+        steady_repetitions: bracketed.map(|b| b.steady),
+        bandwidth_fraction_all: bracketed.map(|b| b.fraction_all),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -443,13 +511,30 @@ fn model(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         report.memory_read_gbs,
         report.bandwidth_fraction,
     ) {
-        let s = &report.memory_read_samples;
-        let range = if s.is_empty() {
-            String::new()
-        } else {
-            let lo = s.iter().cloned().fold(f64::INFINITY, f64::min);
-            let hi = s.iter().cloned().fold(0.0, f64::max);
-            format!("; measured after each repetition, {lo:.1}–{hi:.1} GB/s")
+        let s = || {
+            report
+                .memory_read_samples
+                .iter()
+                .chain(&report.memory_read_before)
+        };
+        let range = match bracketed {
+            None => String::new(),
+            Some(b) => {
+                let lo = s().cloned().fold(f64::INFINITY, f64::min);
+                let hi = s().cloned().fold(0.0, f64::max);
+                let n = report.memory_read_samples.len();
+                let steady = match b.steady {
+                    0 => format!("none of {n} repetitions steady, so all counted"),
+                    k if k == n => format!("all {n} repetitions steady"),
+                    k => format!(
+                        "{k} of {n} repetitions steady and counted; all {n}: {:.0}%",
+                        100.0 * b.fraction_all
+                    ),
+                };
+                format!(
+                    "; measured before and after each repetition, {lo:.1}–{hi:.1} GB/s; {steady}"
+                )
+            }
         };
         println!(
             "tg weight traffic: {w:.2} GB/s = {:.0}% of the read bandwidth {m:.2} GB/s \
@@ -608,6 +693,27 @@ impl Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repetitions_whose_bandwidth_changed_are_left_out() {
+        // 100 t/s of 0.3 GB: 30 GB/s of weights. The second repetition straddles a change
+        // from 60 to 35 GB/s; the others are steady at 36 and 34 (mean 35) and 37.5.
+        let b = bracket(&[100.0; 3], 0.3, &[36.0, 60.0, 37.0], &[34.0, 35.0, 38.0]).unwrap();
+        assert_eq!(b.steady, 2);
+        assert!((b.read_gbs - (35.0 + 37.5) / 2.0).abs() < 1e-12);
+        assert!((b.fraction - (30.0 / 35.0 + 30.0 / 37.5) / 2.0).abs() < 1e-12);
+        let all = (30.0 / 35.0 + 30.0 / 47.5 + 30.0 / 37.5) / 3.0;
+        assert!((b.fraction_all - all).abs() < 1e-12);
+        // 10% apart (of the larger) is still steady; more is not.
+        assert_eq!(bracket(&[1.0], 1.0, &[90.0], &[100.0]).unwrap().steady, 1);
+        assert_eq!(bracket(&[1.0], 1.0, &[89.0], &[100.0]).unwrap().steady, 0);
+        // None steady: every repetition counts.
+        let b = bracket(&[100.0; 2], 0.3, &[60.0, 35.0], &[35.0, 60.0]).unwrap();
+        assert_eq!(b.steady, 0);
+        assert!((b.fraction - b.fraction_all).abs() < 1e-12);
+        assert!((b.read_gbs - 47.5).abs() < 1e-12);
+        assert!(bracket(&[], 0.3, &[], &[]).is_none());
+    }
 
     #[test]
     fn lanes_sum_like_a_plain_sum() {
