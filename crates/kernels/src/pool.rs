@@ -8,6 +8,11 @@
 //! - A job is a borrowed closure `f(i)` over task indices `0..n`. The caller publishes it by
 //!   bumping an epoch counter, then works on tasks itself; every thread claims the next index
 //!   from one atomic counter, so uneven tasks balance out. No allocation happens per call.
+//! - [`ThreadPool::parallel_for_streams`] hands the indices out differently, for tasks that
+//!   read memory in index order (blocks of consecutive weight rows): each thread takes a
+//!   contiguous share of the indices in increasing order, and only a thread that has finished
+//!   its own share takes tasks from the end of another's. Each thread then reads one
+//!   sequential stream, as a single thread does, instead of hopping every task.
 //! - After a job, a worker spins (polling the epoch) for a few microseconds, then keeps polling
 //!   but yields its core between polls, for up to [`SPIN`], before it parks on a condition
 //!   variable: back-to-back products find it awake, an idle process does not burn a core, and
@@ -28,7 +33,7 @@ use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -54,6 +59,51 @@ struct Job {
     /// Valid from publication until every worker has decremented `Shared::active`.
     f: *const (dyn Fn(usize) + Sync),
     n: usize,
+    /// Handed out by per-thread shares ([`ThreadPool::parallel_for_streams`]) rather than
+    /// from `Shared::next`.
+    streams: bool,
+}
+
+/// The unclaimed task indices `front..back` of one thread's share, as `front << 32 | back`
+/// (one word, so that the owner's claims from the front and other threads' claims from the
+/// back never hand out the same index). Aligned to keep each share on its own cache lines:
+/// the owner claims from it at every task.
+#[repr(align(128))]
+struct Share(AtomicU64);
+
+impl Share {
+    /// Claims the first unclaimed index (the owner) or the last (another thread).
+    fn claim(&self, first: bool) -> Option<usize> {
+        let mut v = self.0.load(Ordering::Relaxed);
+        loop {
+            let (f, b) = (v >> 32, v & u64::from(u32::MAX));
+            if f >= b {
+                return None;
+            }
+            let (next, i) = if first {
+                (v + (1 << 32), f)
+            } else {
+                (v - 1, b - 1)
+            };
+            // Relaxed: the claim only needs atomicity; the job's data was published by the
+            // epoch (Acquire/Release).
+            match self
+                .0
+                .compare_exchange_weak(v, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(i as usize),
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    /// Makes `range` the unclaimed indices.
+    fn set(&self, range: std::ops::Range<usize>) {
+        self.0.store(
+            ((range.start as u64) << 32) | range.end as u64,
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// State shared by the caller and the workers.
@@ -65,6 +115,8 @@ struct Shared {
     epoch: AtomicUsize,
     /// Next task index to hand out.
     next: AtomicUsize,
+    /// Per-thread shares of a streamed job; index 0 is the caller's, `i` worker `i`'s.
+    shares: Box<[Share]>,
     /// Workers that have not yet finished the current job.
     active: AtomicUsize,
     /// The first panic of the current job, re-raised by the caller.
@@ -103,9 +155,16 @@ impl ThreadPool {
     /// `threads` of 0 counts as 1 (no workers; every call runs serially).
     pub fn new(threads: usize) -> Self {
         let shared = Arc::new(Shared {
-            job: UnsafeCell::new(Job { f: &NOOP, n: 0 }),
+            job: UnsafeCell::new(Job {
+                f: &NOOP,
+                n: 0,
+                streams: false,
+            }),
             epoch: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
+            shares: (0..threads.max(1))
+                .map(|_| Share(AtomicU64::new(0)))
+                .collect(),
             active: AtomicUsize::new(0),
             panic: Mutex::new(None),
             sleepers: AtomicUsize::new(0),
@@ -119,7 +178,7 @@ impl ThreadPool {
                 let s = Arc::clone(&shared);
                 std::thread::Builder::new()
                     .name(format!("frugal-pool-{i}"))
-                    .spawn(move || worker(&s))
+                    .spawn(move || worker(&s, i))
                     // OK because failing to start a thread at start-up is an unrecoverable
                     // resource error (as in std::thread::spawn).
                     .expect("starting a pool thread")
@@ -156,6 +215,26 @@ impl ThreadPool {
     where
         F: Fn(usize) + Sync,
     {
+        self.run(n_tasks, false, &f);
+    }
+
+    /// [`ThreadPool::parallel_for`] for tasks that read memory in index order: thread `t`
+    /// of `T` runs the indices `t·n/T..(t+1)·n/T` in increasing order, then (having finished)
+    /// takes the last unclaimed index of another thread's share, until none is left. A
+    /// thread's reads are then one sequential stream, which the hardware prefetchers follow
+    /// across tasks as they do for a single thread, while a thread slowed by another process
+    /// still has its share's end taken over. Results must depend only on the index, as for
+    /// `parallel_for`.
+    pub fn parallel_for_streams<F>(&self, n_tasks: usize, f: F)
+    where
+        F: Fn(usize) + Sync,
+    {
+        // Indices are kept in 32 bits per share; more tasks than that go by one counter.
+        self.run(n_tasks, n_tasks <= u32::MAX as usize, &f);
+    }
+
+    /// Runs a job (see `parallel_for`, `parallel_for_streams`).
+    fn run(&self, n_tasks: usize, streams: bool, f: &(dyn Fn(usize) + Sync)) {
         if n_tasks == 0 {
             return;
         }
@@ -166,14 +245,24 @@ impl ThreadPool {
         let s = &*self.shared;
         // A poisoned lock only means an earlier caller panicked after its job was complete.
         let _turn = s.call.lock().unwrap_or_else(|e| e.into_inner());
-        let f: &(dyn Fn(usize) + Sync) = &f;
         // SAFETY: only the lifetime is erased. The pointer is dereferenced by workers only
         // between this publication and their `active` decrement, and this function does not
         // return (nor unwind) before `active` is back to 0, so `f` outlives every use.
         let f: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
         // SAFETY: `active` is 0 (the previous call waited for it) so no worker reads `job`.
-        unsafe { *s.job.get() = Job { f, n: n_tasks } };
+        let job = Job {
+            f,
+            n: n_tasks,
+            streams,
+        };
+        unsafe { *s.job.get() = job };
         s.next.store(0, Ordering::Relaxed);
+        if streams {
+            let t = s.shares.len();
+            for (i, share) in s.shares.iter().enumerate() {
+                share.set(n_tasks * i / t..n_tasks * (i + 1) / t);
+            }
+        }
         s.active.store(self.workers.len(), Ordering::Relaxed);
         // SeqCst: pairs with the workers' `sleepers` increment so a wake-up is never lost.
         s.epoch.fetch_add(1, Ordering::SeqCst);
@@ -181,7 +270,7 @@ impl ThreadPool {
             let _g = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        run_tasks(s, Job { f, n: n_tasks });
+        run_tasks(s, job, 0);
         let mut spins = 0u32;
         while s.active.load(Ordering::Acquire) != 0 {
             if spins < 1 << 12 {
@@ -278,23 +367,43 @@ impl Drop for ThreadPool {
     }
 }
 
-/// Claim and run tasks of `job` until none is left, catching a panic into `s.panic`.
-fn run_tasks(s: &Shared, job: Job) {
+/// Claim and run tasks of `job` until none is left, catching a panic into `s.panic`; `me` is
+/// this thread's share of a streamed job.
+fn run_tasks(s: &Shared, job: Job, me: usize) {
     IN_TASK.with(|c| c.set(true));
     // SAFETY: see `parallel_for`: the closure is alive until `active` reaches 0, which this
     // thread's caller (or this worker's decrement after returning) has not yet allowed.
     let f = unsafe { &*job.f };
-    let result = catch_unwind(AssertUnwindSafe(|| loop {
-        let i = s.next.fetch_add(1, Ordering::Relaxed);
-        if i >= job.n {
-            break;
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if job.streams {
+            let t = s.shares.len();
+            while let Some(i) = s.shares[me].claim(true) {
+                f(i);
+            }
+            // Others' shares from their ends, the next thread's first.
+            for k in 1..t {
+                let share = &s.shares[(me + k) % t];
+                while let Some(i) = share.claim(false) {
+                    f(i);
+                }
+            }
+            return;
         }
-        f(i);
+        loop {
+            let i = s.next.fetch_add(1, Ordering::Relaxed);
+            if i >= job.n {
+                break;
+            }
+            f(i);
+        }
     }));
     IN_TASK.with(|c| c.set(false));
     if let Err(p) = result {
         // Stop handing out tasks; keep the first panic.
         s.next.store(job.n, Ordering::Relaxed);
+        for share in s.shares.iter() {
+            share.set(0..0);
+        }
         let mut slot = s.panic.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             *slot = Some(p);
@@ -302,8 +411,9 @@ fn run_tasks(s: &Shared, job: Job) {
     }
 }
 
-/// A worker: wait for a new epoch (spin, then park), run its job, report done; until shutdown.
-fn worker(s: &Shared) {
+/// Worker `me` (1..threads): wait for a new epoch (spin, then park), run its job, report
+/// done; until shutdown.
+fn worker(s: &Shared, me: usize) {
     // The epoch the pool was created with, not the current one: a job published before this
     // thread got to run must still be seen as new.
     let mut seen = 0;
@@ -346,7 +456,7 @@ fn worker(s: &Shared) {
         // SAFETY: the epoch changed (Acquire), so the caller's write of `job` is visible and
         // it will not write again before this worker decrements `active`.
         let job = unsafe { *s.job.get() };
-        run_tasks(s, job);
+        run_tasks(s, job, me);
         s.active.fetch_sub(1, Ordering::Release);
     }
 }
@@ -354,7 +464,6 @@ fn worker(s: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn every_task_runs_exactly_once() {
@@ -410,6 +519,52 @@ mod tests {
         assert_eq!(total.load(Ordering::Relaxed), (n * (n - 1) / 2) as u64);
     }
 
+    /// Streamed jobs: every index runs once; within each thread's share the owner runs a
+    /// consecutive increasing run from the share's start (no one else claims a front), every
+    /// other thread takes indices of that share in decreasing order (from its end), and the
+    /// caller owns the first share.
+    #[test]
+    fn streams_run_each_share_in_order_and_take_over_from_the_end() {
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+        for threads in [1, 2, 3, 5] {
+            let pool = ThreadPool::new(threads);
+            for n in [0, 1, 2, 7, 100, 1000] {
+                let ran: Mutex<HashMap<std::thread::ThreadId, Vec<usize>>> = Mutex::default();
+                pool.parallel_for_streams(n, |i| {
+                    // Uneven, slow-ish tasks so that threads overtake each other.
+                    let spin = if i % 7 == 0 { 20_000 } else { 500 };
+                    (0..spin).for_each(|k| {
+                        std::hint::black_box(k);
+                    });
+                    let me = std::thread::current().id();
+                    ran.lock().unwrap().entry(me).or_default().push(i);
+                });
+                let ran = ran.into_inner().unwrap();
+                let mut all: Vec<usize> = ran.values().flatten().copied().collect();
+                all.sort_unstable();
+                assert_eq!(all, (0..n).collect::<Vec<_>>(), "threads {threads}, n {n}");
+                if n < 2 {
+                    continue;
+                }
+                let share = |i: usize| (0..threads).find(|&t| i < n * (t + 1) / threads).unwrap();
+                let caller = std::thread::current().id();
+                assert_eq!(ran[&caller].first(), Some(&0), "threads {threads}, n {n}");
+                for seq in ran.values() {
+                    for t in 0..threads {
+                        let part: Vec<usize> =
+                            seq.iter().copied().filter(|&i| share(i) == t).collect();
+                        let Some(&first) = part.first() else { continue };
+                        let owned =
+                            first == n * t / threads && part.windows(2).all(|w| w[1] == w[0] + 1);
+                        let taken = part.windows(2).all(|w| w[1] < w[0]);
+                        assert!(owned || taken, "threads {threads}, n {n}: {part:?}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn chunks_are_disjoint_and_complete() {
         let pool = ThreadPool::new(4);
@@ -425,21 +580,34 @@ mod tests {
     #[test]
     fn panic_propagates_and_pool_survives() {
         let pool = ThreadPool::new(3);
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            pool.parallel_for(64, |i| {
-                if i == 17 {
-                    panic!("task 17 failed");
+        for streams in [false, true] {
+            let run = |f: &(dyn Fn(usize) + Sync)| {
+                if streams {
+                    pool.parallel_for_streams(64, f)
+                } else {
+                    pool.parallel_for(64, f)
                 }
-            })
-        }));
-        let msg = r.expect_err("the panic must reach the caller");
-        assert_eq!(msg.downcast_ref::<&str>(), Some(&"task 17 failed"));
-        // Still works, and the earlier panic is not reported again.
-        let sum = AtomicUsize::new(0);
-        pool.parallel_for(64, |i| {
-            sum.fetch_add(i, Ordering::Relaxed);
-        });
-        assert_eq!(sum.load(Ordering::Relaxed), 64 * 63 / 2);
+            };
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                run(&|i| {
+                    if i == 40 {
+                        panic!("task 40 failed");
+                    }
+                })
+            }));
+            let msg = r.expect_err("the panic must reach the caller");
+            assert_eq!(msg.downcast_ref::<&str>(), Some(&"task 40 failed"));
+            // Still works, and the earlier panic is not reported again.
+            let sum = AtomicUsize::new(0);
+            run(&|i| {
+                sum.fetch_add(i, Ordering::Relaxed);
+            });
+            assert_eq!(
+                sum.load(Ordering::Relaxed),
+                64 * 63 / 2,
+                "streams {streams}"
+            );
+        }
     }
 
     #[test]

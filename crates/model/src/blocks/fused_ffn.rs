@@ -8,8 +8,8 @@
 //!    and up projections (a job over a subset of rows gathers its rows' quantized copies).
 //! 2. One parallel step over work items `(job, block of intermediate rows)`: each item computes
 //!    its block of `gate` and `up` for the job's rows and writes `silu(gate) · up` into the
-//!    job's hidden buffer `[rows, inter]`. Items of all jobs are claimed from one counter, so
-//!    the threads stay busy across experts of different sizes. With one token, an MLP whose
+//!    job's hidden buffer `[rows, inter]`. The items of all jobs are shared as one list
+//!    ([`ItemPlan`]), so the threads stay busy across experts of different sizes. With one token, an MLP whose
 //!    gate and up were repacked as a pair (`Linear::load_pair`) reads each group of gate
 //!    rows just before the same group of up rows: one stream from memory, not two.
 //! 3. Each job's hidden rows are quantized for its down projection (one parallel step).

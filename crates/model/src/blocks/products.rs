@@ -3,8 +3,10 @@
 //!
 //! A decoder layer's products come in groups that read the same input (q/k/v of GQA, q and
 //! `kv_a` of MLA, the gate and up projections of every chosen expert). Each group runs as one
-//! [`ThreadPool::parallel_for`] over work items `(job, block of rows)`, claimed dynamically so
-//! that a thread slowed by another process does not hold the others up. Every input row is
+//! [`ThreadPool::parallel_for_streams`] over work items `(job, block of rows)` in memory
+//! order ([`ItemPlan`]): each thread streams through a contiguous run of them, and one that
+//! finishes early takes over the end of another's, so that a thread slowed by another process
+//! does not hold the others up. Every input row is
 //! quantized once per activation format ([`ActsCache`]) and shared by all jobs of that format.
 //!
 //! Each output value is still one row's dot product ([`Linear::product_block`], i.e.
@@ -301,15 +303,11 @@ impl SharedOut {
     }
 }
 
-/// How many rows each (large) work item of a step of `rows` rows in all takes when `threads`
-/// share it: a few items per thread, whole tiles, and at most all rows.
-pub(crate) fn rows_per_item(rows: usize, threads: usize) -> usize {
-    if threads <= 1 {
-        return rows.max(1);
-    }
-    let per = rows.div_ceil(4 * threads);
-    per.div_ceil(ROW_ALIGN).max(1) * ROW_ALIGN
-}
+/// Work items per thread of a parallel step ([`ItemPlan`]): enough that a thread finishing
+/// early can take over the end of another's share in small pieces, few enough that the
+/// per-item cost (a kernel call, its checks) stays small against a decode step's
+/// microseconds.
+const ITEMS_PER_THREAD: usize = 8;
 
 /// The size of a step for [`run_items`]' hand-off test: its multiply-adds, or twice the
 /// weight bytes it reads if that is more. A one-token product is bound by its reads: an f32
@@ -319,66 +317,37 @@ pub(crate) fn step_work(macs: usize, bytes: usize) -> usize {
     macs.max(2 * bytes)
 }
 
-/// One job's rows cut into items: `head` rows in items of `big`, then the rest in items of
-/// `small`.
-#[derive(Clone, Copy, Debug)]
-struct JobSplit {
-    rows: usize,
-    head: usize,
-    big: usize,
-    small: usize,
-}
-
-impl JobSplit {
-    fn n_big(&self) -> usize {
-        self.head.div_ceil(self.big)
-    }
-    fn n_small(&self) -> usize {
-        (self.rows - self.head).div_ceil(self.small)
-    }
-}
-
 /// How a parallel step's jobs (products, or MLPs) split into work items `(job, block of
-/// rows)`, in the order the threads claim them: first about three quarters of every job's
-/// rows in large blocks (a few per thread: long runs of weight rows that the hardware
-/// prefetchers stream well), then the last quarter of each job in blocks a quarter that size.
-/// The threads draw from one counter, so they all finish within about one small block of each
-/// other: with equal blocks only, one thread could be left running a whole large block
-/// alone at the end of every step (up to tens of microseconds per decode step).
+/// rows)`: every job's rows in order, in blocks of one size (whole tiles; a job's last block
+/// takes the rest), the jobs one after another. That is the order in which the weights lie
+/// in memory, and [`run_items`] hands the items out with
+/// [`ThreadPool::parallel_for_streams`]: each thread runs a contiguous run of them, i.e.
+/// reads one sequential stream of weights as a single thread does. (Handing consecutive items
+/// to alternate threads made each thread's reads hop every item; the hardware prefetchers
+/// restart on each hop, and short decode steps ran no faster on two threads than on one.)
+/// One thread: one item per job.
 #[derive(Debug)]
 pub(crate) struct ItemPlan {
-    /// On the stack for a decode step's few jobs.
-    jobs: SmallVec<[JobSplit; 16]>,
-    /// Large items of all jobs (claimed first).
-    n_big: usize,
+    /// Rows of each job; on the stack for a decode step's few jobs.
+    jobs: SmallVec<[usize; 16]>,
+    /// Rows per item (at least 1).
+    grain: usize,
     total: usize,
 }
 
 impl ItemPlan {
     /// Items for jobs of `rows[j]` rows each, to be shared by `threads` threads.
-    pub fn new(rows: impl IntoIterator<Item = usize> + Clone, threads: usize) -> Self {
-        let all: usize = rows.clone().into_iter().sum();
-        let big = rows_per_item(all, threads);
-        let small = (big / 4).div_ceil(ROW_ALIGN).max(1) * ROW_ALIGN;
-        let jobs: SmallVec<[JobSplit; 16]> = rows
-            .into_iter()
-            .map(|r| {
-                let head = if threads <= 1 {
-                    r
-                } else {
-                    r * 3 / 4 / ROW_ALIGN * ROW_ALIGN
-                };
-                JobSplit {
-                    rows: r,
-                    head,
-                    big: big.max(1),
-                    small: small.min(big).max(1),
-                }
-            })
-            .collect();
-        let n_big = jobs.iter().map(JobSplit::n_big).sum();
-        let total = n_big + jobs.iter().map(JobSplit::n_small).sum::<usize>();
-        ItemPlan { jobs, n_big, total }
+    pub fn new(rows: impl IntoIterator<Item = usize>, threads: usize) -> Self {
+        let jobs: SmallVec<[usize; 16]> = rows.into_iter().collect();
+        let all: usize = jobs.iter().sum();
+        let grain = if threads <= 1 {
+            jobs.iter().copied().max().unwrap_or(0)
+        } else {
+            all.div_ceil(ITEMS_PER_THREAD * threads).div_ceil(ROW_ALIGN) * ROW_ALIGN
+        }
+        .max(1);
+        let total = jobs.iter().map(|r| r.div_ceil(grain)).sum();
+        ItemPlan { jobs, grain, total }
     }
 
     /// Items in all.
@@ -389,22 +358,12 @@ impl ItemPlan {
     /// Item `k`'s job and rows (`k < total`).
     pub fn item(&self, k: usize) -> (usize, Range<usize>) {
         let mut k = k;
-        if k < self.n_big {
-            for (j, s) in self.jobs.iter().enumerate() {
-                if k < s.n_big() {
-                    return (j, k * s.big..((k + 1) * s.big).min(s.head));
-                }
-                k -= s.n_big();
+        for (j, &rows) in self.jobs.iter().enumerate() {
+            let n = rows.div_ceil(self.grain);
+            if k < n {
+                return (j, k * self.grain..((k + 1) * self.grain).min(rows));
             }
-        } else {
-            k -= self.n_big;
-            for (j, s) in self.jobs.iter().enumerate() {
-                if k < s.n_small() {
-                    let start = s.head + k * s.small;
-                    return (j, start..(start + s.small).min(s.rows));
-                }
-                k -= s.n_small();
-            }
+            k -= n;
         }
         unreachable!("item index below the total")
     }
@@ -427,7 +386,7 @@ pub(crate) fn run_items(
         });
         return;
     }
-    ThreadPool::global(threads).parallel_for(total, |k| {
+    ThreadPool::global(threads).parallel_for_streams(total, |k| {
         let (job, rows) = plan.item(k);
         item(job, rows)
     });
@@ -493,7 +452,7 @@ mod tests {
     /// ends on whole tiles; the large items come first and the small ones are at most a
     /// quarter of a large one (rounded to a tile); one thread gets one item per job.
     #[test]
-    fn item_plan_covers_each_row_once_large_items_first() {
+    fn item_plan_covers_each_row_once_in_memory_order() {
         for threads in [1, 2, 3, 8] {
             for rows in [
                 vec![4096],
@@ -504,33 +463,33 @@ mod tests {
             ] {
                 let plan = ItemPlan::new(rows.iter().copied(), threads);
                 let mut seen: Vec<Vec<u32>> = rows.iter().map(|&r| vec![0; r]).collect();
-                let mut sizes = Vec::new();
+                // The next row each item must start at: the items walk the jobs in order.
+                let mut at = (0, 0);
                 for k in 0..plan.total() {
                     let (j, r) = plan.item(k);
                     assert!(!r.is_empty(), "{rows:?}/{threads}: item {k} empty");
+                    while at.0 < j {
+                        assert_eq!(at.1, rows[at.0], "{rows:?}/{threads}: job {} left", at.0);
+                        at = (at.0 + 1, 0);
+                    }
+                    assert_eq!(r.start, at.1, "{rows:?}/{threads}: item {k} {r:?}");
+                    at.1 = r.end;
                     assert_eq!(r.start % ROW_ALIGN, 0, "{rows:?}/{threads}: item {k} {r:?}");
                     assert!(
                         r.end % ROW_ALIGN == 0 || r.end == rows[j],
                         "{rows:?}/{threads}: item {k} {r:?}"
                     );
                     r.for_each(|i| seen[j][i] += 1);
-                    sizes.push(plan.item(k).1.len());
                 }
                 assert!(seen.iter().flatten().all(|&c| c == 1), "{rows:?}/{threads}");
+                let jobs = rows.iter().filter(|&&r| r > 0).count();
                 if threads == 1 {
-                    assert_eq!(plan.total(), rows.iter().filter(|&&r| r > 0).count());
+                    assert_eq!(plan.total(), jobs);
                 } else {
-                    let big = rows_per_item(rows.iter().sum(), threads);
-                    let small = (big / 4).div_ceil(ROW_ALIGN) * ROW_ALIGN;
-                    let tail = &sizes[plan.n_big..];
-                    assert!(
-                        tail.iter().all(|&n| n <= small),
-                        "{rows:?}/{threads}: {sizes:?}"
-                    );
-                    assert!(
-                        sizes.iter().all(|&n| n <= big),
-                        "{rows:?}/{threads}: {sizes:?}"
-                    );
+                    // About ITEMS_PER_THREAD per thread, plus at most one short item per job.
+                    let all: usize = rows.iter().sum();
+                    let most = (ITEMS_PER_THREAD * threads).min(all.div_ceil(ROW_ALIGN)) + jobs;
+                    assert!(plan.total() <= most, "{rows:?}/{threads}: {}", plan.total());
                 }
             }
         }
