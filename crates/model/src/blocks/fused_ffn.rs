@@ -12,7 +12,8 @@
 //!    ([`ItemPlan`]), so the threads stay busy across experts of different sizes. With one token, an MLP whose
 //!    gate and up were repacked as a pair (`Linear::load_pair`) reads each group of gate
 //!    rows just before the same group of up rows: one stream from memory, not two.
-//! 3. Each job's hidden rows are quantized for its down projection (one parallel step).
+//! 3. Each job's hidden rows are quantized for its down projection: in prefill as one
+//!    parallel step; in decode inside step 2, by the thread whose item completes the job.
 //! 4. One parallel step over `(job, block of output rows)` for every down projection.
 //!
 //! For many tokens (prefill) each expert's gate, up and down are `gemm`s over its token group:
@@ -21,6 +22,7 @@
 //! per-thread scratch reused across calls.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use frugal_kernels::activation;
 use smallvec::SmallVec;
@@ -64,6 +66,20 @@ struct Scratch {
     x: ActsCache,
     jobs: Vec<JobScratch>,
 }
+
+/// A job's down-projection input cache, filled inside step 2 by the thread that finishes
+/// the job (`run_in`).
+#[derive(Debug)]
+struct DownActs(*mut ActsCache);
+
+// SAFETY: only the one thread whose item completes a job dereferences its pointer, while the
+// caller's borrow of the job's scratch outlives the parallel step.
+unsafe impl Send for DownActs {}
+// SAFETY: as above.
+unsafe impl Sync for DownActs {}
+
+/// A job's hidden rows `h` (written by step 2's items) and its down-projection input cache.
+type JobOut = (SharedOut, DownActs);
 
 /// One value per job of a step: on the stack for a decode step's few MLPs (a MoE layer's
 /// chosen and shared experts), so that the step allocates nothing.
@@ -142,13 +158,28 @@ fn run_in<R>(
         }
     }
 
+    // The down projections' inputs: few values (decode) are quantized inside step 2, by
+    // the thread that completes each job's hidden rows, while its rows are still in that
+    // thread's cache and alongside the other jobs' products; many (prefill) in a parallel step
+    // of their own (3.).
+    let values: usize = jobs
+        .iter()
+        .zip(js.iter())
+        .filter(|(job, _)| job.mlp.down().act_format().is_some())
+        .map(|(_, j)| j.h.len())
+        .sum();
+    let fold_quant = !quantize_in_parallel(values, threads);
+    if fold_quant {
+        js.iter_mut().for_each(|j| j.h_acts.clear());
+    }
+
     drop(in_span);
 
     // 2. gate, up and silu(gate) · up of every job: one parallel step.
     {
         let _span = profile::span(Phase::FfnGateUp);
         let x_acts = &*x_acts;
-        let (inputs, outs): (PerJob<(Acts<'_>, Acts<'_>)>, PerJob<SharedOut>) = jobs
+        let (inputs, outs): (PerJob<(Acts<'_>, Acts<'_>)>, PerJob<JobOut>) = jobs
             .iter()
             .zip(js.iter_mut())
             .map(|(job, j)| {
@@ -156,6 +187,7 @@ fn run_in<R>(
                     x: jx,
                     x_acts: ja,
                     h,
+                    h_acts,
                     ..
                 } = j;
                 let (jx, ja): (&Vec<f32>, &ActsCache) = (jx, ja);
@@ -164,10 +196,14 @@ fn run_in<R>(
                     None => (x_acts.acts(gate, x), x_acts.acts(up, x)),
                     Some(_) => (ja.acts(gate, jx), ja.acts(up, jx)),
                 };
-                (acts, SharedOut::new(h))
+                (acts, (SharedOut::new(h), DownActs(h_acts)))
             })
             .unzip();
         let plan = ItemPlan::new(jobs.iter().map(|j| j.mlp.gate().rows()), threads);
+        // Items of each job not yet done: the one that brings it to 0 quantizes the job.
+        let left: PerJob<AtomicUsize> = (0..jobs.len())
+            .map(|jb| AtomicUsize::new(plan.job_items(jb)))
+            .collect();
         run_items(threads, step_work(jobs, t, false), &plan, |jb, rows| {
             let gate = jobs[jb].mlp.gate();
             let up = jobs[jb].mlp.up();
@@ -185,23 +221,28 @@ fn run_in<R>(
                 }
                 activation::swiglu_inplace(g, u);
                 // SAFETY: items of job `jb` cover disjoint column blocks of its `h`, which is
-                // not resized or read until the step ends.
-                unsafe { outs[jb].scatter(g, w, rows.start, gate.rows()) };
+                // not resized or read until the step ends (but by the job's last item below).
+                unsafe { outs[jb].0.scatter(g, w, rows.start, gate.rows()) };
             });
+            // AcqRel: the last item sees every other item's writes to `h` (each released
+            // them with its own decrement).
+            if fold_quant && left[jb].fetch_sub(1, Ordering::AcqRel) == 1 {
+                let down = jobs[jb].mlp.down();
+                if let Some(f) = down.act_format() {
+                    let (h, h_acts) = &outs[jb];
+                    // SAFETY: every item of job `jb` has written its block (the counter) and
+                    // none touches `h` or `h_acts` again in this step; the caller reads them
+                    // only after the step.
+                    unsafe { (*h_acts.0).prepare(f, h.slice(0..h.len()), down.cols()) };
+                }
+            }
         });
     }
 
-    // 3. Each job's hidden rows in its down projection's format: one parallel step over
-    //    every job's rows when they are many (prefill), on this thread without building a
-    //    request list otherwise (decode).
+    // 3. Each job's hidden rows in its down projection's format, when step 2 did not: one
+    //    parallel step over every job's rows.
     let quant_span = profile::span(Phase::FfnQuant);
-    let values: usize = jobs
-        .iter()
-        .zip(js.iter())
-        .filter(|(job, _)| job.mlp.down().act_format().is_some())
-        .map(|(_, j)| j.h.len())
-        .sum();
-    if quantize_in_parallel(values, threads) {
+    if !fold_quant {
         let mut requests: Vec<QuantRequest<'_>> = Vec::with_capacity(jobs.len());
         for (job, j) in jobs.iter().zip(js.iter_mut()) {
             let down = job.mlp.down();
@@ -220,14 +261,6 @@ fn run_in<R>(
             }
         }
         quantize_rows(&mut requests, threads);
-    } else {
-        for (job, j) in jobs.iter().zip(js.iter_mut()) {
-            let down = job.mlp.down();
-            j.h_acts.clear();
-            if let Some(f) = down.act_format() {
-                j.h_acts.prepare(f, &j.h, down.cols());
-            }
-        }
     }
 
     drop(quant_span);
@@ -282,4 +315,108 @@ fn step_work(jobs: &[FfnJob<'_, '_>], t: usize, down: bool) -> usize {
         }
     }
     products::step_work(macs, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use frugal_formats::{DType, TensorView};
+    use frugal_kernels::quant::{quantize::quantize_row, QuantType};
+
+    use super::*;
+    use crate::blocks::linear::Weights;
+
+    /// Quantized tensors held in memory, repacked at load as a model file's are.
+    #[derive(Default)]
+    struct Mem(HashMap<String, (DType, Vec<usize>, Vec<u8>)>);
+
+    impl<'m> Weights<'m> for &'m Mem {
+        fn tensor(&self, name: &str) -> Option<TensorView<'m>> {
+            self.0.get_key_value(name).map(|(k, (d, s, b))| TensorView {
+                name: k,
+                dtype: *d,
+                shape: s.clone(),
+                data: b,
+            })
+        }
+        fn repack(&self, _name: &str) -> bool {
+            true
+        }
+    }
+
+    /// Pseudo-random values in [-1, 1).
+    fn values(seed: usize, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i + seed * 7_919_993).wrapping_mul(2_654_435_761) >> 7;
+                (h % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn put(m: &mut Mem, name: &str, ty: QuantType, dtype: DType, rows: usize, cols: usize) {
+        let x = values(m.0.len() + 1, rows * cols);
+        let rb = ty.row_bytes(cols).unwrap();
+        let mut data = vec![0u8; rows * rb];
+        for (src, dst) in x.chunks_exact(cols).zip(data.chunks_exact_mut(rb)) {
+            quantize_row(ty, src, dst).unwrap();
+        }
+        m.0.insert(name.into(), (dtype, vec![rows, cols], data));
+    }
+
+    /// Several experts in one fused step, large enough to be shared by the pool (Q4_K gate
+    /// and up, Q6_K down, as in Q4_K_M files): every job's output, on any thread count, is
+    /// what its three projections give one after another through `Linear::forward` (which
+    /// quantizes `x` and `h` on its own). One token: the down inputs are quantized by the
+    /// thread that completes each job, inside the gate/up step, so a job quantized before all
+    /// its items had written `h` would show here. Three tokens: the separate step.
+    #[test]
+    fn fused_step_equals_each_projection_in_turn() {
+        let (hidden, inter, experts) = (512, 256, 6);
+        let mut m = Mem::default();
+        for e in 0..experts {
+            for name in ["gate_proj", "up_proj"] {
+                let n = format!("e{e}.{name}.weight");
+                put(&mut m, &n, QuantType::Q4K, DType::Q4K, inter, hidden);
+            }
+            let n = format!("e{e}.down_proj.weight");
+            put(&mut m, &n, QuantType::Q6K, DType::Q6K, hidden, inter);
+        }
+        let src = &m;
+        let mlps: Vec<Mlp<'_>> = (0..experts)
+            .map(|e| Mlp::load(&src, &format!("e{e}"), hidden, inter, 0).unwrap())
+            .collect();
+        let all: Vec<FfnJob<'_, '_>> = mlps.iter().map(|mlp| FfnJob { mlp, rows: None }).collect();
+        assert!(
+            step_work(&all, 1, false) >= super::super::linear::PARALLEL_MIN_WORK,
+            "the step must be large enough to use the pool"
+        );
+        // A new input each time: the scratch buffers of one call hold the previous call's
+        // values, which must not leak into a result.
+        let mut seed = 100;
+        for t in [1, 3] {
+            for threads in [1, 2, 3] {
+                for round in 0..10 {
+                    seed += 1;
+                    let x = values(seed, t * hidden);
+                    let want: Vec<Vec<f32>> = mlps
+                        .iter()
+                        .map(|mlp| {
+                            let mut g = mlp.gate().forward(&x, 1);
+                            let u = mlp.up().forward(&x, 1);
+                            activation::swiglu_inplace(&mut g, &u);
+                            mlp.down().forward(&g, 1)
+                        })
+                        .collect();
+                    run_mlps(&all, &x, threads, |ys| {
+                        for (e, (y, w)) in ys.iter().zip(&want).enumerate() {
+                            let same = y.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits());
+                            assert!(same, "t {t}, {threads} threads, round {round}: expert {e}");
+                        }
+                    });
+                }
+            }
+        }
+    }
 }

@@ -249,6 +249,11 @@ impl SharedOut {
         }
     }
 
+    /// Elements of the output.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// `out[range]` as a slice.
     ///
     /// # Safety
@@ -353,6 +358,11 @@ impl ItemPlan {
     /// Items in all.
     pub fn total(&self) -> usize {
         self.total
+    }
+
+    /// Items of job `j`.
+    pub fn job_items(&self, j: usize) -> usize {
+        self.jobs[j].div_ceil(self.grain)
     }
 
     /// Item `k`'s job and rows (`k < total`).
