@@ -17,6 +17,10 @@
 # header line); each frugal run reports its tg weight traffic as a fraction of the bandwidth
 # it measures right before and after each of its tg repetitions (the machine's drifts over
 # minutes), over the steady repetitions (both measurements within 10%; column "steady").
+# llama-bench is bracketed the same way, by `frugal bench --memory` at its thread count before
+# and after it: column "llama BW%" is its tg tokens/s times frugal's active bytes per token
+# against the mean of the two, and "llama GB/s" shows both (a run whose two measurements differ
+# by more than 10% straddled a change of the machine's state: its ratio compares unlike runs).
 set -euo pipefail
 
 P=512 N=128 R=3 THREADS=2 D=0
@@ -55,7 +59,9 @@ for model in "$@"; do
     name=$(basename "$model" .gguf)
     for t in ${THREADS//,/ }; do
         echo "$name, $t threads: llama-bench" >&2
+        "$FRUGAL" bench --memory --threads "$t" --json > "$OUT/$name.t$t.llama.before.json"
         "$LLAMA_BENCH" -m "$model" -p "$P" -n "$N" -r "$R" -t "$t" -d "$D" -o json > "$OUT/$name.t$t.llama.json"
+        "$FRUGAL" bench --memory --threads "$t" --json > "$OUT/$name.t$t.llama.after.json"
         echo "$name, $t threads: frugal bench" >&2
         "$FRUGAL" bench --model "$model" -p "$P" -n "$N" -r "$R" -d "$D" --threads "$t" --json \
             > "$OUT/$name.t$t.frugal.json"
@@ -67,12 +73,17 @@ import json, os, sys
 out, threads, models = sys.argv[1], sys.argv[2].split(","), sys.argv[4:]
 mem = json.load(open(os.path.join(out, "memory.json")))
 print("read bandwidth: " + ", ".join(f"{r['threads']} thr {r['best_gbs']:.2f} GB/s" for r in mem["read"]))
-print(f"{'model':28} {'thr':>3} {'test':>14} {'llama.cpp t/s':>16} {'frugal t/s':>16} {'ratio':>6} {'frugal BW%':>10} {'of GB/s':>8} {'steady':>6}")
+print(f"{'model':28} {'thr':>3} {'test':>14} {'llama.cpp t/s':>16} {'frugal t/s':>16} {'ratio':>6} "
+      f"{'frugal BW%':>10} {'of GB/s':>8} {'steady':>6} {'llama BW%':>9} {'llama GB/s':>12}")
+def probe(path, t):
+    # The t-thread row of a `frugal bench --memory --json` (best of its passes).
+    return next(r["best_gbs"] for r in json.load(open(path))["read"] if r["threads"] == int(t))
 for m in models:
     name = os.path.basename(m)[:-5] if m.endswith(".gguf") else os.path.basename(m)
     for t in threads:
         llama = json.load(open(os.path.join(out, f"{name}.t{t}.llama.json")))
         frugal = json.load(open(os.path.join(out, f"{name}.t{t}.frugal.json")))
+        around = [probe(os.path.join(out, f"{name}.t{t}.llama.{w}.json"), t) for w in ("before", "after")]
         for test in frugal["tests"]:
             # "tg128", or "tg128 @ d4096" with a depth.
             kind, n = test["test"][:2], int(test["test"][2:].split(" @ ")[0])
@@ -85,13 +96,18 @@ for m in models:
             bw = frugal["memory_read_gbs"] if kind == "tg" else None
             steady = (f"{frugal['steady_repetitions']}/{len(test['samples'])}"
                       if kind == "tg" and "steady_repetitions" in frugal else "")
+            llama_frac = (ref["avg_ts"] * frugal["active"]["per_token"] / 1e9 / (sum(around) / 2)
+                          if kind == "tg" else None)
+            llama_bw = f"{around[0]:.1f}–{around[1]:.1f}" if kind == "tg" else ""
             print(f"{name:28} {t:>3} {test['test']:>14} "
                   f"{ref['avg_ts']:>9.2f} ± {ref['stddev_ts']:<5.2f}"
                   f"{test['mean']:>9.2f} ± {test['sd']:<5.2f}"
                   f"{test['mean'] / ref['avg_ts']:>6.2f} "
                   f"{'' if frac is None else f'{100 * frac:>9.0f}%'}"
                   f"{'' if bw is None else f'{bw:>9.2f}'}"
-                  f"{steady:>7}")
+                  f"{steady:>7}"
+                  f"{'' if llama_frac is None else f'{100 * llama_frac:>9.0f}%'}"
+                  f"{llama_bw:>13}")
     print(f"{'':28} active bytes/token {frugal['active']['per_token'] / 1e9:.3f} GB, "
           f"weights {frugal['weight_bytes'] / 1e9:.2f} GB")
 EOF
