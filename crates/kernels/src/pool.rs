@@ -249,18 +249,19 @@ impl ThreadPool {
         // between this publication and their `active` decrement, and this function does not
         // return (nor unwind) before `active` is back to 0, so `f` outlives every use.
         let f: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
-        // SAFETY: `active` is 0 (the previous call waited for it) so no worker reads `job`.
         let job = Job {
             f,
             n: n_tasks,
             streams,
         };
+        // SAFETY: `active` is 0 (the previous call waited for it) so no worker reads `job`.
         unsafe { *s.job.get() = job };
         s.next.store(0, Ordering::Relaxed);
         if streams {
-            let t = s.shares.len();
-            for (i, share) in s.shares.iter().enumerate() {
-                share.set(n_tasks * i / t..n_tasks * (i + 1) / t);
+            // Share i: indices i·n/t..(i+1)·n/t (in u64: n may be up to u32::MAX).
+            let (n, t) = (n_tasks as u64, s.shares.len() as u64);
+            for (i, share) in (0..).zip(s.shares.iter()) {
+                share.set((n * i / t) as usize..(n * (i + 1) / t) as usize);
             }
         }
         s.active.store(self.workers.len(), Ordering::Relaxed);

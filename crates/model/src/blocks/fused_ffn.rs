@@ -9,9 +9,10 @@
 //! 2. One parallel step over work items `(job, block of intermediate rows)`: each item computes
 //!    its block of `gate` and `up` for the job's rows and writes `silu(gate) · up` into the
 //!    job's hidden buffer `[rows, inter]`. The items of all jobs are shared as one list
-//!    ([`ItemPlan`]), so the threads stay busy across experts of different sizes. With one token, an MLP whose
-//!    gate and up were repacked as a pair (`Linear::load_pair`) reads each group of gate
-//!    rows just before the same group of up rows: one stream from memory, not two.
+//!    ([`ItemPlan`]), so the threads stay busy across experts of different sizes. With one
+//!    token, an MLP whose gate and up were repacked as a pair (`Linear::load_pair`) reads
+//!    each group of gate rows just before the same group of up rows: one stream from memory,
+//!    not two.
 //! 3. Each job's hidden rows are quantized for its down projection: in prefill as one
 //!    parallel step; in decode inside step 2, by the thread whose item completes the job.
 //! 4. One parallel step over `(job, block of output rows)` for every down projection.
