@@ -166,6 +166,25 @@ fn malformed_requests_get_openai_errors() {
     );
     assert_eq!(status, 413, "{resp}");
     assert!(is_error_json(&resp), "{resp}");
+    // On a keep-alive connection the 413 says the connection closes (its body is unread),
+    // and it does close: a client must not send its next request there.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        s.write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n{",
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let read = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        assert!(read.is_ok(), "the server kept the connection open: {text}");
+        let head = text.split("\r\n\r\n").next().unwrap_or("");
+        assert!(head.starts_with("http/1.1 413"), "{head}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+    }
     // A chunked body over the limit too.
     let mut req = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..20 {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -205,11 +205,18 @@ async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         p if p.starts_with("/v1/models/") => "/v1/models/{id}".to_owned(),
         _ => "other".to_owned(),
     };
-    let resp = if too_large {
+    let mut resp = if too_large {
         ApiError::too_large(state.options.body_limit).into_response()
     } else {
         next.run(req).await
     };
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body is left unread, so the connection cannot carry another
+        // request: say so, or a keep-alive client sends its next request on a connection
+        // that is about to close and sees it drop without an answer.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(mut m) = state.responses.lock() {
         *m.entry((route, resp.status().as_u16())).or_default() += 1;
     }
