@@ -320,26 +320,19 @@ fn step_work(jobs: &[FfnJob<'_, '_>], t: usize, down: bool) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use frugal_formats::{DType, TensorView};
+    use frugal_formats::{DType, TensorSource, TensorView};
     use frugal_kernels::quant::{quantize::quantize_row, QuantType};
 
     use super::*;
+    use crate::blocks::linear::tests::Mem;
     use crate::blocks::linear::Weights;
 
-    /// Quantized tensors held in memory, repacked at load as a model file's are.
-    #[derive(Default)]
-    struct Mem(HashMap<String, (DType, Vec<usize>, Vec<u8>)>);
+    /// `Mem` asking for the repacked copies a model file's quantized matrices get.
+    struct Repacked<'m>(&'m Mem);
 
-    impl<'m> Weights<'m> for &'m Mem {
+    impl<'m> Weights<'m> for Repacked<'m> {
         fn tensor(&self, name: &str) -> Option<TensorView<'m>> {
-            self.0.get_key_value(name).map(|(k, (d, s, b))| TensorView {
-                name: k,
-                dtype: *d,
-                shape: s.clone(),
-                data: b,
-            })
+            self.0.tensor(name)
         }
         fn repack(&self, _name: &str) -> bool {
             true
@@ -356,14 +349,23 @@ mod tests {
             .collect()
     }
 
-    fn put(m: &mut Mem, name: &str, ty: QuantType, dtype: DType, rows: usize, cols: usize) {
-        let x = values(m.0.len() + 1, rows * cols);
+    /// `rows × cols` pseudo-random weights quantized to `ty`, as tensor `name`.
+    fn put(
+        m: &mut Mem,
+        seed: usize,
+        name: &str,
+        ty: QuantType,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+    ) {
+        let x = values(seed, rows * cols);
         let rb = ty.row_bytes(cols).unwrap();
         let mut data = vec![0u8; rows * rb];
         for (src, dst) in x.chunks_exact(cols).zip(data.chunks_exact_mut(rb)) {
             quantize_row(ty, src, dst).unwrap();
         }
-        m.0.insert(name.into(), (dtype, vec![rows, cols], data));
+        m.put(name, dtype, &[rows, cols], data);
     }
 
     /// Several experts in one fused step, large enough to be shared by the pool (Q4_K gate
@@ -377,14 +379,30 @@ mod tests {
         let (hidden, inter, experts) = (512, 256, 6);
         let mut m = Mem::default();
         for e in 0..experts {
-            for name in ["gate_proj", "up_proj"] {
+            for (k, name) in ["gate_proj", "up_proj"].into_iter().enumerate() {
                 let n = format!("e{e}.{name}.weight");
-                put(&mut m, &n, QuantType::Q4K, DType::Q4K, inter, hidden);
+                put(
+                    &mut m,
+                    3 * e + k,
+                    &n,
+                    QuantType::Q4K,
+                    DType::Q4K,
+                    inter,
+                    hidden,
+                );
             }
             let n = format!("e{e}.down_proj.weight");
-            put(&mut m, &n, QuantType::Q6K, DType::Q6K, hidden, inter);
+            put(
+                &mut m,
+                3 * e + 2,
+                &n,
+                QuantType::Q6K,
+                DType::Q6K,
+                hidden,
+                inter,
+            );
         }
-        let src = &m;
+        let src = Repacked(&m);
         let mlps: Vec<Mlp<'_>> = (0..experts)
             .map(|e| Mlp::load(&src, &format!("e{e}"), hidden, inter, 0).unwrap())
             .collect();

@@ -739,4 +739,4 @@ impl<'a> Linear<'a> {
 
 mod pair;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,12 +8,12 @@ use half::{bf16, f16};
 
 use super::*;
 
-/// Tensors held in memory.
+/// Tensors held in memory (also the fused-MLP tests' source).
 #[derive(Default)]
-struct Mem(HashMap<String, (DType, Vec<usize>, Vec<u8>)>);
+pub(crate) struct Mem(HashMap<String, (DType, Vec<usize>, Vec<u8>)>);
 
 impl Mem {
-    fn put(&mut self, name: &str, dtype: DType, shape: &[usize], data: Vec<u8>) {
+    pub(crate) fn put(&mut self, name: &str, dtype: DType, shape: &[usize], data: Vec<u8>) {
         self.0.insert(name.into(), (dtype, shape.to_vec(), data));
     }
 }
