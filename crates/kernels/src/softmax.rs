@@ -6,15 +6,13 @@
 /// Softmax of `x` in place: with AVX2, exponentials from [`crate::exp::exp8`] (within 2 ulp
 /// of libm's; the sum is accumulated in f64 either way).
 pub fn softmax_inplace(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::exp::has_exp8() {
-        // SAFETY: AVX2 and FMA are available (checked).
-        return unsafe { softmax_avx2(x) };
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        x.iter_mut().for_each(|v| *v = 0.0);
+        return;
     }
-    #[cfg(target_arch = "aarch64")]
-    return softmax_neon(x);
-    #[allow(unreachable_code)]
-    softmax_scalar(x);
+    let inv = (1.0 / exp_sub_sum(x, max)) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// The reference: libm's `exp`, summed in order.
@@ -24,26 +22,43 @@ pub fn softmax_scalar(x: &mut [f32]) {
         x.iter_mut().for_each(|v| *v = 0.0);
         return;
     }
+    let inv = (1.0 / exp_sub_sum_scalar(x, max)) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `x_i ← exp(x_i − max)` in place, returning `Σ_i exp(x_i − max)` accumulated in f64: the
+/// unnormalised half of a softmax, for callers that normalise later (attention over a cache
+/// in blocks, with a running maximum). `max` must not be `−∞`; entries of `−∞` give 0. The
+/// same exponentials as [`softmax_inplace`]'s (AVX2: [`crate::exp::exp8`]; AArch64:
+/// [`crate::exp::exp4`]; else libm's).
+pub fn exp_sub_sum(x: &mut [f32], max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::exp::has_exp8() {
+        // SAFETY: AVX2 and FMA are available (checked).
+        return unsafe { exp_sub_sum_avx2(x, max) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    return exp_sub_sum_neon(x, max);
+    #[allow(unreachable_code)]
+    exp_sub_sum_scalar(x, max)
+}
+
+/// [`exp_sub_sum`] with libm's `exp`, summed in order.
+fn exp_sub_sum_scalar(x: &mut [f32], max: f32) -> f64 {
     let mut sum = 0.0f64;
     for v in x.iter_mut() {
         *v = (*v - max).exp();
         sum += *v as f64;
     }
-    let inv = (1.0 / sum) as f32;
-    x.iter_mut().for_each(|v| *v *= inv);
+    sum
 }
 
 /// Eight values at a time; the tail goes through a padded vector, so every element gets the
 /// value it would get anywhere in the slice.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_avx2(x: &mut [f32]) {
+unsafe fn exp_sub_sum_avx2(x: &mut [f32], max: f32) -> f64 {
     use std::arch::x86_64::*;
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        x.iter_mut().for_each(|v| *v = 0.0);
-        return;
-    }
     let m = _mm256_set1_ps(max);
     let mut sum = _mm256_setzero_pd();
     let mut body = x.chunks_exact_mut(8);
@@ -75,19 +90,13 @@ unsafe fn softmax_avx2(x: &mut [f32]) {
         tail.copy_from_slice(&buf[..tail.len()]);
         total += tail.iter().map(|&v| v as f64).sum::<f64>();
     }
-    let inv = (1.0 / total) as f32;
-    x.iter_mut().for_each(|v| *v *= inv);
+    total
 }
 
 /// Four values at a time with [`crate::exp::exp4`]; sums in f64 as the other paths.
 #[cfg(target_arch = "aarch64")]
-fn softmax_neon(x: &mut [f32]) {
+fn exp_sub_sum_neon(x: &mut [f32], max: f32) -> f64 {
     use std::arch::aarch64::*;
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        x.iter_mut().for_each(|v| *v = 0.0);
-        return;
-    }
     // SAFETY (each block): NEON is part of AArch64; every load and store is of 4 values
     // inside `x` or a 4-value buffer.
     let m = unsafe { vdupq_n_f32(max) };
@@ -114,8 +123,7 @@ fn softmax_neon(x: &mut [f32]) {
         tail.copy_from_slice(&buf[..tail.len()]);
         total += tail.iter().map(|&v| v as f64).sum::<f64>();
     }
-    let inv = (1.0 / total) as f32;
-    x.iter_mut().for_each(|v| *v *= inv);
+    total
 }
 
 /// The logistic sigmoid `1 / (1 + exp(-x))`.

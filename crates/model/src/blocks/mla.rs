@@ -30,9 +30,12 @@
 //! - [`MlaPath::Absorbed`] (above; `absorbed.rs`): nothing is decompressed, every score costs
 //!   `r_kv + dr` and every value `r_kv` per head, plus the two per-head products per query.
 //!   Cheapest when few queries meet a long cache (decode, short appends). The heads of a range
-//!   (and consecutive queries) share each read of a cached latent: the scores of a group of
-//!   `GROUP` (query, head) pairs are one `[GROUP, r_kv] × [ctx, r_kv]ᵀ` product (tiles of
-//!   4 pairs × 4 positions), their value sums one `[GROUP, ctx] × [ctx, r_kv]` product.
+//!   (and consecutive queries) share each read of a cached latent: per block of cached
+//!   positions, the scores of a group of `GROUP` (query, head) pairs are one
+//!   `[GROUP, r_kv] × [block, r_kv]ᵀ` product (tiles of 4 pairs × 4 positions), their value
+//!   sums one `[GROUP, block] × [block, r_kv]` product, under an online softmax (the
+//!   `absorbed` module docs). One query over a deep cache splits it between threads by
+//!   position rather than by head.
 //! - [`MlaPath::Expanded`] (`expanded.rs`): per head, `K_h = C W_UK_hᵀ` and `V_h = C W_UV_hᵀ`
 //!   are decompressed once for every cached position (`C` the `[ctx, r_kv]` latents), then
 //!   attention runs in `dn + dr` and `dv` dimensions. Decompressing costs `ctx (dn + dv) r_kv`
@@ -335,13 +338,24 @@ impl<'a> MlaAttention<'a> {
             let qs = &q[row * n * qk..(row + t) * n * qk];
             let (path, per_head) = self.choose_path(t, start_pos);
             let cache: &LatentCache = span.cache;
+            let block = &mut heads[row * n * dv..(row + t) * n * dv];
+            if path == MlaPath::Absorbed
+                && t == 1
+                && threads > 1
+                && start_pos + 1 >= absorbed::SPLIT_MIN_POSITIONS
+            {
+                // One query over a deep cache: split by position, not by head.
+                self.attend_absorbed_split(qs, start_pos, cache, threads, block);
+                row += t;
+                continue;
+            }
             for_head_ranges(
                 n,
                 t,
                 dv,
                 n * per_head,
                 threads,
-                &mut heads[row * n * dv..(row + t) * n * dv],
+                block,
                 |hs, block| match path {
                     MlaPath::Absorbed => self.attend_absorbed(qs, t, start_pos, hs, cache, block),
                     MlaPath::Expanded => {
@@ -382,3 +396,4 @@ impl<'a> MlaAttention<'a> {
         (path, cost)
     }
 }
+
