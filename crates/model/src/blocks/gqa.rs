@@ -21,7 +21,8 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use frugal_formats::config::GqaConfig;
-use frugal_kernels::{matmul, norm, rope, softmax};
+use frugal_kernels::matmul::{gemm_nn, gemm_nt, MatMut, MatRef};
+use frugal_kernels::{norm, rope, softmax};
 
 use super::heads::for_head_ranges;
 use super::linear::{load_f32_vec, Linear, Weights};
@@ -51,10 +52,24 @@ struct Scratch {
     heads: Vec<f32>,
 }
 
+/// Cached positions per block of [`GqaAttention::attend_heads`]: a block's keys and values of
+/// one kv head (`BLOCK · head_dim` f32 each, 128 KiB for `head_dim` = 128) stay in L2 from
+/// its scores to its values.
+const BLOCK: usize = 256;
+
+/// [`GqaAttention::attend_heads`]' buffers.
+#[derive(Debug, Default)]
+struct AttendScratch {
+    /// `[g, BLOCK]`: a group of heads' scores, then probabilities, over one block.
+    scores: Vec<f32>,
+    /// Each head's running maximum and sum of `exp(score − max)`.
+    running: Vec<(f32, f64)>,
+}
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-    /// One query's scores over its context (on whichever thread attends the head).
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// [`GqaAttention::attend_heads`]' buffers (on whichever thread attends the heads).
+    static ATTEND: RefCell<AttendScratch> = RefCell::new(AttendScratch::default());
 }
 
 /// Frees this thread's [`SCRATCH`] (see [`super::release_scratch`]).
@@ -300,6 +315,14 @@ impl<'a> GqaAttention<'a> {
 
     /// Writes into `out` the outputs `[t, heads.len(), d]` of a range of query heads for `t`
     /// queries `q` (`[t, n, d]`, normed and roped) at positions `start_pos..`, over `cache`.
+    ///
+    /// The heads of the range that share a kv head attend together, over blocks of [`BLOCK`]
+    /// cached positions with an online softmax: a block's scores for the `g` heads are one
+    /// `[g, d] × [block, d]ᵀ` product (`matmul::gemm_nt`), then, while the block is in cache,
+    /// `o += exp(scores − m) V_block` (`matmul::gemm_nn`), where `m` is each head's running
+    /// maximum; a block that raises it first scales the head's running sum and `o` by
+    /// `exp(m − m')`, and `o` is divided by the sum at the end (as in `mla::absorbed`). Each
+    /// cached key and value is read once per query and kv head, not once per query head.
     fn attend_heads(
         &self,
         q: &[f32],
@@ -313,32 +336,220 @@ impl<'a> GqaAttention<'a> {
         let group = n / n_kv;
         let nh = heads.len();
         assert_eq!(out.len(), t * nh * d, "attend_heads: output length");
-        // The outputs are sums of `axpy`s from zero.
-        out.fill(0.0);
-        with_local(&SCORES, |scores| {
-            // Room for the cache's capacity: a reserved cache grows this once.
-            scores.reserve(cache.k.capacity() / (n_kv * d).max(1));
-            for (j, h) in heads.enumerate() {
-                let kv = h / group;
-                for i in 0..t {
-                    let pos = start_pos + i;
-                    let first = match self.window {
-                        Some(w) => (pos + 1).saturating_sub(w),
-                        None => 0,
-                    };
-                    let qh = &q[(i * n + h) * d..(i * n + h + 1) * d];
-                    let at = |s: usize| (s * n_kv + kv) * d..(s * n_kv + kv + 1) * d;
-                    scores.clear();
-                    scores.extend(
-                        (first..=pos).map(|s| matmul::dot(qh, &cache.k[at(s)]) * self.scale),
-                    );
-                    softmax::softmax_inplace(scores);
-                    let dst = &mut out[(i * nh + j) * d..(i * nh + j + 1) * d];
-                    for (s, &p) in (first..=pos).zip(scores.iter()) {
-                        matmul::axpy(p, &cache.v[at(s)], dst);
+        // Consecutive positions of one kv head are `n_kv · d` apart.
+        let ld = n_kv * d;
+        with_local(&ATTEND, |s| {
+            let AttendScratch { scores, running } = s;
+            scores.resize(group.min(nh) * BLOCK, 0.0);
+            for i in 0..t {
+                let pos = start_pos + i;
+                let first = match self.window {
+                    Some(w) => (pos + 1).saturating_sub(w),
+                    None => 0,
+                };
+                let mut h0 = heads.start;
+                while h0 < heads.end {
+                    // The range's heads of kv head `kv`.
+                    let kv = h0 / group;
+                    let h1 = ((kv + 1) * group).min(heads.end);
+                    let g = h1 - h0;
+                    let qg = MatRef::new(&q[(i * n + h0) * d..(i * n + h1) * d], g, d, d);
+                    let at = (i * nh + h0 - heads.start) * d;
+                    let o = &mut out[at..at + g * d];
+                    o.fill(0.0);
+                    running.clear();
+                    running.resize(g, (f32::NEG_INFINITY, 0.0));
+                    for b0 in (first..=pos).step_by(BLOCK) {
+                        let w = BLOCK.min(pos + 1 - b0);
+                        let row0 = (b0 * n_kv + kv) * d;
+                        let keys = MatRef::new(&cache.k[row0..], w, d, ld);
+                        let sc = &mut scores[..g * w];
+                        gemm_nt(qg, keys, MatMut::new(sc, g, w, w), false);
+                        for (j, row) in sc.chunks_exact_mut(w).enumerate() {
+                            row.iter_mut().for_each(|x| *x *= self.scale);
+                            let (max, sum) = &mut running[j];
+                            let m = row.iter().copied().fold(*max, f32::max);
+                            let block_sum = softmax::exp_sub_sum(row, m);
+                            // A head that has seen nothing yet has a zero output and sum.
+                            if m > *max && *max > f32::NEG_INFINITY {
+                                let f = (*max - m).exp();
+                                *sum *= f as f64;
+                                o[j * d..(j + 1) * d].iter_mut().for_each(|v| *v *= f);
+                            }
+                            *sum += block_sum;
+                            *max = m;
+                        }
+                        let values = MatRef::new(&cache.v[row0..], w, d, ld);
+                        gemm_nn(
+                            MatRef::new(sc, g, w, w),
+                            values,
+                            MatMut::new(o, g, d, d),
+                            true,
+                        );
                     }
+                    for (row, &(_, sum)) in o.chunks_exact_mut(d).zip(running.iter()) {
+                        let inv = (1.0 / sum) as f32;
+                        row.iter_mut().for_each(|v| *v *= inv);
+                    }
+                    h0 = h1;
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use frugal_formats::config::{Attention, ModelConfig};
+    use frugal_formats::DType;
+
+    use super::{GqaAttention, GqaLayout, KvHeads, BLOCK};
+    use crate::blocks::linear::tests::Mem;
+
+    const N: usize = 6;
+    const N_KV: usize = 2;
+    const D: usize = 16;
+    const HIDDEN: usize = 32;
+    const WINDOW: usize = 300;
+
+    /// Pseudo-random values in [-scale, scale).
+    fn values(seed: usize, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i + seed * 7_919_993).wrapping_mul(2_654_435_761) >> 7;
+                ((h % 2000) as f32 / 1000.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// The formula of the module docs in f64, one head and query at a time.
+    fn naive(
+        q: &[f32],
+        t: usize,
+        start_pos: usize,
+        heads: &[usize],
+        c: &KvHeads,
+        window: Option<usize>,
+    ) -> Vec<f32> {
+        let scale = 1.0 / (D as f64).sqrt();
+        let mut out = Vec::new();
+        for i in 0..t {
+            let pos = start_pos + i;
+            let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            for &h in heads {
+                let kv = h / (N / N_KV);
+                let row = |v: &[f32], s: usize| v[(s * N_KV + kv) * D..][..D].to_vec();
+                let qh = &q[(i * N + h) * D..][..D];
+                let scores: Vec<f64> = (first..=pos)
+                    .map(|s| {
+                        let k = row(&c.k, s);
+                        qh.iter()
+                            .zip(&k)
+                            .map(|(a, b)| *a as f64 * *b as f64)
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                let mut o = [0.0f64; D];
+                for (s, p) in (first..=pos).zip(&e) {
+                    for (o, v) in o.iter_mut().zip(row(&c.v, s)) {
+                        *o += p / sum * v as f64;
+                    }
+                }
+                out.extend(o.iter().map(|&v| v as f32));
+            }
+        }
+        out
+    }
+
+    /// Grouped heads with an online softmax over blocks of the cache give the formula's
+    /// attention: caches of less than, exactly, and several blocks; head ranges that cut a kv
+    /// group; several queries whose causal edges fall inside a block; a sliding window whose
+    /// start falls inside a block. The keys grow with the position, so later blocks raise the
+    /// running maximum and what was summed before is rescaled.
+    #[test]
+    fn grouped_online_attention_equals_the_formula() {
+        let json = format!(
+            r#"{{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","vocab_size":10,
+            "hidden_size":{HIDDEN},"num_hidden_layers":1,"num_attention_heads":{N},
+            "num_key_value_heads":{N_KV},"head_dim":{D},"intermediate_size":8,"use_sliding_window":true,
+            "sliding_window":{WINDOW},"max_window_layers":0}}"#
+        );
+        let cfg = ModelConfig::from_hf_str(&json).unwrap();
+        let Attention::Gqa(g) = &cfg.attention else {
+            panic!("not GQA")
+        };
+        let mut m = Mem::default();
+        for (seed, name, rows, cols) in [
+            (1, "q_proj", N * D, HIDDEN),
+            (2, "k_proj", N_KV * D, HIDDEN),
+            (3, "v_proj", N_KV * D, HIDDEN),
+            (4, "o_proj", HIDDEN, N * D),
+        ] {
+            let bytes = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            m.put(
+                &format!("l.{name}.weight"),
+                DType::F32,
+                &[rows, cols],
+                bytes(values(seed, rows * cols, 0.5)),
+            );
+            m.put(
+                &format!("l.{name}.bias"),
+                DType::F32,
+                &[rows],
+                bytes(vec![0.0; rows]),
+            );
+        }
+        for sliding in [false, true] {
+            let layout = GqaLayout {
+                hidden: HIDDEN,
+                rotary_dim: D,
+                sliding,
+                eps: 1e-6,
+                interleaved: false,
+            };
+            let attn = GqaAttention::load(&&m, "l", g, layout, 128).unwrap();
+            let window = sliding.then_some(WINDOW);
+            let cases = [
+                (1, 1, 0..N),
+                (1, 100, 0..N),
+                (1, BLOCK, 0..N),
+                (1, BLOCK + 1, 1..5),
+                (1, 2 * BLOCK + 188, 0..N),
+                (4, BLOCK - 2, 2..N),
+            ];
+            for (t, len, heads) in cases {
+                let c = KvHeads {
+                    k: values(5, len * N_KV * D, 1.0)
+                        .chunks_exact(N_KV * D)
+                        .enumerate()
+                        .flat_map(|(pos, r)| {
+                            r.iter()
+                                .map(move |v| v * (0.5 + 3.0 * pos as f32 / len as f32))
+                        })
+                        .collect(),
+                    v: values(6, len * N_KV * D, 1.0),
+                };
+                let start = len - t;
+                let q = values(7 + len, t * N * D, 2.0);
+                let hs: Vec<usize> = heads.clone().collect();
+                let want = naive(&q, t, start, &hs, &c, window);
+                let mut got = vec![f32::NAN; t * hs.len() * D];
+                attn.attend_heads(&q, t, start, heads.clone(), &c, &mut got);
+                let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                let d = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0.0f32, |a, (g, w)| a.max((g - w).abs()))
+                    / scale;
+                assert!(
+                    d < 2e-5,
+                    "sliding {sliding}, {t} queries over {len} positions, heads {heads:?}: {d}"
+                );
+            }
+        }
     }
 }

@@ -396,4 +396,3 @@ impl<'a> MlaAttention<'a> {
         (path, cost)
     }
 }
-

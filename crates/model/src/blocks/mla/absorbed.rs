@@ -160,7 +160,9 @@ impl MlaAttention<'_> {
             running.clear();
             running.resize(pairs, Running::default());
             let all = 0..start_pos + t;
-            self.attend_range(q, q_lat, &heads, start_pos, cache, all, attend, o_lat, running);
+            self.attend_range(
+                q, q_lat, &heads, start_pos, cache, all, attend, o_lat, running,
+            );
             for (row, r) in o_lat.chunks_exact_mut(r_kv).zip(running.iter()) {
                 let inv = (1.0 / r.sum) as f32;
                 row.iter_mut().for_each(|v| *v *= inv);
@@ -194,7 +196,9 @@ impl MlaAttention<'_> {
             } = sp;
             q_lat.resize(n * r_kv, 0.0);
             for_head_ranges(n, 1, r_kv, n * dn * r_kv, threads, q_lat, |hs, block| {
-                with_local(&SCRATCH, |s| self.absorb_queries(&mut s.heads, q, 1, hs, block))
+                with_local(&SCRATCH, |s| {
+                    self.absorb_queries(&mut s.heads, q, 1, hs, block)
+                })
             });
 
             // Whole blocks per chunk but the last, so no block is split between threads.
@@ -220,7 +224,17 @@ impl MlaAttention<'_> {
                     s.running.clear();
                     s.running.resize(n, Running::default());
                     let (attend, running) = (&mut s.attend, &mut s.running);
-                    self.attend_range(q, q_lat, &(0..n), start_pos, cache, range, attend, o, running);
+                    self.attend_range(
+                        q,
+                        q_lat,
+                        &(0..n),
+                        start_pos,
+                        cache,
+                        range,
+                        attend,
+                        o,
+                        running,
+                    );
                     for (st, r) in st.chunks_exact_mut(2).zip(running.iter()) {
                         st[0] = r.max;
                         st[1] = r.sum as f32;
@@ -253,7 +267,9 @@ impl MlaAttention<'_> {
             let o_lat = &*o_lat;
             for_head_ranges(n, 1, dv, n * dv * r_kv, threads, out, |hs, block| {
                 let rows = &o_lat[hs.start * r_kv..hs.end * r_kv];
-                with_local(&SCRATCH, |s| self.expand_values(&mut s.heads, rows, 1, hs, block))
+                with_local(&SCRATCH, |s| {
+                    self.expand_values(&mut s.heads, rows, 1, hs, block)
+                })
             });
         })
     }
@@ -378,8 +394,7 @@ impl MlaAttention<'_> {
                     continue;
                 }
                 let g = group.len();
-                let latents =
-                    MatRef::new(&cache.latent[b0 * r_kv..(b0 + w) * r_kv], w, r_kv, r_kv);
+                let latents = MatRef::new(&cache.latent[b0 * r_kv..(b0 + w) * r_kv], w, r_kv, r_kv);
                 let sc = &mut scores[..g * w];
                 gemm_nt(
                     MatRef::new(&q_lat[g0 * r_kv..group.end * r_kv], g, r_kv, r_kv),
