@@ -324,7 +324,7 @@ mod tests {
     use frugal_kernels::quant::{quantize::quantize_row, QuantType};
 
     use super::*;
-    use crate::blocks::linear::tests::Mem;
+    use crate::blocks::linear::tests::{values, Mem};
     use crate::blocks::linear::Weights;
 
     /// `Mem` asking for the repacked copies a model file's quantized matrices get.
@@ -339,16 +339,6 @@ mod tests {
         }
     }
 
-    /// Pseudo-random values in [-1, 1).
-    fn values(seed: usize, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i + seed * 7_919_993).wrapping_mul(2_654_435_761) >> 7;
-                (h % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
     /// `rows × cols` pseudo-random weights quantized to `ty`, as tensor `name`.
     fn put(
         m: &mut Mem,
@@ -359,7 +349,7 @@ mod tests {
         rows: usize,
         cols: usize,
     ) {
-        let x = values(seed, rows * cols);
+        let x = values(seed, rows * cols, 1.0);
         let rb = ty.row_bytes(cols).unwrap();
         let mut data = vec![0u8; rows * rb];
         for (src, dst) in x.chunks_exact(cols).zip(data.chunks_exact_mut(rb)) {
@@ -418,7 +408,7 @@ mod tests {
             for threads in [1, 2, 3] {
                 for round in 0..10 {
                     seed += 1;
-                    let x = values(seed, t * hidden);
+                    let x = values(seed, t * hidden, 1.0);
                     let want: Vec<Vec<f32>> = mlps
                         .iter()
                         .map(|mlp| {

@@ -22,9 +22,9 @@ use std::ops::Range;
 
 use frugal_formats::config::GqaConfig;
 use frugal_kernels::matmul::{gemm_nn, gemm_nt, MatMut, MatRef};
-use frugal_kernels::{norm, rope, softmax};
+use frugal_kernels::{norm, rope};
 
-use super::heads::for_head_ranges;
+use super::heads::{for_head_ranges, Running};
 use super::linear::{load_f32_vec, Linear, Weights};
 use super::products::forward_many;
 use super::rope::RopeRows;
@@ -62,8 +62,8 @@ const BLOCK: usize = 256;
 struct AttendScratch {
     /// `[g, BLOCK]`: a group of heads' scores, then probabilities, over one block.
     scores: Vec<f32>,
-    /// Each head's running maximum and sum of `exp(score − max)`.
-    running: Vec<(f32, f64)>,
+    /// Each head's online-softmax state.
+    running: Vec<Running>,
 }
 
 thread_local! {
@@ -358,7 +358,7 @@ impl<'a> GqaAttention<'a> {
                     let o = &mut out[at..at + g * d];
                     o.fill(0.0);
                     running.clear();
-                    running.resize(g, (f32::NEG_INFINITY, 0.0));
+                    running.resize(g, Running::default());
                     for b0 in (first..=pos).step_by(BLOCK) {
                         let w = BLOCK.min(pos + 1 - b0);
                         let row0 = (b0 * n_kv + kv) * d;
@@ -366,18 +366,7 @@ impl<'a> GqaAttention<'a> {
                         let sc = &mut scores[..g * w];
                         gemm_nt(qg, keys, MatMut::new(sc, g, w, w), false);
                         for (j, row) in sc.chunks_exact_mut(w).enumerate() {
-                            row.iter_mut().for_each(|x| *x *= self.scale);
-                            let (max, sum) = &mut running[j];
-                            let m = row.iter().copied().fold(*max, f32::max);
-                            let block_sum = softmax::exp_sub_sum(row, m);
-                            // A head that has seen nothing yet has a zero output and sum.
-                            if m > *max && *max > f32::NEG_INFINITY {
-                                let f = (*max - m).exp();
-                                *sum *= f as f64;
-                                o[j * d..(j + 1) * d].iter_mut().for_each(|v| *v *= f);
-                            }
-                            *sum += block_sum;
-                            *max = m;
+                            running[j].absorb(row, self.scale, &mut o[j * d..(j + 1) * d]);
                         }
                         let values = MatRef::new(&cache.v[row0..], w, d, ld);
                         gemm_nn(
@@ -387,9 +376,8 @@ impl<'a> GqaAttention<'a> {
                             true,
                         );
                     }
-                    for (row, &(_, sum)) in o.chunks_exact_mut(d).zip(running.iter()) {
-                        let inv = (1.0 / sum) as f32;
-                        row.iter_mut().for_each(|v| *v *= inv);
+                    for (row, r) in o.chunks_exact_mut(d).zip(running.iter()) {
+                        r.finish(row);
                     }
                     h0 = h1;
                 }
@@ -404,23 +392,13 @@ mod tests {
     use frugal_formats::DType;
 
     use super::{GqaAttention, GqaLayout, KvHeads, BLOCK};
-    use crate::blocks::linear::tests::Mem;
+    use crate::blocks::linear::tests::{values, Mem};
 
     const N: usize = 6;
     const N_KV: usize = 2;
     const D: usize = 16;
     const HIDDEN: usize = 32;
     const WINDOW: usize = 300;
-
-    /// Pseudo-random values in [-scale, scale).
-    fn values(seed: usize, n: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i + seed * 7_919_993).wrapping_mul(2_654_435_761) >> 7;
-                ((h % 2000) as f32 / 1000.0 - 1.0) * scale
-            })
-            .collect()
-    }
 
     /// The formula of the module docs in f64, one head and query at a time.
     fn naive(

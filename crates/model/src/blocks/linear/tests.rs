@@ -44,6 +44,17 @@ impl<'m> Weights<'m> for Exact<'m> {
     }
 }
 
+/// Pseudo-random values in [-scale, scale), a different sequence per `seed` (also the
+/// attention tests' inputs).
+pub(crate) fn values(seed: usize, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let h = (i + seed * 7_919_993).wrapping_mul(2_654_435_761) >> 7;
+            ((h % 2000) as f32 / 1000.0 - 1.0) * scale
+        })
+        .collect()
+}
+
 /// A deterministic pseudo-random weight in [-1, 1).
 fn w(i: usize) -> f32 {
     ((i.wrapping_mul(2_654_435_761) >> 7) % 2000) as f32 / 1000.0 - 1.0

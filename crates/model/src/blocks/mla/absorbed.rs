@@ -25,9 +25,8 @@ use std::ops::Range;
 
 use frugal_kernels::matmul::{gemm_nn, gemm_nt, MatMut, MatRef};
 use frugal_kernels::pool::ThreadPool;
-use frugal_kernels::softmax;
 
-use super::super::heads::for_head_ranges;
+use super::super::heads::{for_head_ranges, Running};
 use super::super::products::SharedOut;
 use super::{with_local, KvB, LatentCache, MlaAttention, GROUP};
 
@@ -44,24 +43,6 @@ const BLOCK: usize = 128;
 /// threads, the two ways alternated token by token in one process) the attention took
 /// 1.04–1.08× as long split at 512 positions, 0.78–1.01× at 1024, 0.66–0.69× at 2048.
 pub(super) const SPLIT_MIN_POSITIONS: usize = 1024;
-
-/// One pair's online-softmax state over the positions it has seen.
-#[derive(Clone, Copy, Debug)]
-struct Running {
-    /// The largest scaled score so far (`−∞`: none seen).
-    max: f32,
-    /// `Σ exp(score − max)` over those positions.
-    sum: f64,
-}
-
-impl Default for Running {
-    fn default() -> Self {
-        Running {
-            max: f32::NEG_INFINITY,
-            sum: 0.0,
-        }
-    }
-}
 
 /// The per-head products' buffers.
 #[derive(Debug, Default)]
@@ -164,8 +145,7 @@ impl MlaAttention<'_> {
                 q, q_lat, &heads, start_pos, cache, all, attend, o_lat, running,
             );
             for (row, r) in o_lat.chunks_exact_mut(r_kv).zip(running.iter()) {
-                let inv = (1.0 / r.sum) as f32;
-                row.iter_mut().for_each(|v| *v *= inv);
+                r.finish(row);
             }
             self.expand_values(hs, o_lat, t, heads, out);
         })
@@ -415,18 +395,7 @@ impl MlaAttention<'_> {
                     if seen.is_empty() {
                         continue;
                     }
-                    seen.iter_mut().for_each(|x| *x *= self.scale);
-                    let r = &mut running[p];
-                    let m = seen.iter().copied().fold(r.max, f32::max);
-                    let block_sum = softmax::exp_sub_sum(seen, m);
-                    // A pair that has seen nothing yet has a zero output and sum: no rescale.
-                    if m > r.max && r.max > f32::NEG_INFINITY {
-                        let f = (r.max - m).exp();
-                        r.sum *= f as f64;
-                        o[p * r_kv..(p + 1) * r_kv].iter_mut().for_each(|v| *v *= f);
-                    }
-                    r.sum += block_sum;
-                    r.max = m;
+                    running[p].absorb(seen, self.scale, &mut o[p * r_kv..(p + 1) * r_kv]);
                 }
                 gemm_nn(
                     MatRef::new(sc, g, w, w),
@@ -446,7 +415,7 @@ mod tests {
 
     use super::super::{LatentCache, MlaAttention};
     use super::BLOCK;
-    use crate::blocks::linear::tests::Mem;
+    use crate::blocks::linear::tests::{values, Mem};
 
     const N: usize = 4;
     const DN: usize = 16;
@@ -454,16 +423,6 @@ mod tests {
     const DV: usize = 16;
     const R: usize = 32;
     const HIDDEN: usize = 32;
-
-    /// Pseudo-random values in [-scale, scale).
-    fn values(seed: usize, n: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i + seed * 7_919_993).wrapping_mul(2_654_435_761) >> 7;
-                ((h % 2000) as f32 / 1000.0 - 1.0) * scale
-            })
-            .collect()
-    }
 
     /// An F32 MLA layer `l` with a plain `q_proj`; `W_UK`/`W_UV` as Hugging Face's joint
     /// `kv_b_proj` or as GGUF's split `k_b`/`v_b`.
