@@ -41,7 +41,7 @@ const BLOCK: usize = 128;
 /// for a few heads; split by position, each reads its share once for all heads, at the
 /// price of two more parallel steps per layer. On the scaled DeepSeek model (8 heads, two
 /// threads, the two ways alternated token by token in one process) the attention took
-/// 1.04–1.08× as long split at 512 positions, 0.78–1.01× at 1024, 0.66–0.69× at 2048.
+/// 1.04–1.08× as long split at 512 positions, 0.75–1.01× at 1024, 0.66–0.69× at 2048.
 pub(super) const SPLIT_MIN_POSITIONS: usize = 1024;
 
 /// The per-head products' buffers.
