@@ -18,7 +18,8 @@
 //!   cache also 4, 16 and 64 tokens (the multi-token tiles; prefill), and 512 on 2048×2048,
 //!   as GFLOP/s.
 //! - `mla`: the f32 products of MLA attention (`matmul::gemm_nn`, `matmul::gemm_nt`) per ISA,
-//!   in GFLOP/s (see `attention_f32`).
+//!   in GFLOP/s (see `attention_f32`); `cold`: decode's scores against 27 layers' caches of
+//!   4096 latents, from DRAM.
 //!
 //! Plain `harness = false` timing: one warm-up pass, then passes until `MIN_TIME` has elapsed,
 //! reporting the fastest pass (least disturbed by other processes on a shared machine).
@@ -403,6 +404,33 @@ fn attention_f32(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
                 black_box(&c);
             });
             report(name, m * n * k, d);
+        }
+    }
+    // Deep-context decode, from DRAM: 8 absorbed queries against 27 layers' caches of 4096
+    // latents (226 MB, far past the L3), 128 positions per product as `attend_range` goes.
+    let (m, k, layers, depth, block) = (8usize, 512usize, 27usize, 4096usize, 128usize);
+    let name = |isa: Isa| format!("mla gemm_nt scores cold {m}x({layers}·{depth})x{k} {isa}");
+    if Isa::available().into_iter().any(|isa| wanted(&name(isa))) {
+        let a = vals(m * k);
+        let caches: Vec<Vec<f32>> = (0..layers).map(|_| vals(depth * k)).collect();
+        let mut c = vec![0.0f32; m * block];
+        for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
+            if !wanted(&name(isa)) {
+                continue;
+            }
+            let d = time(|| {
+                for cache in &caches {
+                    for b in cache.chunks_exact(block * k) {
+                        let (a, b) = (
+                            MatRef::new(black_box(&a), m, k, k),
+                            MatRef::new(b, block, k, k),
+                        );
+                        gemm_nt_with(isa, a, b, MatMut::new(&mut c, m, block, block), false);
+                        black_box(&c);
+                    }
+                }
+            });
+            report(name(isa), m * k * layers * depth, d);
         }
     }
     let (m, n, k) = (8usize, 512usize, 512usize);
