@@ -107,8 +107,9 @@ fn repacked_equals_vec_dot_bit_for_bit() {
             }
         }
         // Token counts across the tiles' edges (full tiles, every remainder, the one-token
-        // kernel) and past a 64-token activation block, on groups cut by the row ranges.
-        for t in (1..=9).chain([16, 33, 70]) {
+        // kernel) and past a 60-token activation block (61: a last block of one token, which
+        // takes the one-token kernel), on groups cut by the row ranges.
+        for t in (1..=9).chain([16, 33, 61, 70]) {
             check(&mut rng, ty, 17, 2, t);
             check(&mut rng, ty, 3 * ROWS + 5, 9, t);
         }
