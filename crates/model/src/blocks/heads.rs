@@ -1,7 +1,9 @@
 //! Attention heads are independent: compute ranges of them on several threads (the shared
 //! [`ThreadPool`]), each range writing its `[t, heads, d]` block straight into its columns of
-//! the `[t, n_heads, d]` output. Shared by GQA and MLA.
+//! the `[t, n_heads, d]` output. Or, for one query over a deep cache, split the cached
+//! positions instead ([`attend_split`]). Shared by GQA and MLA.
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 use frugal_kernels::pool::ThreadPool;
@@ -9,6 +11,7 @@ use frugal_kernels::softmax;
 
 use super::linear::PARALLEL_MIN_WORK;
 use super::products::SharedOut;
+use super::with_local;
 
 /// Runs `attend(heads, block)` over all `n` heads, split into ranges over up to `threads`
 /// threads when `work` (multiply-adds) is large enough; `attend` fills `block`
@@ -96,4 +99,91 @@ impl Running {
         let inv = (1.0 / self.sum) as f32;
         o.iter_mut().for_each(|v| *v *= inv);
     }
+}
+
+/// [`attend_split`]'s buffers, on the calling thread.
+#[derive(Debug, Default)]
+struct SplitScratch {
+    /// `[shares, n, d]`: each share's unnormalised outputs.
+    partial: Vec<f32>,
+    /// `[shares, n, 2]`: each share's online-softmax state per row (maximum, sum).
+    stats: Vec<f32>,
+}
+
+thread_local! {
+    static SPLIT: RefCell<SplitScratch> = RefCell::new(SplitScratch::default());
+    /// A share's states, on the thread that attends it.
+    static SHARE: RefCell<Vec<Running>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One query's attention, `n` rows (heads) of `d` values each, over the cached `positions`
+/// split between up to `threads` threads by position, into `out` `[n, d]`.
+///
+/// The positions go in shares of whole `block`s (the last takes the rest; `positions.start`
+/// is a block edge), one per thread: `attend(share, o, running)` adds each row's online
+/// softmax over the share's positions to its unnormalised output (`o` `[n, d]`, zeroed) and
+/// its [`Running`] state (fresh). The shares then merge as `o = Σ_c e^{m_c − M} o_c / Σ_c
+/// e^{m_c − M} l_c` with `M = max_c m_c`: each thread reads only its share of the cache, once
+/// for all rows, where a split by head has every thread read all of it for a few heads.
+pub(crate) fn attend_split<F>(
+    n: usize,
+    d: usize,
+    positions: Range<usize>,
+    block: usize,
+    threads: usize,
+    out: &mut [f32],
+    attend: F,
+) where
+    F: Fn(Range<usize>, &mut [f32], &mut [Running]) + Sync,
+{
+    assert_eq!(out.len(), n * d, "attend_split: output length");
+    let blocks = positions.len().div_ceil(block).max(1);
+    let per = blocks.div_ceil(threads.clamp(1, blocks)) * block;
+    let shares = positions.len().div_ceil(per).max(1);
+    with_local(&SPLIT, |sp| {
+        let SplitScratch { partial, stats } = sp;
+        partial.resize(shares * n * d, 0.0);
+        stats.resize(shares * n * 2, 0.0);
+        let (partial_out, stats_out) = (SharedOut::new(partial), SharedOut::new(stats));
+        ThreadPool::global(threads).parallel_for(shares, |c| {
+            let start = positions.start + c * per;
+            let share = start..(start + per).min(positions.end);
+            // SAFETY: share `c` writes only its own rows of `partial` and `stats`, which stay
+            // borrowed until the step ends.
+            let (o, st) = unsafe {
+                (
+                    partial_out.slice(c * n * d..(c + 1) * n * d),
+                    stats_out.slice(c * n * 2..(c + 1) * n * 2),
+                )
+            };
+            o.fill(0.0);
+            with_local(&SHARE, |running| {
+                running.clear();
+                running.resize(n, Running::default());
+                attend(share, o, running);
+                for (st, r) in st.chunks_exact_mut(2).zip(running.iter()) {
+                    st[0] = r.max;
+                    st[1] = r.sum as f32;
+                }
+            })
+        });
+        out.fill(0.0);
+        for (h, row) in out.chunks_exact_mut(d).enumerate() {
+            let m = (0..shares)
+                .map(|c| stats[(c * n + h) * 2])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f64;
+            for c in 0..shares {
+                let (mc, lc) = (stats[(c * n + h) * 2], stats[(c * n + h) * 2 + 1]);
+                if mc == f32::NEG_INFINITY {
+                    continue;
+                }
+                let w = (mc - m).exp();
+                sum += (w * lc) as f64;
+                let oc = &partial[(c * n + h) * d..(c * n + h + 1) * d];
+                row.iter_mut().zip(oc).for_each(|(o, &x)| *o += w * x);
+            }
+            Running { max: m, sum }.finish(row);
+        }
+    })
 }

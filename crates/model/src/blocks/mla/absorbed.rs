@@ -24,10 +24,8 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use frugal_kernels::matmul::{gemm_nn, gemm_nt, MatMut, MatRef};
-use frugal_kernels::pool::ThreadPool;
 
-use super::super::heads::{for_head_ranges, Running};
-use super::super::products::SharedOut;
+use super::super::heads::{attend_split, for_head_ranges, Running};
 use super::{with_local, KvB, LatentCache, MlaAttention, GROUP};
 
 /// Cached positions per block of [`MlaAttention::attend_range`]: a block's latents (`BLOCK ·
@@ -86,10 +84,6 @@ struct Scratch {
 struct SplitScratch {
     /// `[n, r_kv]`: every head's absorbed query.
     q_lat: Vec<f32>,
-    /// `[chunks, n, r_kv]`: each position chunk's unnormalised outputs.
-    partial: Vec<f32>,
-    /// `[chunks, n, 2]`: each chunk's running maximum and sum per head.
-    stats: Vec<f32>,
     /// `[n, r_kv]`: the merged outputs.
     o_lat: Vec<f32>,
 }
@@ -168,12 +162,7 @@ impl MlaAttention<'_> {
         assert_eq!(out.len(), n * dv, "attend_absorbed_split: output length");
         let positions = start_pos + 1;
         with_local(&SPLIT, |sp| {
-            let SplitScratch {
-                q_lat,
-                partial,
-                stats,
-                o_lat,
-            } = sp;
+            let SplitScratch { q_lat, o_lat } = sp;
             q_lat.resize(n * r_kv, 0.0);
             for_head_ranges(n, 1, r_kv, n * dn * r_kv, threads, q_lat, |hs, block| {
                 with_local(&SCRATCH, |s| {
@@ -181,68 +170,31 @@ impl MlaAttention<'_> {
                 })
             });
 
-            // Whole blocks per chunk but the last, so no block is split between threads.
-            let chunks = threads.clamp(1, positions.div_ceil(BLOCK));
-            let per = positions.div_ceil(BLOCK).div_ceil(chunks) * BLOCK;
-            let chunks = positions.div_ceil(per);
-            partial.resize(chunks * n * r_kv, 0.0);
-            stats.resize(chunks * n * 2, 0.0);
-            let (partial_out, stats_out) = (SharedOut::new(partial), SharedOut::new(stats));
-            let q_lat = &*q_lat;
-            ThreadPool::global(threads).parallel_for(chunks, |c| {
-                let range = c * per..((c + 1) * per).min(positions);
-                // SAFETY: chunk `c` writes only its own rows of `partial` and `stats`, which
-                // stay borrowed until the step ends.
-                let (o, st) = unsafe {
-                    (
-                        partial_out.slice(c * n * r_kv..(c + 1) * n * r_kv),
-                        stats_out.slice(c * n * 2..(c + 1) * n * 2),
-                    )
-                };
-                with_local(&SCRATCH, |s| {
-                    o.fill(0.0);
-                    s.running.clear();
-                    s.running.resize(n, Running::default());
-                    let (attend, running) = (&mut s.attend, &mut s.running);
-                    self.attend_range(
-                        q,
-                        q_lat,
-                        &(0..n),
-                        start_pos,
-                        cache,
-                        range,
-                        attend,
-                        o,
-                        running,
-                    );
-                    for (st, r) in st.chunks_exact_mut(2).zip(running.iter()) {
-                        st[0] = r.max;
-                        st[1] = r.sum as f32;
-                    }
-                })
-            });
-
-            // Merge the chunks: o = Σ_c e^{m_c − M} o_c / Σ_c e^{m_c − M} l_c.
-            o_lat.clear();
             o_lat.resize(n * r_kv, 0.0);
-            for (h, row) in o_lat.chunks_exact_mut(r_kv).enumerate() {
-                let m = (0..chunks)
-                    .map(|c| stats[(c * n + h) * 2])
-                    .fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f64;
-                for c in 0..chunks {
-                    let (mc, lc) = (stats[(c * n + h) * 2], stats[(c * n + h) * 2 + 1]);
-                    if mc == f32::NEG_INFINITY {
-                        continue;
-                    }
-                    let w = (mc - m).exp();
-                    sum += (w * lc) as f64;
-                    let oc = &partial[(c * n + h) * r_kv..(c * n + h + 1) * r_kv];
-                    row.iter_mut().zip(oc).for_each(|(o, &x)| *o += w * x);
-                }
-                let inv = (1.0 / sum) as f32;
-                row.iter_mut().for_each(|v| *v *= inv);
-            }
+            let q_lat = &*q_lat;
+            attend_split(
+                n,
+                r_kv,
+                0..positions,
+                BLOCK,
+                threads,
+                o_lat,
+                |range, o, running| {
+                    with_local(&SCRATCH, |s| {
+                        self.attend_range(
+                            q,
+                            q_lat,
+                            &(0..n),
+                            start_pos,
+                            cache,
+                            range,
+                            &mut s.attend,
+                            o,
+                            running,
+                        )
+                    })
+                },
+            );
 
             let o_lat = &*o_lat;
             for_head_ranges(n, 1, dv, n * dv * r_kv, threads, out, |hs, block| {
