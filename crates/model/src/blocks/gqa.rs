@@ -604,8 +604,8 @@ mod tests {
                     d < 2e-5,
                     "sliding {sliding}, {t} queries over {len} positions, heads {heads:?}: {d}"
                 );
-                // One query, every head: split by position into shares of whole blocks (the
-                // window's start inside a block), merged.
+                // One query, every head: split by position into shares of whole blocks
+                // (with the window, counted from its first position), merged.
                 if t != 1 || heads != (0..N) {
                     continue;
                 }
