@@ -157,9 +157,12 @@ impl KvCache {
             layers: model
                 .layers
                 .iter()
-                .map(|l| match l.attn {
+                .map(|l| match &l.attn {
                     Attn::Mla(_) => LayerCache::Latent(LatentCache::default()),
-                    Attn::Gqa(_) => LayerCache::Kv(KvHeads::default()),
+                    Attn::Gqa(g) => {
+                        let [n_kv, d] = g.cache_shape();
+                        LayerCache::Kv(KvHeads::new(n_kv, d))
+                    }
                 })
                 .collect(),
             len: 0,
@@ -193,11 +196,7 @@ impl KvCache {
                     room(&mut c.latent, a);
                     room(&mut c.rope_key, b);
                 }
-                // GQA: `a · b` = num_kv_heads · head_dim per position, keys and values each.
-                LayerCache::Kv(c) => {
-                    room(&mut c.k, a * b);
-                    room(&mut c.v, a * b);
-                }
+                LayerCache::Kv(c) => c.reserve(more),
             }
         }
     }
@@ -220,10 +219,7 @@ impl KvCache {
                     zero(&mut c.latent);
                     zero(&mut c.rope_key);
                 }
-                LayerCache::Kv(c) => {
-                    zero(&mut c.k);
-                    zero(&mut c.v);
-                }
+                LayerCache::Kv(c) => c.prefault(),
             }
         }
     }
@@ -252,11 +248,7 @@ impl KvCache {
                     c.latent.truncate(len * a);
                     c.rope_key.truncate(len * b);
                 }
-                // GQA: `a · b` = num_kv_heads · head_dim per position, keys and values each.
-                LayerCache::Kv(c) => {
-                    c.k.truncate(len * a * b);
-                    c.v.truncate(len * a * b);
-                }
+                LayerCache::Kv(c) => c.truncate(len),
             }
         }
         self.len = len;
@@ -271,7 +263,7 @@ impl KvCache {
             .iter()
             .map(|l| match l {
                 LayerCache::Latent(c) => c.latent.len() + c.rope_key.len(),
-                LayerCache::Kv(c) => c.k.len() + c.v.len(),
+                LayerCache::Kv(c) => c.values(),
             })
             .sum();
         values * std::mem::size_of::<f32>()
