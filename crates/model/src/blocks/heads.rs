@@ -81,8 +81,7 @@ impl Running {
     /// unnormalised output `o` (the weighted values added so far) by `exp(m − m')`. The
     /// caller then adds the block's weighted values to `o`.
     pub fn absorb(&mut self, scores: &mut [f32], scale: f32, o: &mut [f32]) {
-        scores.iter_mut().for_each(|x| *x *= scale);
-        let m = scores.iter().copied().fold(self.max, f32::max);
+        let m = softmax::scale_max(scores, scale, self.max);
         let block_sum = softmax::exp_sub_sum(scores, m);
         // A row that has seen nothing yet has a zero output and sum: nothing to scale.
         if m > self.max && self.max > f32::NEG_INFINITY {
