@@ -19,7 +19,8 @@
 //!   as GFLOP/s.
 //! - `mla`: the f32 products of MLA attention (`matmul::gemm_nn`, `matmul::gemm_nt`) per ISA,
 //!   in GFLOP/s (see `attention_f32`); `cold`: decode's scores against 27 layers' caches of
-//!   4096 latents, from DRAM.
+//!   4096 latents, from DRAM. `gqa … cold`: GQA decode's value sums over 28 layers' caches
+//!   of 4096 positions, from DRAM, with `gemm_nn` and with `gemm_nn_streamed`.
 //!
 //! Plain `harness = false` timing: one warm-up pass, then passes until `MIN_TIME` has elapsed,
 //! reporting the fastest pass (least disturbed by other processes on a shared machine).
@@ -353,7 +354,8 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
 /// queries' scores against 512 latents (8×512 · (512×512)ᵀ), next to the `dot_n` loop (4
 /// queries per latent read) it replaced (`old`).
 fn attention_f32(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
-    use frugal_kernels::matmul::{dot_n, nn::gemm_nn_with, nt::gemm_nt_with, MatMut, MatRef};
+    use frugal_kernels::matmul::nn::{gemm_nn_streamed_with, gemm_nn_with};
+    use frugal_kernels::matmul::{dot_n, nt::gemm_nt_with, MatMut, MatRef};
     let report = |name: String, flops: usize, d: Duration| {
         let gflops = 2.0 * flops as f64 / d.as_secs_f64() / 1e9;
         println!(
@@ -431,6 +433,44 @@ fn attention_f32(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
                 }
             });
             report(name(isa), m * k * layers * depth, d);
+        }
+    }
+    // GQA decode's `P·V` from DRAM: 6 query heads' weights over one kv head's values, 28
+    // layers of 4096 positions of 128 (59 MB), 256 positions per product as `gqa` goes;
+    // plain (`gemm_nn`) and `streamed` (`gemm_nn_streamed`, which gqa uses).
+    let (m, n, layers, depth, block) = (6usize, 128usize, 28usize, 4096usize, 256usize);
+    for streamed in [false, true] {
+        let how = if streamed { "streamed" } else { "plain" };
+        let name =
+            |isa: Isa| format!("gqa gemm_nn values cold {m}x{n}x({layers}·{depth}) {how} {isa}");
+        if !Isa::available().into_iter().any(|isa| wanted(&name(isa))) {
+            continue;
+        }
+        let a = vals(m * block);
+        let caches: Vec<Vec<f32>> = (0..layers).map(|_| vals(depth * n)).collect();
+        let mut c = vec![0.0f32; m * n];
+        for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
+            if !wanted(&name(isa)) {
+                continue;
+            }
+            let product = if streamed {
+                gemm_nn_streamed_with
+            } else {
+                gemm_nn_with
+            };
+            let d = time(|| {
+                for cache in &caches {
+                    for b in cache.chunks_exact(block * n) {
+                        let (a, b) = (
+                            MatRef::new(black_box(&a), m, block, block),
+                            MatRef::new(b, block, n, n),
+                        );
+                        product(isa, a, b, MatMut::new(&mut c, m, n, n), true);
+                        black_box(&c);
+                    }
+                }
+            });
+            report(name(isa), m * n * layers * depth, d);
         }
     }
     let (m, n, k) = (8usize, 512usize, 512usize);

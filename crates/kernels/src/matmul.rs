@@ -7,7 +7,7 @@
 
 pub mod nn;
 pub mod nt;
-pub use nn::{gemm_nn, MatMut, MatRef};
+pub use nn::{gemm_nn, gemm_nn_streamed, MatMut, MatRef};
 pub use nt::gemm_nt;
 
 /// `sum_i a_i * b_i`. Panics if the lengths differ.

@@ -83,9 +83,47 @@ pub fn gemm_nn(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool) {
     gemm_nn_with(Isa::detect(), a, b, c, accumulate)
 }
 
+/// [`gemm_nn`] for a `B` read once from memory (not already in cache): while the first panel
+/// of columns passes, each whole row of `B` a few KiB ahead is prefetched into L2, so the
+/// later panels find it there. Plain [`gemm_nn`] takes `B` panel by panel, a few lines of
+/// every row at a time, which from DRAM the hardware prefetchers do not follow: decode's
+/// `P·V` over a GQA cache (6 rows of `P`, 256 positions of 128 values, 28 layers of 4096
+/// positions, one Zen 4 thread) ran at 8.6–9.3 GB/s, and at 11.6–12.1 GB/s prefetched; with
+/// the scores, the whole attention took 8.7–9.3 ms instead of 10.5–11.6; in cache it costs
+/// about 3%. In the model (Qwen2-1.5B at 4096 positions, `frugal bench --profile`, binaries
+/// alternated) the attention step took 19.9–21.4 ms per token instead of 23.0–24.1 on one
+/// thread, 12.0–12.2 instead of 12.5–12.6 on two. The `gqa gemm_nn values cold` bench rows
+/// (the products alone): AVX-512 5.7–6.2 ms → 4.3–4.5, AVX2 7.5–7.8 → 4.6–4.8. Same results as
+/// [`gemm_nn`], bit for bit.
+pub fn gemm_nn_streamed(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool) {
+    gemm_nn_impl(Isa::detect(), a, b, c, accumulate, true)
+}
+
 /// [`gemm_nn`] on a given ISA (one this CPU lacks, or one without a variant here, runs the
 /// scalar reference). For tests and benchmarks.
 pub fn gemm_nn_with(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool) {
+    gemm_nn_impl(isa, a, b, c, accumulate, false)
+}
+
+/// [`gemm_nn_streamed`] on a given ISA. For tests and benchmarks.
+pub fn gemm_nn_streamed_with(
+    isa: Isa,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: MatMut<'_>,
+    accumulate: bool,
+) {
+    gemm_nn_impl(isa, a, b, c, accumulate, true)
+}
+
+fn gemm_nn_impl(
+    isa: Isa,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: MatMut<'_>,
+    accumulate: bool,
+    stream: bool,
+) {
     assert!(
         a.cols == b.rows && c.rows == a.rows && c.cols == b.cols,
         "gemm_nn: A {}x{}, B {}x{}, C {}x{}",
@@ -104,14 +142,14 @@ pub fn gemm_nn_with(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accum
         match isa {
             // SAFETY: the ISA is available (checked above); the views were checked to fit.
             Isa::Avx512 | Isa::Avx512Vnni => {
-                return unsafe { x86::gemm_avx512(a, b, c, accumulate) }
+                return unsafe { x86::gemm_avx512(a, b, c, accumulate, stream) }
             }
             // SAFETY: as above (`Isa::Avx2` includes FMA).
-            Isa::Avx2 => return unsafe { x86::gemm_avx2(a, b, c, accumulate) },
+            Isa::Avx2 => return unsafe { x86::gemm_avx2(a, b, c, accumulate, stream) },
             _ => {}
         }
     }
-    let _ = isa;
+    let _ = (isa, stream);
     gemm_nn_scalar(a, b, c, accumulate)
 }
 
@@ -140,7 +178,7 @@ mod x86 {
     /// `$kernel::<rows, vectors>` on each tile. Panels are the outer loop: a panel of `B`
     /// (`k × NV·W`) stays in cache while every row block of `A` passes over it.
     macro_rules! tiles {
-        ($a:ident, $b:ident, $c:ident, $acc:ident, $w:expr, $mr:expr, $nv:expr, $kernel:ident, $mask:ident) => {{
+        ($a:ident, $b:ident, $c:ident, $acc:ident, $stream:ident, $w:expr, $mr:expr, $nv:expr, $kernel:ident, $mask:ident) => {{
             let (m, n, k) = ($c.rows, $c.cols, $a.cols);
             let (ap, bp, cp) = ($a.data.as_ptr(), $b.data.as_ptr(), $c.data.as_mut_ptr());
             let mut j = 0;
@@ -156,37 +194,40 @@ mod x86 {
                     unsafe {
                         let (a, b, c) = (ap.add(i * $a.ld), bp.add(j), cp.add(i * $c.ld + j));
                         let (la, lb, lc) = ($a.ld, $b.ld, $c.ld);
+                        // Streamed: the first tile prefetches whole rows of B
+                        // ([`prefetch_row`]) for the panels after it.
+                        let pf = if $stream && i == 0 && j == 0 { n } else { 0 };
                         let step = match (rows >= $mr, rows >= 4, rows >= 2, nv == $nv) {
                             (true, _, _, true) => {
-                                $kernel::<$mr, $nv>(k, a, la, b, lb, c, lc, mask, $acc);
+                                $kernel::<$mr, $nv>(k, a, la, b, lb, c, lc, mask, $acc, pf);
                                 $mr
                             }
                             (true, _, _, false) => {
-                                $kernel::<$mr, 1>(k, a, la, b, lb, c, lc, mask, $acc);
+                                $kernel::<$mr, 1>(k, a, la, b, lb, c, lc, mask, $acc, pf);
                                 $mr
                             }
                             (_, true, _, true) => {
-                                $kernel::<4, $nv>(k, a, la, b, lb, c, lc, mask, $acc);
+                                $kernel::<4, $nv>(k, a, la, b, lb, c, lc, mask, $acc, pf);
                                 4
                             }
                             (_, true, _, false) => {
-                                $kernel::<4, 1>(k, a, la, b, lb, c, lc, mask, $acc);
+                                $kernel::<4, 1>(k, a, la, b, lb, c, lc, mask, $acc, pf);
                                 4
                             }
                             (_, _, true, true) => {
-                                $kernel::<2, $nv>(k, a, la, b, lb, c, lc, mask, $acc);
+                                $kernel::<2, $nv>(k, a, la, b, lb, c, lc, mask, $acc, pf);
                                 2
                             }
                             (_, _, true, false) => {
-                                $kernel::<2, 1>(k, a, la, b, lb, c, lc, mask, $acc);
+                                $kernel::<2, 1>(k, a, la, b, lb, c, lc, mask, $acc, pf);
                                 2
                             }
                             (_, _, _, true) => {
-                                $kernel::<1, $nv>(k, a, la, b, lb, c, lc, mask, $acc);
+                                $kernel::<1, $nv>(k, a, la, b, lb, c, lc, mask, $acc, pf);
                                 1
                             }
                             (_, _, _, false) => {
-                                $kernel::<1, 1>(k, a, la, b, lb, c, lc, mask, $acc);
+                                $kernel::<1, 1>(k, a, la, b, lb, c, lc, mask, $acc, pf);
                                 1
                             }
                         };
@@ -203,9 +244,32 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX-512F and FMA; the views must fit their slices and agree in shape.
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn gemm_avx512(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, acc: bool) {
+    pub(super) unsafe fn gemm_avx512(
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        c: MatMut<'_>,
+        acc: bool,
+        stream: bool,
+    ) {
         let mask = |lanes: usize| -> __mmask16 { ((1u32 << lanes) - 1) as __mmask16 };
-        tiles!(a, b, c, acc, 16, 8, 2, tile512, mask);
+        tiles!(a, b, c, acc, stream, 16, 8, 2, tile512, mask);
+    }
+
+    /// Bytes of `B` ahead of the row being read that [`prefetch_row`] fetches: 8 rows of a
+    /// GQA head's 128 values (4, 8 and 16 rows measured; 8 was best).
+    const STREAM_AHEAD: usize = 4096;
+
+    /// Prefetches into L2 the first `cols` values of the row of `B` [`STREAM_AHEAD`] bytes
+    /// (at least one row) after the row at `row` (addresses past `B` are harmless: a
+    /// prefetch never faults, and `wrapping_add` makes no claim on the allocation).
+    #[inline(always)]
+    fn prefetch_row(row: *const f32, ldb: usize, cols: usize) {
+        let ahead = (STREAM_AHEAD / 4).div_ceil(ldb.max(1)) * ldb;
+        let at = row.wrapping_add(ahead);
+        for x in (0..cols).step_by(16) {
+            // SAFETY: SSE is part of x86-64; a prefetch reads nothing architecturally.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(x).cast()) };
+        }
     }
 
     /// One `MR × NV·16` tile of `C`; the last vector of each row uses `mask`.
@@ -226,6 +290,7 @@ mod x86 {
         ldc: usize,
         mask: __mmask16,
         accumulate: bool,
+        prefetch: usize,
     ) {
         let full: __mmask16 = 0xffff;
         let lane_mask = |v: usize| if v + 1 == NV { mask } else { full };
@@ -241,6 +306,9 @@ mod x86 {
             }
             for p in 0..k {
                 let bp = b.add(p * ldb);
+                if prefetch > 0 {
+                    prefetch_row(bp, ldb, prefetch);
+                }
                 let bv: [__m512; NV] =
                     std::array::from_fn(|v| _mm512_maskz_loadu_ps(lane_mask(v), bp.add(v * 16)));
                 for (r, row) in acc.iter_mut().enumerate() {
@@ -263,13 +331,19 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX2 and FMA; the views must fit their slices and agree in shape.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gemm_avx2(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, acc: bool) {
+    pub(super) unsafe fn gemm_avx2(
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        c: MatMut<'_>,
+        acc: bool,
+        stream: bool,
+    ) {
         let mask = |lanes: usize| -> __m256i {
             let m: [i32; 8] = std::array::from_fn(|l| if l < lanes { -1 } else { 0 });
             // SAFETY: `m` is 8 i32s.
             unsafe { _mm256_loadu_si256(m.as_ptr().cast()) }
         };
-        tiles!(a, b, c, acc, 8, 4, 2, tile256, mask);
+        tiles!(a, b, c, acc, stream, 8, 4, 2, tile256, mask);
     }
 
     /// One `MR × NV·8` tile of `C`; the last vector of each row uses `mask`.
@@ -289,6 +363,7 @@ mod x86 {
         ldc: usize,
         mask: __m256i,
         accumulate: bool,
+        prefetch: usize,
     ) {
         // SAFETY (whole body): offsets stay inside the tile described by the caller.
         unsafe {
@@ -304,6 +379,9 @@ mod x86 {
             }
             for p in 0..k {
                 let bp = b.add(p * ldb);
+                if prefetch > 0 {
+                    prefetch_row(bp, ldb, prefetch);
+                }
                 let bv: [__m256; NV] =
                     std::array::from_fn(|v| _mm256_maskload_ps(bp.add(v * 8), lane_mask(v)));
                 for (r, row) in acc.iter_mut().enumerate() {
@@ -345,6 +423,7 @@ mod tests {
             (15, 47, 31),
             (16, 128, 192),
             (4, 512, 40),
+            (6, 128, 256),
             (13, 17, 0),
         ] {
             let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
@@ -381,19 +460,29 @@ mod tests {
                     );
                 }
                 for isa in Isa::available() {
-                    let mut got = c0.clone();
-                    gemm_nn_with(
-                        isa,
-                        MatRef::new(&a, m, k, lda),
-                        MatRef::new(&b, k, n, ldb),
-                        MatMut::new(&mut got, m, n, ldc),
-                        accumulate,
-                    );
-                    let same = got
-                        .iter()
-                        .zip(&want)
-                        .all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(same, "{isa} {m}x{n}x{k} accumulate {accumulate}");
+                    for streamed in [false, true] {
+                        let mut got = c0.clone();
+                        let product = if streamed {
+                            gemm_nn_streamed_with
+                        } else {
+                            gemm_nn_with
+                        };
+                        product(
+                            isa,
+                            MatRef::new(&a, m, k, lda),
+                            MatRef::new(&b, k, n, ldb),
+                            MatMut::new(&mut got, m, n, ldc),
+                            accumulate,
+                        );
+                        let same = got
+                            .iter()
+                            .zip(&want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same,
+                            "{isa} {m}x{n}x{k} accumulate {accumulate} streamed {streamed}"
+                        );
+                    }
                 }
             }
         }

@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use frugal_formats::config::GqaConfig;
-use frugal_kernels::matmul::{gemm_nn, gemm_nt, MatMut, MatRef};
+use frugal_kernels::matmul::{gemm_nn_streamed, gemm_nt, MatMut, MatRef};
 use frugal_kernels::{norm, rope};
 
 use super::heads::{attend_split, for_head_ranges, Running};
@@ -520,8 +520,9 @@ impl<'a> GqaAttention<'a> {
                 for (j, row) in sc.chunks_exact_mut(w).enumerate() {
                     running[j].absorb(row, self.scale, &mut o[j * d..(j + 1) * d]);
                 }
+                // Values come from memory (the scores read only the keys): streamed.
                 let values = MatRef::new(&cache.v[kv][b0 * d..], w, d, d);
-                gemm_nn(
+                gemm_nn_streamed(
                     MatRef::new(sc, g, w, w),
                     values,
                     MatMut::new(o, g, d, d),
