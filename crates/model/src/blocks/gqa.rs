@@ -488,7 +488,7 @@ impl<'a> GqaAttention<'a> {
     /// `positions` (block by block from `positions.start`): adds to each head's unnormalised
     /// output (`o` `[heads.len(), d]`) and its [`Running`] state (`running`, one per head).
     /// The heads of one kv head go together: per block one [`gemm_nt`] for their scores and
-    /// one [`gemm_nn`] for their values, on the kv head's own keys and values.
+    /// one [`gemm_nn_streamed`] for their values, on the kv head's own keys and values.
     #[allow(clippy::too_many_arguments)]
     fn attend_range(
         &self,
