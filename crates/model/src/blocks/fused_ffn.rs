@@ -200,7 +200,14 @@ fn run_in<R>(
                 (acts, (SharedOut::new(h), DownActs(h_acts)))
             })
             .unzip();
-        let plan = ItemPlan::new(jobs.iter().map(|j| j.mlp.gate().rows()), threads);
+        // An item computes its rows of both gate and up.
+        let plan = ItemPlan::new(
+            jobs.iter().map(|j| {
+                let (gate, up) = (j.mlp.gate(), j.mlp.up());
+                (gate.rows(), gate.row_bytes() + up.row_bytes())
+            }),
+            threads,
+        );
         // Items of each job not yet done: the one that brings it to 0 quantizes the job.
         let left: PerJob<AtomicUsize> = (0..jobs.len())
             .map(|jb| AtomicUsize::new(plan.job_items(jb)))
@@ -278,7 +285,11 @@ fn run_in<R>(
                 (h_acts.acts(job.mlp.down(), h), SharedOut::new(y))
             })
             .unzip();
-        let plan = ItemPlan::new(jobs.iter().map(|j| j.mlp.down().rows()), threads);
+        let plan = ItemPlan::new(
+            jobs.iter()
+                .map(|j| (j.mlp.down().rows(), j.mlp.down().row_bytes())),
+            threads,
+        );
         run_items(threads, step_work(jobs, t, true), &plan, |jb, rows| {
             let down = jobs[jb].mlp.down();
             let hx = inputs[jb];

@@ -432,6 +432,12 @@ impl<'a> Linear<'a> {
         })
     }
 
+    /// [`Linear::stored_bytes`] per row (rounded down): what one row's product reads, the
+    /// measure by which parallel steps balance their work items.
+    pub fn row_bytes(&self) -> usize {
+        self.stored_bytes() / self.rows().max(1)
+    }
+
     /// Bytes of the weight as stored (the mapped data, plus FP8 block scales): what reading
     /// this matrix from disk costs.
     pub fn stored_bytes(&self) -> usize {

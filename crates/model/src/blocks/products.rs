@@ -309,10 +309,17 @@ impl SharedOut {
 }
 
 /// Work items per thread of a parallel step ([`ItemPlan`]): enough that a thread finishing
-/// early can take over the end of another's share in small pieces, few enough that the
-/// per-item cost (a kernel call, its checks) stays small against a decode step's
-/// microseconds.
+/// early can take over the end of another's share in small pieces (the other thread's last
+/// item is the most it waits), few enough that the per-item cost (a kernel call, its checks)
+/// stays small against a decode step's microseconds. (16 per thread cut the threads' waits
+/// for each other at the ends of the steps by a third on the scaled DeepSeek model, two
+/// threads, but decode was 2–4% slower than with 8: the waits saved were less than the items
+/// cost.)
 const ITEMS_PER_THREAD: usize = 8;
+
+/// The smallest item worth a kernel call of its own ([`ItemPlan`]), in weight bytes: a
+/// microsecond of reading, against a call's fraction of one.
+const MIN_ITEM_BYTES: usize = 32 << 10;
 
 /// The size of a step for [`run_items`]' hand-off test: its multiply-adds, or twice the
 /// weight bytes it reads if that is more. A one-token product is bound by its reads: an f32
@@ -323,36 +330,50 @@ pub(crate) fn step_work(macs: usize, bytes: usize) -> usize {
 }
 
 /// How a parallel step's jobs (products, or MLPs) split into work items `(job, block of
-/// rows)`: every job's rows in order, in blocks of one size (whole tiles; a job's last block
-/// takes the rest), the jobs one after another. That is the order in which the weights lie
-/// in memory, and [`run_items`] hands the items out with
+/// rows)`: every job's rows in order, in blocks of about equal cost (whole tiles; a job's last
+/// block takes the rest), the jobs one after another. That is the order in which the weights
+/// lie in memory, and [`run_items`] hands the items out with
 /// [`ThreadPool::parallel_for_streams`]: each thread runs a contiguous run of them, i.e.
 /// reads one sequential stream of weights as a single thread does. (Handing consecutive items
 /// to alternate threads made each thread's reads hop every item; the hardware prefetchers
 /// restart on each hop, and short decode steps ran no faster on two threads than on one.)
 /// One thread: one item per job.
+///
+/// A row's cost is its weight bytes (decode streams them; in prefill they also track the
+/// multiply-adds of one type). Blocks of equal *rows* were unequal work when the jobs' rows
+/// differ in length: a MoE layer's shared-expert `down` has rows twice as long as a routed
+/// expert's, so the thread whose share held it finished last, and the other waited up to one
+/// of its (double) items at every layer.
 #[derive(Debug)]
 pub(crate) struct ItemPlan {
-    /// Rows of each job; on the stack for a decode step's few jobs.
-    jobs: SmallVec<[usize; 16]>,
-    /// Rows per item (at least 1).
-    grain: usize,
+    /// `(rows, rows per item)` of each job; on the stack for a decode step's few jobs.
+    jobs: SmallVec<[(usize, usize); 16]>,
     total: usize,
 }
 
 impl ItemPlan {
-    /// Items for jobs of `rows[j]` rows each, to be shared by `threads` threads.
-    pub fn new(rows: impl IntoIterator<Item = usize>, threads: usize) -> Self {
-        let jobs: SmallVec<[usize; 16]> = rows.into_iter().collect();
-        let all: usize = jobs.iter().sum();
-        let grain = if threads <= 1 {
-            jobs.iter().copied().max().unwrap_or(0)
-        } else {
-            all.div_ceil(ITEMS_PER_THREAD * threads).div_ceil(ROW_ALIGN) * ROW_ALIGN
-        }
-        .max(1);
-        let total = jobs.iter().map(|r| r.div_ceil(grain)).sum();
-        ItemPlan { jobs, grain, total }
+    /// Items for jobs of `(rows, bytes per row)`, to be shared by `threads` threads.
+    pub fn new(jobs: impl IntoIterator<Item = (usize, usize)>, threads: usize) -> Self {
+        let sizes: SmallVec<[(usize, usize); 16]> = jobs.into_iter().collect();
+        let all: usize = sizes.iter().map(|&(rows, cost)| rows * cost.max(1)).sum();
+        // The cost of one item: a thread's share in ITEMS_PER_THREAD pieces, unless that is
+        // too small to be worth a call.
+        let target = all
+            .div_ceil(ITEMS_PER_THREAD * threads.max(1))
+            .max(MIN_ITEM_BYTES);
+        let jobs: SmallVec<[(usize, usize); 16]> = sizes
+            .iter()
+            .map(|&(rows, cost)| {
+                let grain = if threads <= 1 {
+                    rows
+                } else {
+                    target.div_ceil(cost.max(1)).div_ceil(ROW_ALIGN) * ROW_ALIGN
+                };
+                (rows, grain.max(1))
+            })
+            .collect();
+        let total = jobs.iter().map(|&(rows, grain)| rows.div_ceil(grain)).sum();
+        ItemPlan { jobs, total }
     }
 
     /// Items in all.
@@ -362,16 +383,17 @@ impl ItemPlan {
 
     /// Items of job `j`.
     pub fn job_items(&self, j: usize) -> usize {
-        self.jobs[j].div_ceil(self.grain)
+        let (rows, grain) = self.jobs[j];
+        rows.div_ceil(grain)
     }
 
     /// Item `k`'s job and rows (`k < total`).
     pub fn item(&self, k: usize) -> (usize, Range<usize>) {
         let mut k = k;
-        for (j, &rows) in self.jobs.iter().enumerate() {
-            let n = rows.div_ceil(self.grain);
+        for (j, &(rows, grain)) in self.jobs.iter().enumerate() {
+            let n = rows.div_ceil(grain);
             if k < n {
-                return (j, k * self.grain..((k + 1) * self.grain).min(rows));
+                return (j, k * grain..((k + 1) * grain).min(rows));
             }
             k -= n;
         }
@@ -438,7 +460,7 @@ pub(crate) fn forward_many(
         let macs: usize = lins.iter().map(|l| t * l.rows() * cols).sum();
         let bytes: usize = lins.iter().map(|l| l.stored_bytes()).sum();
         let work = step_work(macs, bytes);
-        let plan = ItemPlan::new(lins.iter().map(|l| l.rows()), threads);
+        let plan = ItemPlan::new(lins.iter().map(|l| (l.rows(), l.row_bytes())), threads);
         let shared: SmallVec<[SharedOut; 4]> = outs.iter_mut().map(|o| SharedOut::new(o)).collect();
         run_items(threads, work, &plan, |j, rows| {
             let lin = lins[j];
@@ -459,47 +481,62 @@ mod tests {
     use super::*;
 
     /// Every row of every job is in exactly one item; every item but a job's last starts and
-    /// ends on whole tiles; the large items come first and the small ones are at most a
-    /// quarter of a large one (rounded to a tile); one thread gets one item per job.
+    /// ends on whole tiles and costs about a thread's share over ITEMS_PER_THREAD, or
+    /// MIN_ITEM_BYTES if more (at least that, less than one tile more), whatever the job's
+    /// bytes per row; the item count stays about ITEMS_PER_THREAD per thread; one thread gets
+    /// one item per job.
     #[test]
-    fn item_plan_covers_each_row_once_in_memory_order() {
+    fn item_plan_covers_each_row_once_in_memory_order_in_items_of_equal_cost() {
         for threads in [1, 2, 3, 8] {
-            for rows in [
-                vec![4096],
-                vec![512; 6],
-                vec![1536, 576],
-                vec![100, 7, 1, 0, 333],
-                vec![102_400],
+            for jobs in [
+                vec![(4096, 576)],
+                vec![(512, 288); 6],
+                // A MoE layer's down projections: six routed experts and the shared ones,
+                // whose rows are twice as long.
+                vec![(1024, 420), (1024, 420), (1024, 420), (1024, 840)],
+                vec![(1536, 576), (576, 576)],
+                vec![(100, 34), (7, 210), (1, 1), (0, 144), (333, 144)],
+                vec![(102_400, 4096)],
             ] {
-                let plan = ItemPlan::new(rows.iter().copied(), threads);
+                let plan = ItemPlan::new(jobs.iter().copied(), threads);
+                let rows: Vec<usize> = jobs.iter().map(|j| j.0).collect();
+                let all: usize = jobs.iter().map(|&(r, c)| r * c).sum();
+                let target = all.div_ceil(ITEMS_PER_THREAD * threads).max(MIN_ITEM_BYTES);
                 let mut seen: Vec<Vec<u32>> = rows.iter().map(|&r| vec![0; r]).collect();
                 // The next row each item must start at: the items walk the jobs in order.
                 let mut at = (0, 0);
                 for k in 0..plan.total() {
                     let (j, r) = plan.item(k);
-                    assert!(!r.is_empty(), "{rows:?}/{threads}: item {k} empty");
+                    assert!(!r.is_empty(), "{jobs:?}/{threads}: item {k} empty");
                     while at.0 < j {
-                        assert_eq!(at.1, rows[at.0], "{rows:?}/{threads}: job {} left", at.0);
+                        assert_eq!(at.1, rows[at.0], "{jobs:?}/{threads}: job {} left", at.0);
                         at = (at.0 + 1, 0);
                     }
-                    assert_eq!(r.start, at.1, "{rows:?}/{threads}: item {k} {r:?}");
+                    assert_eq!(r.start, at.1, "{jobs:?}/{threads}: item {k} {r:?}");
                     at.1 = r.end;
-                    assert_eq!(r.start % ROW_ALIGN, 0, "{rows:?}/{threads}: item {k} {r:?}");
+                    assert_eq!(r.start % ROW_ALIGN, 0, "{jobs:?}/{threads}: item {k} {r:?}");
+                    let last = r.end == rows[j];
                     assert!(
-                        r.end % ROW_ALIGN == 0 || r.end == rows[j],
-                        "{rows:?}/{threads}: item {k} {r:?}"
+                        r.end % ROW_ALIGN == 0 || last,
+                        "{jobs:?}/{threads}: item {k} {r:?}"
                     );
+                    if threads > 1 && !last {
+                        let cost = r.len() * jobs[j].1;
+                        assert!(
+                            cost >= target && cost < target + ROW_ALIGN * jobs[j].1,
+                            "{jobs:?}/{threads}: item {k} {r:?} costs {cost}, target {target}"
+                        );
+                    }
                     r.for_each(|i| seen[j][i] += 1);
                 }
-                assert!(seen.iter().flatten().all(|&c| c == 1), "{rows:?}/{threads}");
-                let jobs = rows.iter().filter(|&&r| r > 0).count();
+                assert!(seen.iter().flatten().all(|&c| c == 1), "{jobs:?}/{threads}");
+                let n_jobs = rows.iter().filter(|&&r| r > 0).count();
                 if threads == 1 {
-                    assert_eq!(plan.total(), jobs);
+                    assert_eq!(plan.total(), n_jobs);
                 } else {
                     // About ITEMS_PER_THREAD per thread, plus at most one short item per job.
-                    let all: usize = rows.iter().sum();
-                    let most = (ITEMS_PER_THREAD * threads).min(all.div_ceil(ROW_ALIGN)) + jobs;
-                    assert!(plan.total() <= most, "{rows:?}/{threads}: {}", plan.total());
+                    let most = ITEMS_PER_THREAD * threads + n_jobs;
+                    assert!(plan.total() <= most, "{jobs:?}/{threads}: {}", plan.total());
                 }
             }
         }
