@@ -45,7 +45,8 @@ impl TensorInfo {
 }
 
 /// Anything that holds named tensors: a GGUF file (or its splits), a set of safetensors shards.
-pub trait TensorSource {
+/// Shared between threads: a model's layers are loaded in parallel from one source.
+pub trait TensorSource: Sync {
     /// Every tensor's metadata, in file order.
     fn tensor_infos(&self) -> Vec<TensorInfo>;
     /// A view of the named tensor, or `None` if the source has no tensor of that name.

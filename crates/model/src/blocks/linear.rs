@@ -104,7 +104,7 @@ pub struct Linear<'a> {
 /// (through `&source`), or a renaming view such as a GGUF file's (`crate::gguf_names`). The
 /// views live as long as `'a`, not as long as the borrow of `self`, so an adapter made while
 /// loading need not outlive the model.
-pub trait Weights<'a> {
+pub trait Weights<'a>: Sync {
     /// The tensor called `name`, if any.
     fn tensor(&self, name: &str) -> Option<TensorView<'a>>;
 
