@@ -9,13 +9,14 @@
 //! Small copies (a routed expert's matrix is a few hundred KiB) cannot each be 2 MiB aligned
 //! without wasting most of the memory, so they are carved out of shared chunks: anonymous maps
 //! of [`CHUNK`] bytes, aligned to 2 MiB and advised as huge pages, handed out by bumping an
-//! offset. A chunk is unmapped when the last buffer in it is dropped (the allocator keeps only
+//! offset (each thread has its own chunk to cut from). A chunk is unmapped when the last buffer in it is dropped (the allocator keeps only
 //! a weak reference), so dropping a model returns its memory. Untouched tails of a chunk are
 //! never faulted in, so they cost address space, not memory.
 //!
 //! Off Linux the chunks are plain anonymous maps.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
 
 use memmap2::MmapMut;
 
@@ -65,8 +66,13 @@ impl Chunk {
     }
 }
 
-/// The chunk small buffers are cut from, and how much of it is used.
-static CURRENT: Mutex<(Weak<Chunk>, usize)> = Mutex::new((Weak::new(), 0));
+thread_local! {
+    /// The chunk this thread cuts small buffers from, and how much of it is used. Per thread:
+    /// the layers of a model load in parallel, and one layer's matrices should lie together,
+    /// in load order, as they do when one thread loads them all (a step reading two adjacent
+    /// matrices, such as GQA's q, k and v, is then one stream from memory).
+    static CURRENT: RefCell<(Weak<Chunk>, usize)> = const { RefCell::new((Weak::new(), 0)) };
+}
 
 /// A zero-filled byte buffer in huge-page backed memory (module docs).
 pub struct HugeBuf {
@@ -94,26 +100,26 @@ impl HugeBuf {
                 len,
             });
         }
-        let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
-        let (weak, used) = &mut *current;
-        let start = used.div_ceil(ALIGN) * ALIGN;
-        let chunk = match weak.upgrade() {
-            Some(c) if start + len <= c.len => {
-                *used = start + len;
-                return Ok(HugeBuf {
-                    chunk: Some(c),
-                    offset: start,
-                    len,
-                });
-            }
-            _ => Arc::new(Chunk::new(CHUNK)?),
-        };
-        *weak = Arc::downgrade(&chunk);
-        *used = len;
-        Ok(HugeBuf {
-            chunk: Some(chunk),
-            offset: 0,
-            len,
+        CURRENT.with_borrow_mut(|(weak, used)| {
+            let start = used.div_ceil(ALIGN) * ALIGN;
+            let chunk = match weak.upgrade() {
+                Some(c) if start + len <= c.len => {
+                    *used = start + len;
+                    return Ok(HugeBuf {
+                        chunk: Some(c),
+                        offset: start,
+                        len,
+                    });
+                }
+                _ => Arc::new(Chunk::new(CHUNK)?),
+            };
+            *weak = Arc::downgrade(&chunk);
+            *used = len;
+            Ok(HugeBuf {
+                chunk: Some(chunk),
+                offset: 0,
+                len,
+            })
         })
     }
 
@@ -138,7 +144,8 @@ impl HugeBuf {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         match &self.chunk {
             // SAFETY: as `as_slice`; ranges of different buffers never overlap (each was cut
-            // from an unused part of its chunk, under the lock), so `&mut self` is exclusive.
+            // from an unused part of its chunk, and only one thread cuts from a chunk), so
+            // `&mut self` is exclusive.
             Some(c) => unsafe { std::slice::from_raw_parts_mut(c.base.add(self.offset), self.len) },
             None => &mut [],
         }
