@@ -16,7 +16,9 @@
 //!   1408×2048, and the cold 16384×7168, and Q8_0 on four heads of MLA's `k_b` (2048×128):
 //!   one token as GB/s of the original bytes (decode); in
 //!   cache also 4, 16 and 64 tokens (the multi-token tiles; prefill), and 512 on 2048×2048,
-//!   as GFLOP/s.
+//!   as GFLOP/s. Rows marked `(models keep it plain)` time the layout on an ISA where
+//!   `repack::worth_repacking` says no (e.g. Q8_0 on AVX-512 without VNNI, which falls back
+//!   row by row): models use the plain product (`old`) there.
 //! - `mla`: the f32 products of MLA attention (`matmul::gemm_nn`, `matmul::gemm_nt`) per ISA,
 //!   in GFLOP/s (see `attention_f32`); `cold`: decode's scores against 27 layers' caches of
 //!   4096 latents, from DRAM. `gqa … cold`: GQA decode's value sums over 28 layers' caches
@@ -28,7 +30,7 @@
 
 use frugal_kernels::cpu::Isa;
 use frugal_kernels::matmul::matmul_wt;
-use frugal_kernels::quant::repack::{repack, repacked_gemm};
+use frugal_kernels::quant::repack::{repack, repacked_gemm, worth_repacking};
 use frugal_kernels::quant::{dot::vec_dot, gemm, QuantType, QuantizedActs};
 use frugal_testdata::Rng;
 use std::hint::black_box;
@@ -258,8 +260,14 @@ fn qgemm(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
                 }
             };
             let unit = if tokens == 1 { "GB/s" } else { "GFLOP/s" };
+            // Where models keep the plain layout on this ISA, the row only says why.
+            let used = if worth_repacking(isa, ty, cols) {
+                ""
+            } else {
+                "  (models keep it plain)"
+            };
             println!(
-                "{name:<36} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>7.2} {unit}",
+                "{name:<36} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>7.2} {unit}{used}",
                 old.as_secs_f64() * 1e6,
                 new.as_secs_f64() * 1e6,
                 rate(old),
@@ -336,8 +344,14 @@ fn repacked(rng: &mut Rng, wanted: &dyn Fn(&str) -> bool) {
                 }
             };
             let unit = if tokens == 1 { "GB/s" } else { "GFLOP/s" };
+            // Where models keep the plain layout on this ISA, the row only says why.
+            let used = if worth_repacking(isa, ty, cols) {
+                ""
+            } else {
+                "  (models keep it plain)"
+            };
             println!(
-                "{name:<36} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>7.2} {unit}",
+                "{name:<36} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>7.2} {unit}{used}",
                 old.as_secs_f64() * 1e6,
                 new.as_secs_f64() * 1e6,
                 rate(old),
