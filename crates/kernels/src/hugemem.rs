@@ -9,9 +9,10 @@
 //! Small copies (a routed expert's matrix is a few hundred KiB) cannot each be 2 MiB aligned
 //! without wasting most of the memory, so they are carved out of shared chunks: anonymous maps
 //! of [`CHUNK`] bytes, aligned to 2 MiB and advised as huge pages, handed out by bumping an
-//! offset (each thread has its own chunk to cut from). A chunk is unmapped when the last buffer in it is dropped (the allocator keeps only
-//! a weak reference), so dropping a model returns its memory. Untouched tails of a chunk are
-//! never faulted in, so they cost address space, not memory.
+//! offset (each thread has its own chunk to cut from). A chunk is unmapped when the last
+//! buffer in it is dropped (the allocator keeps only a weak reference), so dropping a model
+//! returns its memory. Untouched tails of a chunk are never faulted in, so they cost address
+//! space, not memory.
 //!
 //! Off Linux the chunks are plain anonymous maps.
 

@@ -705,9 +705,8 @@ impl<'a> Model<'a> {
 /// touch. On one thread that took DeepSeek-V2-Lite Q4_K_M (10 GB) 20 s on the two-core VM
 /// of issue 6, 14.8 s of it in the kernel; on both, `frugal bench -p 0 -n 1` took 2.1–5.0 s
 /// against 6.1–24 s, five runs of each alternated (the VM's page faults vary from run to
-/// run).
-/// Layers are independent; each thread takes the next unloaded one. The first error, by
-/// layer, is returned, as loading one layer after another did.
+/// run). Layers are independent; each thread takes the next unloaded one. The first error,
+/// by layer, is returned, as loading one layer after another did.
 fn load_layers<T, F>(n: usize, load: F) -> Result<Vec<T>, ModelError>
 where
     T: Send,
