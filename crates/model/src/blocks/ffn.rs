@@ -483,19 +483,22 @@ impl<'a> Moe<'a> {
             chosen.extend(routes.pairs.iter().map(|c| c.0));
             chosen.sort_unstable();
             chosen.dedup();
+            let mut run = |experts: &[(usize, &Mlp<'_>)]| {
+                run_experts(
+                    experts,
+                    self.shared.as_ref(),
+                    routes,
+                    x,
+                    out,
+                    threads,
+                    users,
+                )
+            };
             match store {
                 None => {
                     let experts: Experts<'_, '_> =
                         chosen.iter().map(|&e| (e, &self.experts[e])).collect();
-                    run_experts(
-                        &experts,
-                        self.shared.as_ref(),
-                        routes,
-                        x,
-                        out,
-                        threads,
-                        users,
-                    );
+                    run(&experts);
                 }
                 Some(store) => store.with_experts(self.layer, chosen, &mut |bytes| {
                     let rebased: Vec<Mlp<'_>> = chosen
@@ -509,15 +512,7 @@ impl<'a> Moe<'a> {
                         })
                         .collect();
                     let experts: Experts<'_, '_> = chosen.iter().copied().zip(&rebased).collect();
-                    run_experts(
-                        &experts,
-                        self.shared.as_ref(),
-                        routes,
-                        x,
-                        out,
-                        threads,
-                        users,
-                    );
+                    run(&experts);
                 }),
             }
         })
